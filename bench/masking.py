@@ -1,0 +1,160 @@
+"""The one masked-layer mechanism every method uses.
+
+Each prunable layer (conv or linear) carries its ``weight``, a 0/1 ``mask``
+buffer and a ``scores`` tensor of the same shape. The forward pass uses
+``weight * mask``. Methods differ only in how they *score* weights: a score
+function maps layers to score tensors, and :func:`apply_masks` keeps the
+highest-scoring weights (layer-wise or globally), in the spirit of
+``torch.nn.utils.prune``'s ``compute_mask``. Score-learning methods (RST,
+HYDRA) refresh the mask from ``|scores|`` once per optimiser step and get a
+straight-through gradient on the scores.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Iterator, List, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class MaskedMixin:
+    """Adds ``mask`` and ``scores`` to a layer that has a ``weight``."""
+
+    weight: nn.Parameter
+    mask: torch.Tensor
+    scores: nn.Parameter
+
+    def _init_masking(self) -> None:
+        self.register_buffer("mask", torch.ones_like(self.weight))  # type: ignore[attr-defined]
+        self.scores = nn.Parameter(torch.zeros_like(self.weight), requires_grad=False)
+
+    def masked_weight(self) -> torch.Tensor:
+        """Effective weight; straight-through to ``scores`` while they are trained."""
+        if self.scores.requires_grad and torch.is_grad_enabled():
+            # Forward value is exactly weight * mask; the gradient w.r.t. the
+            # mask is passed straight through to |scores|.
+            a = self.scores.abs()
+            return self.weight * (self.mask + a - a.detach())
+        return self.weight * self.mask
+
+
+class MaskedConv2d(MaskedMixin, nn.Conv2d):
+    """``nn.Conv2d`` whose weight is multiplied by a 0/1 mask."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._init_masking()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.masked_weight(), self.bias)
+
+
+class MaskedLinear(MaskedMixin, nn.Linear):
+    """``nn.Linear`` whose weight is multiplied by a 0/1 mask."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._init_masking()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.masked_weight(), self.bias)
+
+
+MASKED_TYPES = (MaskedConv2d, MaskedLinear)
+ScoreFn = Callable[[str, MaskedMixin], torch.Tensor]
+
+
+def prunable_layers(model: nn.Module) -> List[Tuple[str, MaskedMixin]]:
+    """All masked (prunable) layers of ``model`` as (name, layer) pairs."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, MASKED_TYPES)]
+
+
+def n_zeros_for(numel: int, sparsity: float) -> int:
+    """Number of weights to zero in a tensor of ``numel`` entries."""
+    return min(numel - 1, int(round(sparsity * numel))) if numel > 1 else 0
+
+
+def topk_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """0/1 mask keeping the highest scores, zeroing ``round(sparsity * numel)``."""
+    flat = scores.detach().flatten()
+    n_zero = n_zeros_for(flat.numel(), sparsity)
+    mask = torch.ones_like(flat)
+    if n_zero > 0:
+        # Stable sort so ties resolve deterministically.
+        order = torch.sort(flat, stable=True).indices
+        mask[order[:n_zero]] = 0.0
+    return mask.view_as(scores)
+
+
+@torch.no_grad()
+def apply_masks(model: nn.Module, score_fn: ScoreFn, sparsity: float, scope: str = "layer") -> None:
+    """Set every prunable layer's mask from ``score_fn`` at ``sparsity``.
+
+    ``scope='layer'`` keeps the same fraction in every layer; ``'global'``
+    ranks all prunable weights together. Weights whose score is ``-inf``
+    (e.g. already pruned) are always among the zeros.
+    """
+    layers = prunable_layers(model)
+    if scope == "layer":
+        for name, layer in layers:
+            layer.mask.copy_(topk_mask(score_fn(name, layer), sparsity))
+    elif scope == "global":
+        scores = [score_fn(name, layer).flatten() for name, layer in layers]
+        flat_mask = topk_mask(torch.cat(scores), sparsity)
+        start = 0
+        for (_, layer), s in zip(layers, scores):
+            layer.mask.copy_(flat_mask[start : start + s.numel()].view_as(layer.mask))
+            start += s.numel()
+    else:
+        raise ValueError(f"unknown pruning scope {scope!r}; choices: layer, global")
+
+
+def score_mask_refresher(model: nn.Module, sparsity: float) -> Callable[[], None]:
+    """A callable that recomputes masks from ``|scores|`` (once per optimiser step)."""
+
+    def refresh() -> None:
+        apply_masks(model, lambda _n, layer: layer.scores.abs(), sparsity, scope="layer")
+
+    return refresh
+
+
+def magnitude_scores(_name: str, layer: MaskedMixin) -> torch.Tensor:
+    """|w| among surviving weights; pruned weights score -inf (masks only shrink)."""
+    s = layer.weight.detach().abs().clone()
+    s[layer.mask == 0] = float("-inf")
+    return s
+
+
+def set_trainable(model: nn.Module, *, weights: bool, scores: bool) -> None:
+    """Choose which tensors of the masked layers (and the rest) receive gradients."""
+    for _name, p in model.named_parameters():
+        p.requires_grad_(weights)
+    for _name, layer in prunable_layers(model):
+        layer.scores.requires_grad_(scores)
+
+
+@torch.no_grad()
+def measured_sparsity(model: nn.Module) -> float:
+    """Fraction of zeros among the effective prunable weights (``weight * mask``)."""
+    zeros, total = 0, 0
+    for _name, layer in prunable_layers(model):
+        w = layer.weight * layer.mask
+        zeros += int((w == 0).sum())
+        total += w.numel()
+    return zeros / max(total, 1)
+
+
+@torch.no_grad()
+def layer_sparsity(model: nn.Module) -> Dict[str, float]:
+    """Per-layer fraction of zeros in the effective weights."""
+    return {
+        name: float(((layer.weight * layer.mask) == 0).float().mean())
+        for name, layer in prunable_layers(model)
+    }
+
+
+def iter_masks(model: nn.Module) -> Iterator[Tuple[str, torch.Tensor]]:
+    """(layer name, mask) pairs."""
+    for name, layer in prunable_layers(model):
+        yield name, layer.mask
