@@ -158,8 +158,20 @@ COMMANDS.add("list", cmd_list)
 COMMANDS.add("eval", cmd_eval)
 
 
+def discover_commands() -> None:
+    """Import every module of ``bench.commands`` (each registers its subcommand)."""
+    import importlib
+    import pkgutil
+
+    import bench.commands
+
+    for info in pkgutil.iter_modules(bench.commands.__path__):
+        importlib.import_module(f"bench.commands.{info.name}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every registered subcommand."""
+    discover_commands()
     parser = argparse.ArgumentParser(prog="bench", description="Benchmark harness for robust tickets.")
     sub = parser.add_subparsers(dest="command", required=True)
     for _name, entry in COMMANDS.items():
