@@ -105,7 +105,7 @@ def find_or_load_ticket(spec: RunSpec, out: Path, data_root: Optional[str] = Non
     spec = spec.resolve()
     device = resolve_device(spec.device)
     method = get_method(spec.method)
-    data = load_data(spec.dataset, spec.data_source, data_root, spec.val_fraction, spec.seed)
+    data = load_data(spec.dataset, spec.data_source, data_root, spec.val_fraction, spec.seed, spec.n_train)
     run_dir = out / "runs" / spec.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_json(run_dir / "spec.json", spec.to_dict())

@@ -241,15 +241,17 @@ def resolve_source(name: str, source: str) -> str:
     return source
 
 
-def load_data(name: str, source: str = "auto", data_root: Optional[str] = None, val_fraction: float = 0.1, seed: int = 0) -> DataBundle:
-    """Load ``name`` and split a seeded validation set off the training data."""
+def load_data(name: str, source: str = "auto", data_root: Optional[str] = None, val_fraction: float = 0.1,
+              seed: int = 0, n_train: int = 0) -> DataBundle:
+    """Load ``name``, split a seeded validation set off the training data, optionally cap the rest."""
     info, loader = DATASETS.get(name)
     train, test, origin = loader(resolve_source(name, source), data_root)
     # Hold out a validation split from training data (model selection only).
     g = torch.Generator().manual_seed(10_000 + seed)
     perm = torch.randperm(len(train), generator=g)
     n_val = int(round(val_fraction * len(train)))
-    return DataBundle(info, train.subset(perm[n_val:]), train.subset(perm[:n_val]), test, origin)
+    rest = perm[n_val:] if n_train <= 0 else perm[n_val : n_val + n_train]
+    return DataBundle(info, train.subset(rest), train.subset(perm[:n_val]), test, origin)
 
 
 def to_float(x: torch.Tensor, device: torch.device) -> torch.Tensor:
