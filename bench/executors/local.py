@@ -1,0 +1,64 @@
+"""The ``local`` executor: specs one after another in this process, or ``--jobs N`` worker processes."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import multiprocessing
+import os
+from typing import Iterator, Sequence
+
+from bench.sweep import EXECUTORS, Executor, JobResult, SweepJob, run_job
+
+
+def _init_worker(threads: int) -> None:
+    """Worker-process setup: share the CPU cores fairly."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def _quiet_children() -> Iterator[None]:
+    """Spawned workers inherit TQDM_DISABLE=1 (tqdm reads it at import), so only the sweep's bar shows.
+
+    The variable is restored when the pool is gone; this process's tqdm is already imported.
+    """
+    old = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = old
+
+
+class LocalExecutor(Executor):
+    """Runs jobs on this machine: in-process when ``jobs == 1``, else a spawn-context process pool."""
+
+    def run(self, jobs: Sequence[SweepJob]) -> Iterator[JobResult]:
+        """Yield each job's result as it finishes."""
+        if not jobs:
+            return
+        # One job at a time: run in this process (simplest to debug, no start-up cost).
+        if self.jobs == 1:
+            for job in jobs:
+                yield run_job(job)
+            return
+        # Several at once: fresh interpreters (spawn), each with its share of the cores.
+        threads = max(1, (os.cpu_count() or 1) // self.jobs)
+        ctx = multiprocessing.get_context("spawn")
+        with _quiet_children(), cf.ProcessPoolExecutor(max_workers=min(self.jobs, len(jobs)), mp_context=ctx,
+                                                       initializer=_init_worker, initargs=(threads,)) as pool:
+            futures = {pool.submit(run_job, job): job for job in jobs}
+            for future in cf.as_completed(futures):
+                job = futures[future]
+                # run_job never raises; a dead worker process does, and fails only its job.
+                try:
+                    yield future.result()
+                except cf.process.BrokenProcessPool as exc:
+                    yield JobResult(job.index, job.spec.run_id, "failed", 0.0, error=f"worker process died: {exc}")
+
+
+EXECUTORS.add("local", LocalExecutor, "this machine: one run after another, or --jobs N worker processes")

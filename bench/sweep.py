@@ -1,0 +1,369 @@
+"""Sweeps: a YAML grid over run-spec fields, expanded into specs and run by an executor.
+
+A sweep file has ``fixed`` fields shared by every run and a ``grid`` (a
+mapping of field -> list of values, or a list of such mappings whose
+products are concatenated); method hyperparameters go under ``hparams:`` in
+either. Every expanded spec is a validated :class:`RunSpec`, so unknown keys
+and bad values are errors before anything runs. A run is *done* when its
+ticket exists and ``runs.csv`` has an ``ok`` row for each requested attack;
+done runs are skipped, so an interrupted sweep resumes where it stopped.
+
+Executors live in ``bench/executors/`` (one module each, discovered
+automatically) and register a subclass of :class:`Executor` in
+``EXECUTORS``; ``local`` runs specs in this process or in a process pool.
+"""
+from __future__ import annotations
+
+import abc
+import argparse
+import dataclasses
+import importlib
+import itertools
+import os
+import pkgutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Type, Union
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from bench.registry import Registry
+from bench.spec import RunSpec, load_yaml
+
+SWEEP_KEYS = ("name", "description", "fixed", "grid")
+STATUS_COLUMNS = ("run_id", "status", "seconds", "error", "method", "dataset", "arch", "width", "sparsity", "seed")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A named list of run specs (expanded from a sweep file)."""
+
+    name: str
+    specs: Tuple[RunSpec, ...]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class SweepJob:
+    """One spec to run, with where its results go."""
+
+    index: int
+    spec: RunSpec
+    out: str
+    data_root: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What happened to one job: ``done`` (ran now) or ``failed`` (with the error)."""
+
+    index: int
+    run_id: str
+    status: str
+    seconds: float
+    rows_added: int = 0
+    error: str = ""
+
+
+@dataclass
+class SweepSummary:
+    """Counts and wall time of a finished sweep."""
+
+    name: str
+    total: int
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    wall_seconds: float = 0.0
+    failures: List[Tuple[str, str]] = field(default_factory=list)
+
+    def text(self) -> str:
+        """One summary line, plus one line per failed run."""
+        head = (f"sweep {self.name}: {self.total} run(s): {self.done} done, {self.skipped} skipped (already done), "
+                f"{self.failed} failed; wall time {self.wall_seconds:.1f} s")
+        return "\n".join([head] + [f"  FAILED {rid}: {err}" for rid, err in self.failures])
+
+
+# ---------------------------------------------------------------------------
+# Expansion of a sweep file into specs.
+# ---------------------------------------------------------------------------
+
+def _spec_fields() -> Set[str]:
+    """Names of every RunSpec field."""
+    return {f.name for f in dataclasses.fields(RunSpec)}
+
+
+def _check_grid(grid: Any, where: str) -> List[Tuple[str, List[Any]]]:
+    """Validate one grid mapping; returns (key, values) axes, hparams as ``hparams.NAME``."""
+    if not isinstance(grid, Mapping) or not grid:
+        raise ValueError(f"{where} must be a non-empty mapping of field -> list of values")
+    names = _spec_fields()
+    axes: List[Tuple[str, List[Any]]] = []
+    for key, values in grid.items():
+        # Method hyperparameters: a nested mapping of name -> list of values.
+        if key == "hparams":
+            if not isinstance(values, Mapping) or not values:
+                raise ValueError(f"{where}.hparams must be a mapping of hyperparameter -> list of values")
+            for hp, hp_values in values.items():
+                if not isinstance(hp_values, list) or not hp_values:
+                    raise ValueError(f"{where}.hparams.{hp} must be a non-empty list of values, got {hp_values!r}")
+                axes.append((f"hparams.{hp}", hp_values))
+            continue
+        if key not in names:
+            raise ValueError(f"unknown run spec key {key!r} in {where}; allowed: {', '.join(sorted(names))}")
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{where}.{key} must be a non-empty list of values, got {values!r}")
+        axes.append((str(key), values))
+    return axes
+
+
+def _merge(fixed: Mapping[str, Any], combo: Sequence[Tuple[str, Any]]) -> Dict[str, Any]:
+    """Fixed fields overridden by one grid point (hparams merged key by key)."""
+    data: Dict[str, Any] = {k: v for k, v in fixed.items() if k != "hparams"}
+    hparams: Dict[str, Any] = dict(fixed.get("hparams") or {})
+    for key, value in combo:
+        if key.startswith("hparams."):
+            hparams[key[len("hparams."):]] = value
+        else:
+            data[key] = value
+    if hparams:
+        data["hparams"] = hparams
+    return data
+
+
+def expand(fixed: Mapping[str, Any], grid: Union[Mapping[str, Any], Sequence[Mapping[str, Any]], None],
+           where: str = "sweep") -> List[RunSpec]:
+    """Every spec of ``fixed`` x the grid product(s), validated, duplicates dropped, in file order."""
+    if not isinstance(fixed, Mapping):
+        raise ValueError(f"{where}.fixed must be a mapping of run spec fields")
+    unknown = sorted(set(fixed) - _spec_fields())
+    if unknown:
+        raise ValueError(f"unknown run spec key(s) in {where}.fixed: {', '.join(map(str, unknown))}; "
+                         f"allowed: {', '.join(sorted(_spec_fields()))}")
+    if fixed.get("hparams") is not None and not isinstance(fixed["hparams"], Mapping):
+        raise ValueError(f"{where}.fixed.hparams must be a mapping of hyperparameter -> value")
+    # A missing grid is a single run of the fixed fields; a list of grids is a union.
+    grids = [{}] if grid is None else ([grid] if isinstance(grid, Mapping) else list(grid))
+    if not grids:
+        raise ValueError(f"{where}.grid must not be an empty list")
+    specs: List[RunSpec] = []
+    seen: Dict[str, RunSpec] = {}
+    for g_index, g in enumerate(grids):
+        g_where = f"{where}.grid" if len(grids) == 1 else f"{where}.grid[{g_index}]"
+        axes = _check_grid(g, g_where) if g else []
+        for values in itertools.product(*[v for _, v in axes]):
+            combo = list(zip([k for k, _ in axes], values))
+            try:
+                spec = RunSpec.from_dict(_merge(fixed, combo)).resolve()
+            except ValueError as exc:
+                point = ", ".join(f"{k}={v}" for k, v in combo) or "fixed fields only"
+                raise ValueError(f"{g_where} point ({point}): {exc}") from None
+            # The same run twice is one run; the same run with other runtime fields is a conflict.
+            previous = seen.get(spec.run_id)
+            if previous is not None:
+                if previous.to_dict() != spec.to_dict():
+                    raise ValueError(f"{g_where}: two grid points give run {spec.run_id} with different evaluation "
+                                     f"settings (eval_attacks/n_eval/n_eval_aa/device); make them equal")
+                continue
+            seen[spec.run_id] = spec
+            specs.append(spec)
+    return specs
+
+
+def load_sweep(path: Union[str, Path]) -> Sweep:
+    """Read and expand a sweep YAML file (safe loader; unknown keys are errors)."""
+    data = load_yaml(str(path))
+    unknown = sorted(set(data) - set(SWEEP_KEYS))
+    if unknown:
+        raise ValueError(f"unknown sweep key(s) in {path}: {', '.join(map(str, unknown))}; allowed: {', '.join(SWEEP_KEYS)}")
+    name = str(data.get("name") or Path(path).stem)
+    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ValueError(f"sweep name {name!r} may only contain letters, digits, '-', '_' and '.'")
+    specs = expand(data.get("fixed") or {}, data.get("grid"), where=Path(path).name)
+    return Sweep(name, tuple(specs), str(data.get("description") or ""))
+
+
+# ---------------------------------------------------------------------------
+# Which runs are done.
+# ---------------------------------------------------------------------------
+
+def finished_pairs(out: Union[str, Path]) -> Set[Tuple[str, str]]:
+    """(run_id, attack) pairs with an ``ok`` row in ``<out>/runs.csv``."""
+    csv_path = Path(out) / "runs.csv"
+    if not csv_path.exists():
+        return set()
+    df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    if "status" in df:
+        df = df[df["status"].isin(["ok", ""])]
+    return set(zip(df["run_id"], df["attack"]))
+
+
+def is_done(spec: RunSpec, out: Union[str, Path], pairs: Optional[Set[Tuple[str, str]]] = None) -> bool:
+    """A run is done when its ticket exists and runs.csv has a row for every requested attack.
+
+    ``pairs`` (from :func:`finished_pairs`) saves re-reading runs.csv for each spec.
+    """
+    spec = spec.resolve()
+    run_dir = Path(out) / "runs" / spec.run_id
+    if not ((run_dir / "ticket.pt").exists() and (run_dir / "meta.json").exists()):
+        return False
+    pairs = finished_pairs(out) if pairs is None else pairs
+    return all((spec.run_id, attack) in pairs for attack in spec.eval_attacks)
+
+
+# ---------------------------------------------------------------------------
+# Running one job (used by every executor; never raises).
+# ---------------------------------------------------------------------------
+
+def run_job(job: SweepJob) -> JobResult:
+    """Run one spec through ``bench.harness.run_spec``; an exception becomes a ``failed`` result.
+
+    The full traceback is written to ``<out>/runs/<run_id>/error.txt``.
+    """
+    from bench import harness
+
+    t0 = time.perf_counter()
+    run_id = job.spec.run_id
+    try:
+        rows = harness.run_spec(job.spec, job.out, job.data_root, show=False)
+    except Exception as exc:  # noqa: BLE001 - recorded as a failed run, the sweep goes on
+        run_dir = Path(job.out) / "runs" / run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "error.txt").write_text(traceback.format_exc())
+        message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        return JobResult(job.index, run_id, "failed", time.perf_counter() - t0, error=message)
+    return JobResult(job.index, run_id, "done", time.perf_counter() - t0, rows_added=len(rows))
+
+
+# ---------------------------------------------------------------------------
+# Executors: a registry of classes, one module each in bench/executors/.
+# ---------------------------------------------------------------------------
+
+class Executor(abc.ABC):
+    """Runs sweep jobs and yields one :class:`JobResult` per job as each finishes."""
+
+    @classmethod
+    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
+        """Add this executor's own ``bench sweep`` flags (none by default)."""
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Executor":
+        """Build from parsed ``bench sweep`` flags (``--jobs`` by default)."""
+        return cls(jobs=getattr(args, "jobs", 1))
+
+    def __init__(self, jobs: int = 1) -> None:
+        if jobs < 1:
+            raise ValueError(f"--jobs must be >= 1, got {jobs}")
+        self.jobs = jobs
+
+    @abc.abstractmethod
+    def run(self, jobs: Sequence[SweepJob]) -> Iterator[JobResult]:
+        """Run every job; yield each result when it is known (any order)."""
+
+
+EXECUTORS: Registry[Type[Executor]] = Registry("executor")
+
+
+def discover_executors() -> None:
+    """Import every module of ``bench.executors`` (each registers its executor)."""
+    import bench.executors
+
+    for info in pkgutil.iter_modules(bench.executors.__path__):
+        importlib.import_module(f"bench.executors.{info.name}")
+
+
+def get_executor(name: str) -> Type[Executor]:
+    """The executor class registered as ``name`` (ValueError listing choices)."""
+    discover_executors()
+    return EXECUTORS.get(name)
+
+
+# ---------------------------------------------------------------------------
+# The driver.
+# ---------------------------------------------------------------------------
+
+def _status_path(out: Path, name: str) -> Path:
+    """Where a sweep's per-run status table lives."""
+    return out / "sweeps" / f"{name}.csv"
+
+
+def _write_status(path: Path, table: Dict[str, Dict[str, Any]]) -> None:
+    """Atomically rewrite the sweep status CSV."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pd.DataFrame(list(table.values()), columns=list(STATUS_COLUMNS)).to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def _status_row(spec: RunSpec, status: str, seconds: float = 0.0, error: str = "") -> Dict[str, Any]:
+    """One line of the status table."""
+    return {"run_id": spec.run_id, "status": status, "seconds": round(seconds, 3), "error": error,
+            "method": spec.method, "dataset": spec.dataset, "arch": spec.arch, "width": spec.width,
+            "sparsity": spec.sparsity, "seed": spec.seed}
+
+
+def run_sweep(sweep: Sweep, out: Union[str, Path], executor: Executor, data_root: Optional[str] = None,
+              progress: bool = True, on_result: Optional[Callable[[JobResult], None]] = None) -> SweepSummary:
+    """Run every spec of ``sweep`` that is not done; record status; return the summary.
+
+    Status per run goes to ``<out>/sweeps/<name>.csv`` (rewritten after each
+    result); a failed run's traceback goes to its run folder's ``error.txt``.
+    """
+    out = Path(out)
+    t0 = time.perf_counter()
+    summary = SweepSummary(sweep.name, len(sweep.specs))
+    pairs = finished_pairs(out)
+    status_file = _status_path(out, sweep.name)
+    table: Dict[str, Dict[str, Any]] = {}
+    jobs: List[SweepJob] = []
+    # Skip what is done; queue the rest.
+    for i, spec in enumerate(sweep.specs):
+        if is_done(spec, out, pairs):
+            summary.skipped += 1
+            table[spec.run_id] = _status_row(spec, "skipped")
+        else:
+            table[spec.run_id] = _status_row(spec, "pending")
+            jobs.append(SweepJob(i, spec, str(out), data_root))
+    _write_status(status_file, table)
+    # Run the queue, recording each result as it arrives.
+    bar = tqdm(total=len(jobs), desc=f"sweep {sweep.name}", unit="run", disable=not progress or not jobs)
+    try:
+        for result in executor.run(jobs):
+            spec = sweep.specs[result.index]
+            table[spec.run_id] = _status_row(spec, result.status, result.seconds, result.error)
+            if result.status == "done":
+                summary.done += 1
+            else:
+                summary.failed += 1
+                summary.failures.append((result.run_id, result.error))
+            _write_status(status_file, table)
+            bar.update(1)
+            bar.set_postfix(failed=summary.failed)
+            if on_result is not None:
+                on_result(result)
+    finally:
+        bar.close()
+    summary.wall_seconds = time.perf_counter() - t0
+    return summary
+
+
+def dry_run_table(sweep: Sweep, out: Union[str, Path]) -> pd.DataFrame:
+    """One row per spec: run_id, done or todo, and every field that varies across the sweep."""
+    pairs = finished_pairs(out)
+    records = []
+    for spec in sweep.specs:
+        flat = {k: v for k, v in spec.to_dict().items() if k not in ("hparams", "eval_attacks")}
+        flat["eval_attacks"] = ",".join(spec.eval_attacks)
+        flat.update({f"hparams.{k}": v for k, v in dataclasses.asdict(spec.hparams).items()})
+        records.append({"run_id": spec.run_id, "state": "done" if is_done(spec, out, pairs) else "todo", **flat})
+    df = pd.DataFrame(records)
+    if df.empty:
+        return df
+    # Always show the key fields; add any other column whose value varies.
+    key = ["run_id", "state", "method", "dataset", "arch", "width", "sparsity", "seed"]
+    varying = [c for c in df.columns if c not in key and df[c].astype(str).nunique() > 1]
+    return df[key + varying]
+
