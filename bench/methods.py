@@ -127,6 +127,11 @@ class RunContext:
                                                    "val_clean": result.val_clean, "val_robust": result.val_robust})
         return result
 
+    def stage_path(self, name: str, key: Dict[str, Any]) -> Path:
+        """Folder of the shared stage ``name`` keyed by the hash of ``key``."""
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        return self.stages_dir / f"{name}-{digest}"
+
     def shared_stage(self, name: str, key: Dict[str, Any], build: Callable[[Path], nn.Module],
                      make_empty: Callable[[], nn.Module]) -> nn.Module:
         """A stage shared between runs (e.g. a dense AT network), keyed by the hash of ``key``.
@@ -134,8 +139,7 @@ class RunContext:
         The first run that needs it builds it in ``stages/<name>-<hash>/``;
         later runs with the same key load ``model.pt`` instead of training again.
         """
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
-        stage_dir = self.stages_dir / f"{name}-{digest}"
+        stage_dir = self.stage_path(name, key)
         final = stage_dir / "model.pt"
         if final.exists():
             model = make_empty()

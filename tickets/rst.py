@@ -5,15 +5,25 @@ the forward pass keeps the top-(1-sparsity) of |scores| in each layer, the
 scores get a straight-through gradient and are trained on PGD adversarial
 examples crafted against the current masked network. Weights stay at their
 signed Kaiming-constant initialisation; BatchNorm is non-affine.
+
+``--finetune inherit|reinit`` adds the paper's fine-tuning variants: after the
+search the mask is fixed and the surviving weights are trained with the
+spec's adversarial trainer, starting from the frozen random weights they
+had (``inherit``, "FT_RST_Inherit") or from a fresh default initialisation
+(``reinit``, "FT_RST_Reinit"), for ``finetune_epochs`` (none = ``--epochs``)
+at ``finetune_lr_scale * --lr``. BatchNorm stays non-affine.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 import torch.nn as nn
 
+from baselines.dense_at import check_epochs, stage_epochs, train_weights
+from baselines.lwm import check_lr_scale
 from bench.masking import prunable_layers, score_mask_refresher, set_trainable
 from bench.methods import Method, RunContext, register
 from bench.models import init_signed_kaiming_constant
@@ -24,7 +34,21 @@ from bench.spec import RunSpec
 class RSTHparams:
     """RST hyperparameters."""
 
-    weight_init: str = "signed-constant"
+    weight_init: str = field(default="signed-constant", metadata={"help": "rst frozen weights: signed-constant | kaiming-normal"})
+    finetune: str = field(default="none", metadata={"help": "rst: AT fine-tuning of the surviving weights: none | inherit | reinit"})
+    finetune_epochs: Optional[int] = field(default=None, metadata={"help": "AT fine-tuning epochs after pruning (none = --epochs)"})
+    finetune_lr_scale: float = field(default=0.1, metadata={"help": "fine-tuning learning rate as a fraction of --lr"})
+
+
+FINETUNES = ("none", "inherit", "reinit")
+
+
+@torch.no_grad()
+def reinit_weights(model: nn.Module, fresh: nn.Module) -> None:
+    """Copy the prunable weights of ``fresh`` (a newly built model) into ``model``; masks untouched."""
+    new = dict(prunable_layers(fresh))
+    for name, layer in prunable_layers(model):
+        layer.weight.copy_(new[name].weight)
 
 
 @torch.no_grad()
@@ -42,9 +66,14 @@ class RST(Method):
     bn_affine = False
 
     def validate(self, spec: RunSpec) -> None:
-        """Weight init must be one this method knows."""
-        if spec.hparams.weight_init not in ("signed-constant", "kaiming-normal"):
-            raise ValueError(f"unknown rst weight_init {spec.hparams.weight_init!r}; choices: signed-constant, kaiming-normal")
+        """Weight init and fine-tuning options must be ones this method knows."""
+        hp = spec.hparams
+        if hp.weight_init not in ("signed-constant", "kaiming-normal"):
+            raise ValueError(f"unknown rst weight_init {hp.weight_init!r}; choices: signed-constant, kaiming-normal")
+        if hp.finetune not in FINETUNES:
+            raise ValueError(f"unknown rst finetune {hp.finetune!r}; choices: {', '.join(FINETUNES)}")
+        check_epochs(finetune_epochs=hp.finetune_epochs)
+        check_lr_scale(hp.finetune_lr_scale)
 
     def find_ticket(self, ctx: RunContext) -> nn.Module:
         """Search the scores of a frozen random network under an adversarial loss."""
@@ -62,4 +91,10 @@ class RST(Method):
         scores = [layer.scores for _name, layer in prunable_layers(model)]
         ctx.train(model, scores, ctx.train_config(), ctx.run_dir / "search", refresh, desc="rst search")
         set_trainable(model, weights=False, scores=False)
-        return model
+        if ctx.hp.finetune == "none":
+            return model
+        # Optional AT fine-tuning of the survivors under the fixed mask.
+        if ctx.hp.finetune == "reinit":
+            reinit_weights(model, ctx.build_model(bn_affine=False, seed_offset=1))
+        return train_weights(ctx, model, stage_epochs(ctx, ctx.hp.finetune_epochs), ctx.spec.lr * ctx.hp.finetune_lr_scale,
+                             ctx.run_dir / "finetune", desc=f"rst finetune ({ctx.hp.finetune})")

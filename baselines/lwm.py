@@ -1,0 +1,68 @@
+"""Least weight magnitude (LWM): one-shot magnitude pruning of a dense AT network, then AT fine-tuning.
+
+The simplest strong pruned-AT baseline (HYDRA's comparison point): the shared
+dense AT stage, the smallest ``|w|`` pruned to the target sparsity in one
+shot (same fraction per layer, or ranked globally with ``--scope global``),
+then the surviving weights fine-tuned with the spec's trainer at
+``finetune_lr_scale * --lr`` under the fixed mask.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch.nn as nn
+
+from baselines.dense_at import check_epochs, dense_stage, stage_epochs, train_weights
+from bench.masking import apply_masks, magnitude_scores
+from bench.methods import Method, RunContext, register
+from bench.spec import RunSpec
+
+SCOPES = ("layer", "global")
+
+
+@dataclass(frozen=True)
+class LWMHparams:
+    """LWM hyperparameters."""
+
+    scope: str = field(default="layer", metadata={"help": "magnitude ranking: layer (same sparsity per layer) | global"})
+    pretrain_epochs: Optional[int] = field(default=None, metadata={"help": "dense AT epochs (none = --epochs)"})
+    finetune_epochs: Optional[int] = field(default=None, metadata={"help": "AT fine-tuning epochs after pruning (none = --epochs)"})
+    finetune_lr_scale: float = field(default=0.1, metadata={"help": "fine-tuning learning rate as a fraction of --lr"})
+
+
+def check_scope(scope: str) -> None:
+    """Pruning scope must be layer or global."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown pruning scope {scope!r}; choices: {', '.join(SCOPES)}")
+
+
+def check_lr_scale(scale: float) -> None:
+    """Fine-tuning learning-rate scale must be positive."""
+    if not scale > 0:
+        raise ValueError(f"finetune_lr_scale must be > 0, got {scale}")
+
+
+@register("lwm", "least weight magnitude: dense AT, one-shot |w| pruning, AT fine-tuning")
+class LWM(Method):
+    """One-shot magnitude pruning of the shared dense AT network."""
+
+    Hparams = LWMHparams
+    bn_affine = True
+
+    def validate(self, spec: RunSpec) -> None:
+        """Scope, per-stage epochs and the fine-tuning lr must be valid."""
+        hp = spec.hparams
+        check_scope(hp.scope)
+        check_epochs(pretrain_epochs=hp.pretrain_epochs, finetune_epochs=hp.finetune_epochs)
+        check_lr_scale(hp.finetune_lr_scale)
+
+    def find_ticket(self, ctx: RunContext) -> nn.Module:
+        """Dense AT, prune the smallest weights once, fine-tune the survivors with AT."""
+        hp = ctx.hp
+        model = dense_stage(ctx, hp.pretrain_epochs)
+        # One-shot magnitude pruning to the target sparsity.
+        apply_masks(model, magnitude_scores, ctx.spec.sparsity, hp.scope)
+        # AT fine-tuning of the surviving weights under the fixed mask.
+        return train_weights(ctx, model, stage_epochs(ctx, hp.finetune_epochs), ctx.spec.lr * hp.finetune_lr_scale,
+                             ctx.run_dir / "finetune", desc="lwm finetune")

@@ -1,0 +1,176 @@
+"""Adversarial lottery tickets: iterative magnitude pruning with AT and rewinding.
+
+Lottery-ticket search (Frankle & Carbin 2019) with adversarial training
+(Cosentino et al. 2019), in OpenLTH's level structure:
+
+- level 0 is the shared dense AT stage (one artifact for every method with
+  this base);
+- each level prunes ``prune_fraction`` of the *remaining* weights by
+  magnitude (per layer, or ranked globally with ``--scope global``), rewinds
+  the survivors (and every other tensor but the masks) to the dense
+  network's initialisation (``--rewind init``), to its weights after
+  ``rewind_epochs`` epochs of AT (``early``) or not at all (``none``, the
+  "keep training" control), then retrains them with AT;
+- level ``l`` has sparsity ``1 - (1 - prune_fraction)^l``; the target maps
+  to the first level that reaches it, and that last level is partial so the
+  target is met exactly.
+
+Masks only shrink: pruned weights score ``-inf``. Every level is a shared
+stage keyed by the dense base, the hyperparameters and the sparsities of
+all levels so far, so ALTH runs at several target sparsities share their
+common levels; each level stores its masks and a record (target and measured
+sparsity, validation accuracies), collected in ``meta.json`` under
+``levels``. Compute of every level (and of the dense stage) is counted in
+every run that uses it.
+
+The ``early`` rewind point is a separate shared stage: AT from the same
+initialisation for ``rewind_epochs`` epochs at constant learning rate,
+keeping the last epoch's weights. It is the start of the dense trajectory
+exactly when ``--lr-schedule constant`` (same data order and attack seeds),
+and close to it otherwise.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+import torch.nn as nn
+
+from baselines.dense_at import RECORD, check_epochs, dense_key, dense_stage, read_record, stage_epochs
+from baselines.lwm import check_scope
+from bench.masking import apply_masks, iter_masks, magnitude_scores, measured_sparsity, set_trainable
+from bench.methods import Method, RunContext, register
+from bench.spec import RunSpec
+
+REWINDS = ("init", "early", "none")
+MASKS = "masks.pt"
+
+
+@dataclass(frozen=True)
+class ALTHHparams:
+    """Adversarial lottery-ticket hyperparameters."""
+
+    prune_fraction: float = field(default=0.2, metadata={"help": "fraction of the remaining weights pruned per level"})
+    scope: str = field(default="layer", metadata={"help": "magnitude ranking: layer (same sparsity per layer) | global"})
+    rewind: str = field(default="init", metadata={"help": "rewind survivors to: init | early (after rewind_epochs of AT) | none"})
+    rewind_epochs: int = field(default=1, metadata={"help": "alth --rewind early: epochs of AT before the rewind point"})
+    pretrain_epochs: Optional[int] = field(default=None, metadata={"help": "dense AT epochs (none = --epochs)"})
+    level_epochs: Optional[int] = field(default=None, metadata={"help": "alth: AT retraining epochs per level (none = --epochs)"})
+
+
+def level_sparsities(target: float, prune_fraction: float) -> List[float]:
+    """Sparsity after each level; the last (partial) level is exactly ``target``."""
+    if target <= 0:
+        return []
+    # Levels needed: smallest L with 1 - (1 - p)^L >= target (tolerant to float error).
+    n_levels = max(1, math.ceil(math.log(1 - target) / math.log(1 - prune_fraction) - 1e-9))
+    full = [1 - (1 - prune_fraction) ** level for level in range(1, n_levels)]
+    return [s for s in full if s < target] + [target]
+
+
+@torch.no_grad()
+def prune_and_rewind(model: nn.Module, sparsity: float, scope: str, rewind_state: Optional[Dict[str, torch.Tensor]]) -> None:
+    """Prune by magnitude to ``sparsity`` (masks only shrink), then rewind all but the masks."""
+    apply_masks(model, magnitude_scores, sparsity, scope)
+    if rewind_state is None:
+        return
+    masks = {name: mask.clone() for name, mask in iter_masks(model)}
+    model.load_state_dict({k: v for k, v in rewind_state.items()})
+    for name, layer_mask in iter_masks(model):
+        layer_mask.copy_(masks[name])
+
+
+def load_masks(stage_dir: Path) -> Dict[str, torch.Tensor]:
+    """The per-layer masks a level stored (for inspection and tests)."""
+    return torch.load(stage_dir / MASKS, map_location="cpu", weights_only=True)
+
+
+@register("alth", "adversarial lottery ticket: dense AT, iterative magnitude pruning + rewinding + AT retraining")
+class ALTH(Method):
+    """Iterative magnitude pruning with adversarial training and rewinding."""
+
+    Hparams = ALTHHparams
+    bn_affine = True
+
+    def validate(self, spec: RunSpec) -> None:
+        """Fraction in (0, 1), known scope and rewind point, valid epochs."""
+        hp = spec.hparams
+        if not 0 < hp.prune_fraction < 1:
+            raise ValueError(f"prune_fraction must be in (0, 1), got {hp.prune_fraction}")
+        check_scope(hp.scope)
+        if hp.rewind not in REWINDS:
+            raise ValueError(f"unknown rewind {hp.rewind!r}; choices: {', '.join(REWINDS)}")
+        if hp.rewind_epochs < 1:
+            raise ValueError(f"rewind_epochs must be >= 1, got {hp.rewind_epochs}")
+        check_epochs(pretrain_epochs=hp.pretrain_epochs, level_epochs=hp.level_epochs)
+
+    def rewind_state(self, ctx: RunContext, base: Dict[str, Any]) -> Optional[Dict[str, torch.Tensor]]:
+        """The weights survivors are rewound to (``None`` for no rewinding)."""
+        if ctx.hp.rewind == "none":
+            return None
+        if ctx.hp.rewind == "init":
+            # The dense stage starts from this seeded initialisation.
+            return {k: v.clone() for k, v in ctx.build_model(bn_affine=True).state_dict().items()}
+        epochs = ctx.hp.rewind_epochs
+
+        # Early rewind point: last-epoch weights after a short constant-lr AT run.
+        def build(stage_dir: Path) -> nn.Module:
+            model = ctx.build_model(bn_affine=True)
+            set_trainable(model, weights=True, scores=False)
+            params = [p for p in model.parameters() if p.requires_grad]
+            ctx.train(model, params, ctx.train_config(epochs=epochs, lr_schedule="constant"), stage_dir / "train",
+                      desc="alth rewind point")
+            last = torch.load(stage_dir / "train" / "last.pt", map_location=ctx.device, weights_only=True)
+            model.load_state_dict(last["model"])
+            return model
+
+        key = {**base, "epochs": epochs, "lr_schedule": "constant"}
+        model = ctx.shared_stage("alth-rewind", key, build, lambda: ctx.build_model(bn_affine=True))
+        return {k: v.clone() for k, v in model.state_dict().items()}
+
+    def find_ticket(self, ctx: RunContext) -> nn.Module:
+        """Dense AT, then prune / rewind / retrain level by level up to the target."""
+        hp = ctx.hp
+        model = dense_stage(ctx, hp.pretrain_epochs)
+        base = dense_key(ctx.spec, stage_epochs(ctx, hp.pretrain_epochs))
+        rewind_state = self.rewind_state(ctx, base)
+        epochs = stage_epochs(ctx, hp.level_epochs)
+        done: List[float] = []
+        levels: List[Dict[str, Any]] = []
+        # One shared stage per level; each starts from the previous level's network.
+        for level, sparsity in enumerate(level_sparsities(ctx.spec.sparsity, hp.prune_fraction), start=1):
+            done.append(sparsity)
+            key = {"dense": base, "prune_fraction": hp.prune_fraction, "scope": hp.scope, "rewind": hp.rewind,
+                   "rewind_epochs": hp.rewind_epochs if hp.rewind == "early" else None, "level_epochs": epochs,
+                   "sparsities": list(done)}
+            previous = model
+
+            def build(stage_dir: Path, previous: nn.Module = previous, level: int = level, sparsity: float = sparsity) -> nn.Module:
+                prune_and_rewind(previous, sparsity, hp.scope, rewind_state)
+                torch.save({name: m.detach().cpu().clone() for name, m in iter_masks(previous)}, stage_dir / MASKS)
+                result = train_level(ctx, previous, epochs, stage_dir, level)
+                record = {"level": level, "target_sparsity": sparsity, "measured_sparsity": measured_sparsity(previous),
+                          "best_epoch": result["best_epoch"], "val_clean": result["val_clean"],
+                          "val_robust": result["val_robust"]}
+                (stage_dir / RECORD).write_text(json.dumps(record))
+                return previous
+
+            model = ctx.shared_stage("alth-level", key, build, lambda: ctx.build_model(bn_affine=True))
+            levels.append({"stage": ctx.stage_path("alth-level", key).name,
+                           **read_record(ctx.stage_path("alth-level", key))})
+        ctx.info["levels"] = levels
+        set_trainable(model, weights=False, scores=False)
+        return model
+
+
+def train_level(ctx: RunContext, model: nn.Module, epochs: int, stage_dir: Path, level: int) -> Dict[str, Any]:
+    """AT retraining of one level's survivors (full learning rate, fixed mask)."""
+    set_trainable(model, weights=True, scores=False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    result = ctx.train(model, params, ctx.train_config(epochs=epochs), stage_dir / "train", desc=f"alth level {level}")
+    set_trainable(model, weights=False, scores=False)
+    return {"best_epoch": result.best_epoch, "val_clean": result.val_clean, "val_robust": result.val_robust}

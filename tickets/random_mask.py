@@ -1,0 +1,113 @@
+"""Random-mask controls: a uniformly random mask at the target sparsity.
+
+Two controls, chosen with ``--weights``:
+
+- ``frozen``: the mask is drawn over the *same* frozen random weights RST
+  searches (signed Kaiming constant, same seed), nothing is trained. This is
+  the control a Robust Scratch Ticket must beat: same weights, mask learned
+  versus drawn at random. BatchNorm keeps its affine parameters at 1 and 0
+  (equivalent to RST's non-affine BatchNorm); its running statistics are
+  estimated in one pass over the training data on PGD examples crafted
+  against the current network, as RST's search estimates them (cumulative
+  average, no gradient step). That pass is counted as compute.
+- ``trained``: the mask is drawn over a default-initialised network whose
+  surviving weights are then adversarially trained from scratch for
+  ``--epochs`` at ``--lr`` (random pruning at initialisation + AT): the
+  control magnitude- or score-based pruned AT must beat.
+
+The mask keeps the same fraction in every layer, like RST and HYDRA.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from baselines.dense_at import train_weights
+from bench.attacks import PGD
+from bench.data import batches
+from bench.masking import MaskedMixin, ScoreFn, apply_masks, set_trainable
+from bench.methods import Method, RunContext, register
+from bench.models import init_signed_kaiming_constant
+from bench.spec import RunSpec
+from bench.train import Compute
+
+WEIGHTS = ("frozen", "trained")
+
+
+@dataclass(frozen=True)
+class RandomHparams:
+    """Random-mask control hyperparameters."""
+
+    weights: str = field(default="frozen", metadata={"help": "random: frozen (RST's random weights, untrained) | trained (AT from scratch)"})
+
+
+def random_scores(seed: int) -> ScoreFn:
+    """A score function drawing i.i.d. uniform scores from a seeded generator."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def score(_name: str, layer: MaskedMixin) -> torch.Tensor:
+        return torch.rand(layer.weight.shape, generator=gen).to(layer.weight.device)
+
+    return score
+
+
+@torch.no_grad()
+def _forward_train_mode(model: nn.Module, x: torch.Tensor) -> None:
+    """One forward pass in train mode (updates BatchNorm running statistics only)."""
+    model.train()
+    model(x)
+    model.eval()
+
+
+def calibrate_bn(ctx: RunContext, model: nn.Module) -> None:
+    """Estimate BatchNorm running statistics on training PGD examples (one pass, no gradient step)."""
+    cfg = ctx.train_config()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None
+    attack = PGD(cfg.eps, steps=cfg.steps, step_size=cfg.step_size, early_stop=False, seed=ctx.spec.seed)
+    gen = torch.Generator().manual_seed(ctx.spec.seed * 1000)
+    t0, passes = time.perf_counter(), 0
+    # Same examples the training loop would see: PGD against the current network in eval mode.
+    for x, y in batches(ctx.data.train, cfg.batch_size, ctx.device, generator=gen):
+        model.eval()
+        x_in = attack(model, x, y) if cfg.trainer != "clean" and cfg.steps > 0 else x
+        passes += len(x) * (cfg.steps if cfg.trainer != "clean" else 0) + len(x)
+        _forward_train_mode(model, x_in)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = 0.1
+    model.eval()
+    ctx.compute.add(Compute(time.perf_counter() - t0, passes))
+    ctx.info.setdefault("stages", []).append({"stage": "random bn calibration", "passes": passes})
+
+
+@register("random", "random-mask control: frozen random weights (RST's control) or AT-trained weights")
+class RandomMask(Method):
+    """A uniformly random mask at the target sparsity."""
+
+    Hparams = RandomHparams
+    bn_affine = True
+
+    def validate(self, spec: RunSpec) -> None:
+        """Weights must be frozen or trained."""
+        if spec.hparams.weights not in WEIGHTS:
+            raise ValueError(f"unknown random weights {spec.hparams.weights!r}; choices: {', '.join(WEIGHTS)}")
+
+    def find_ticket(self, ctx: RunContext) -> nn.Module:
+        """Draw the mask; calibrate BatchNorm (frozen) or adversarially train the survivors (trained)."""
+        model = ctx.build_model(bn_affine=True)
+        frozen = ctx.hp.weights == "frozen"
+        if frozen:
+            # RST's frozen random weights: same init, same generator seed.
+            init_signed_kaiming_constant(model, torch.Generator().manual_seed(ctx.spec.seed))
+        apply_masks(model, random_scores(ctx.spec.seed + 1), ctx.spec.sparsity, scope="layer")
+        set_trainable(model, weights=False, scores=False)
+        if frozen:
+            calibrate_bn(ctx, model)
+            return model
+        return train_weights(ctx, model, ctx.spec.epochs, ctx.spec.lr, ctx.run_dir / "train", desc="random-mask AT")
