@@ -1,0 +1,49 @@
+"""``bench table``: paper-style tables (Markdown, LaTeX, CSV pivot) from tidy runs.csv files."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bench.cli import COMMANDS
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    """Register ``bench table``."""
+    from bench.tables import FORMATS, LAYOUTS
+
+    p = sub.add_parser("table", help="sparsity / method / width tables from runs.csv (Markdown, LaTeX, CSV)",
+                       description="Aggregate tidy rows over seeds into a paper-style table. Cells may only mix "
+                                   "seeds; filter anything else with --where. See results/README.md.")
+    p.add_argument("csv", nargs="*", default=["results/runs.csv"], help="tidy runs.csv file(s) [default: results/runs.csv]")
+    p.add_argument("--layout", choices=LAYOUTS, default="sparsity",
+                   help="sparsity: rows sparsity x columns method; method: rows method x columns arch x sparsity "
+                        "('clean / robust'); width: rows width x columns sparsity or method [default: sparsity]")
+    p.add_argument("--attack", default="worst_case", help="attack whose rows are used (or worst_case) [default: worst_case]")
+    p.add_argument("--metric", choices=("robust", "clean"), default="robust", help="accuracy in the cells [default: robust]")
+    p.add_argument("--columns", choices=("sparsity", "method"), default="sparsity", help="width layout's columns [default: sparsity]")
+    p.add_argument("--format", choices=FORMATS, default="markdown", help="output format [default: markdown]")
+    p.add_argument("--where", action="append", default=[], metavar="COL=VALUE",
+                   help="keep rows where COL equals VALUE (a,b = either; COL!=VALUE excludes); repeatable")
+    p.add_argument("--bold", choices=("column", "row", "none"), default="column", help="bold the best value per column or row [default: column]")
+    p.add_argument("--decimals", type=int, default=1, help="decimals of percentages [default: 1]")
+    p.add_argument("--label", default=None, help="LaTeX \\label{...}")
+    p.add_argument("--output", "-o", default=None, help="write to this file instead of stdout")
+
+    def run(args: argparse.Namespace) -> int:
+        from bench.tables import apply_filters, build_table, load_rows, render
+
+        df = apply_filters(load_rows(args.csv), args.where)
+        table = build_table(df, args.layout, args.attack, args.metric, args.columns)
+        text = render(table, args.format, args.bold, args.decimals, args.label)
+        if args.output:
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.output).write_text(text)
+            print(f"wrote {args.output}")
+        else:
+            print(text, end="")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+COMMANDS.add("table", add)

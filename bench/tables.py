@@ -1,0 +1,382 @@
+"""Paper-style tables from tidy ``runs.csv`` files, built with pandas.
+
+Three layouts (all accuracies in percent, aggregated over seeds):
+
+- ``sparsity``: rows = target sparsity, columns = method, cells = mean ± std
+  of robust (or clean) accuracy under one attack or the worst case (RST paper);
+- ``method``: rows = method, columns = architecture x sparsity, cells =
+  "clean / robust" means (Adversarial Pruning Benchmark);
+- ``width``: rows = width multiplier, columns = sparsity or method.
+
+Rendered as Markdown, LaTeX (booktabs, best value per column in bold, a
+caption with dataset, eps, attack, n_eval and the training budget) or a CSV
+pivot. A cell must aggregate runs that differ only in their seed; anything
+else is an error that names the columns to filter on (``--where``).
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import pandas as pd
+
+from bench.results import read_rows
+
+# Columns that define a run (besides the row/column keys and the seed); a table cell
+# must not mix values of these.
+CONFIG_COLUMNS = (
+    "method", "dataset", "data_source", "arch", "width", "target_sparsity", "eps", "norm", "epochs", "batch_size",
+    "optimizer", "lr", "momentum", "weight_decay", "lr_schedule", "trainer", "trades_beta", "train_steps",
+    "train_step_size", "val_fraction", "n_train", "hparams",
+)
+LAYOUTS = ("sparsity", "method", "width")
+FORMATS = ("markdown", "latex", "csv")
+LABELS = {"target_sparsity": "sparsity", "method": "method", "width": "width", "arch": "arch"}
+
+
+@dataclass(frozen=True)
+class Table:
+    """A pivot: numeric aggregates per (row, column) cell plus what the caption needs.
+
+    ``mean``/``std``/``n`` hold the ranked metric (robust accuracy, or clean with
+    ``metric='clean'``) in percent; ``clean`` the clean-accuracy mean (method
+    layout); ``flagged`` marks cells with a run whose ``flags`` are not empty.
+    """
+
+    layout: str
+    row_name: str
+    col_names: Tuple[str, ...]
+    mean: pd.DataFrame
+    std: pd.DataFrame
+    n: pd.DataFrame
+    clean: Optional[pd.DataFrame]
+    flagged: pd.DataFrame
+    caption: str
+    flags: Tuple[str, ...]
+
+
+def load_rows(paths: Sequence[Union[str, Path]]) -> pd.DataFrame:
+    """Concatenate one or more tidy CSVs (numeric columns parsed)."""
+    if not paths:
+        raise ValueError("give at least one runs.csv")
+    frames = []
+    for p in paths:
+        if not Path(p).exists():
+            raise ValueError(f"results file not found: {p}")
+        frames.append(read_rows(Path(p)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _matches(series: pd.Series, wanted: Sequence[str]) -> pd.Series:
+    """Element-wise: equal as strings, or equal as numbers when both sides are numeric."""
+    text = series.astype(str)
+    hit = text.isin(wanted)
+    numbers = []
+    for w in wanted:
+        try:
+            numbers.append(float(w))
+        except ValueError:
+            continue
+    if numbers:
+        values = pd.to_numeric(series, errors="coerce")
+        hit |= values.apply(lambda v: any(math.isclose(v, w, rel_tol=1e-9, abs_tol=1e-12) for w in numbers) if pd.notna(v) else False)
+    return hit
+
+
+def apply_filters(df: pd.DataFrame, where: Sequence[str]) -> pd.DataFrame:
+    """Keep rows matching every ``col=value`` (``col=a,b`` means a or b; ``col!=value`` excludes)."""
+    for clause in where:
+        m = re.fullmatch(r"\s*([A-Za-z_][\w.]*)\s*(!=|=)\s*(.*)", clause)
+        if not m:
+            raise ValueError(f"--where {clause!r}: expected COLUMN=VALUE or COLUMN!=VALUE")
+        col, op, value = m.groups()
+        if col not in df.columns:
+            raise ValueError(f"--where {clause!r}: unknown column {col!r}; columns: {', '.join(df.columns)}")
+        hit = _matches(df[col], [v.strip() for v in value.split(",")])
+        df = df[hit if op == "=" else ~hit]
+    return df
+
+
+def latest_rows(df: pd.DataFrame, attack: str) -> pd.DataFrame:
+    """One row per run for ``attack``: the largest n_eval, then the newest row."""
+    if df.empty:
+        raise ValueError("no rows left (check the --where filters)")
+    sub = df[df["attack"] == attack]
+    if "status" in sub:
+        sub = sub[sub["status"].astype(str).isin(["ok", ""])]
+    if sub.empty:
+        present = ", ".join(sorted(df["attack"].astype(str).unique()))
+        raise ValueError(f"no rows for attack {attack!r}; attacks present: {present} "
+                         f"(worst_case exists only for runs evaluated with 2+ attacks)")
+    order = [c for c in ("n_eval", "created_at") if c in sub]
+    return sub.sort_values(order).drop_duplicates("run_id", keep="last")
+
+
+def _check_cells(rows: pd.DataFrame, keys: List[str]) -> None:
+    """Every cell may mix only seeds; name the columns that vary otherwise."""
+    others = [c for c in CONFIG_COLUMNS if c in rows and c not in keys]
+    varying = sorted({c for c in others if (rows.groupby(keys, dropna=False)[c].nunique(dropna=False) > 1).any()})
+    if varying:
+        examples = {c: sorted(map(str, rows[c].unique()))[:4] for c in varying}
+        hint = "; ".join(f"{c} in {v}" for c, v in examples.items())
+        raise ValueError(f"table cells would mix runs that differ in {', '.join(varying)} ({hint}); "
+                         f"filter with --where (e.g. --where {varying[0]}={examples[varying[0]][0]})")
+
+
+def _fmt_eps(eps: float) -> str:
+    """8/255-style when eps is a small fraction of 255, else the decimal."""
+    frac = Fraction(eps).limit_denominator(255)
+    if frac.denominator == 255 and math.isclose(float(frac), eps, rel_tol=1e-6):
+        return f"{frac.numerator}/255"
+    return f"{eps:g}"
+
+
+def _span(values: pd.Series, unit: str = "") -> str:
+    """'5' or '5-10' (with an optional unit) for the distinct values of a column."""
+    vals = sorted(set(pd.to_numeric(values, errors="coerce").dropna()))
+    if not vals:
+        return "?"
+    fmt = lambda v: f"{v:g}"  # noqa: E731 - tiny local formatter
+    return (fmt(vals[0]) if len(vals) == 1 else f"{fmt(vals[0])}-{fmt(vals[-1])}") + unit
+
+
+def caption_for(rows: pd.DataFrame, attack: str, what: str, std_shown: bool = True) -> str:
+    """Dataset, eps, attack, n_eval, seeds and the training budget of the rows in a table."""
+    datasets = sorted(rows["dataset"].astype(str).unique())
+    eps = sorted(set(rows["eps"].round(8)))
+    if len(datasets) > 1 or len(eps) > 1:
+        raise ValueError(f"rows span several datasets/eps ({', '.join(datasets)}; eps {', '.join(map(str, eps))}): "
+                         f"filter with --where dataset=... --where eps=...")
+    attack_text = attack
+    if attack == "worst_case" and "version" in rows:
+        combos = sorted(rows["version"].astype(str).unique())
+        attack_text = "worst case over " + " | ".join(c.replace("+", ", ") for c in combos)
+    seeds = rows.groupby([c for c in ("method", "arch", "width", "target_sparsity") if c in rows])["seed"].nunique()
+    parts = [f"{what} on {datasets[0]}", f"L-inf eps {_fmt_eps(eps[0])}", f"attack: {attack_text}",
+             f"n_eval {_span(rows['n_eval'])} test examples"]
+    if seeds.max() > 1:
+        parts.append(f"{'means' if std_shown is False else 'mean ± std'} over {_span(seeds)} seeds")
+    else:
+        parts.append("1 seed")
+    budget = []
+    if "epochs" in rows:
+        budget.append(f"{_span(rows['epochs'])} epoch(s)")
+    if "train_steps" in rows:
+        budget.append(f"PGD-{_span(rows['train_steps'])} training")
+    if "data_source" in rows:
+        budget.append("data " + "/".join(sorted(rows["data_source"].astype(str).unique())))
+    if "n_train" in rows and pd.to_numeric(rows["n_train"], errors="coerce").fillna(0).max() > 0:
+        budget.append(f"{_span(rows['n_train'])} training examples")
+    if budget:
+        parts.append("budget: " + ", ".join(budget))
+    return "; ".join(parts) + "."
+
+
+def _flag_names(rows: pd.DataFrame) -> Tuple[str, ...]:
+    """Distinct flag names in the rows' ``flags`` column."""
+    if "flags" not in rows:
+        return ()
+    names = set()
+    for text in rows["flags"].astype(str):
+        names.update(f for f in re.split(r"[;,|\s]+", text) if f)
+    return tuple(sorted(names))
+
+
+def build_table(df: pd.DataFrame, layout: str, attack: str = "worst_case", metric: str = "robust",
+                columns: Optional[str] = None) -> Table:
+    """Aggregate tidy rows into one of the three layouts (see the module docstring)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown table layout {layout!r}; choices: {', '.join(LAYOUTS)}")
+    if metric not in ("robust", "clean"):
+        raise ValueError(f"unknown metric {metric!r}; choices: robust, clean")
+    rows = latest_rows(df, attack).copy()
+    rows["robust_pct"] = rows["robust_acc"] * 100
+    rows["clean_pct"] = rows["clean_acc"] * 100
+    rows["flagged"] = rows["flags"].astype(str).str.strip() != "" if "flags" in rows else False
+    # Row and column keys of each layout.
+    if layout == "sparsity":
+        row_key, col_keys = "target_sparsity", ["method"]
+    elif layout == "method":
+        row_key, col_keys = "method", ["arch", "target_sparsity"]
+    else:
+        col = columns or "target_sparsity"
+        if col not in ("target_sparsity", "sparsity", "method"):
+            raise ValueError(f"width table columns must be sparsity or method, got {col!r}")
+        row_key, col_keys = "width", ["target_sparsity" if col == "sparsity" else col]
+    keys = [row_key] + col_keys
+    _check_cells(rows, keys)
+    value = "clean_pct" if metric == "clean" else "robust_pct"
+    grouped = rows.groupby(keys)
+    stats = grouped[value].agg(["mean", "std", "count"])
+    flagged = grouped["flagged"].any()
+    clean = grouped["clean_pct"].mean() if layout == "method" else None
+
+    def wide(series: pd.Series) -> pd.DataFrame:
+        """Row key down, column key(s) across."""
+        return series.unstack(col_keys).sort_index().sort_index(axis=1)
+
+    what = {"sparsity": f"{metric} accuracy (%) by sparsity and method",
+            "method": "clean / robust accuracy (%) by method, architecture and sparsity",
+            "width": f"{metric} accuracy (%) by width and {LABELS.get(col_keys[0], col_keys[0])}"}[layout]
+    caption = caption_for(rows, attack, what.capitalize(), std_shown=layout != "method")
+    flags = _flag_names(rows)
+    if flags:
+        caption += f" † = a run in the cell is flagged ({', '.join(flags)})."
+    return Table(layout, row_key, tuple(col_keys), wide(stats["mean"]), wide(stats["std"]), wide(stats["count"]),
+                 wide(clean) if clean is not None else None, wide(flagged).fillna(False).astype(bool), caption, flags)
+
+
+# ---------------------------------------------------------------------------
+# Rendering.
+# ---------------------------------------------------------------------------
+
+def _label(value: Any) -> str:
+    """A row/column label: numbers without trailing zeros."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _col_label(col: Any) -> str:
+    """A column key (tuple for arch x sparsity) as one label."""
+    return " ".join(_label(c) for c in col) if isinstance(col, tuple) else _label(col)
+
+
+def best_mask(table: Table, bold: str = "column", decimals: int = 1) -> pd.DataFrame:
+    """True where the rounded mean is the best (max) of its column or row; ties all bold."""
+    if bold not in ("column", "row", "none"):
+        raise ValueError(f"unknown --bold {bold!r}; choices: column, row, none")
+    shown = table.mean.round(decimals)
+    if bold == "none":
+        return shown.isna() & False
+    axis = 0 if bold == "column" else 1
+    best = shown.max(axis=axis)
+    return shown.eq(best, axis=1 - axis) & shown.notna()
+
+
+def cell_texts(table: Table, decimals: int = 1) -> pd.DataFrame:
+    """Formatted cells without markup: 'm ± s', 'm' (one seed), or 'clean / robust'."""
+    out = pd.DataFrame("", index=table.mean.index, columns=table.mean.columns)
+    for r in table.mean.index:
+        for c in table.mean.columns:
+            m = table.mean.at[r, c]
+            if pd.isna(m):
+                out.at[r, c] = "–"
+                continue
+            if table.clean is not None:
+                text = f"{table.clean.at[r, c]:.{decimals}f} / {m:.{decimals}f}"
+            elif table.n.at[r, c] > 1 and pd.notna(table.std.at[r, c]):
+                text = f"{m:.{decimals}f} ± {table.std.at[r, c]:.{decimals}f}"
+            else:
+                text = f"{m:.{decimals}f}"
+            out.at[r, c] = text + ("†" if table.flagged.at[r, c] else "")
+    return out
+
+
+def _bold_part(text: str, table: Table, wrap: Any) -> str:
+    """Bold the ranked number: the robust half of 'clean / robust', else the whole cell."""
+    if table.clean is not None and " / " in text:
+        clean, robust = text.split(" / ", 1)
+        return f"{clean} / {wrap(robust)}"
+    return wrap(text)
+
+
+def to_markdown(table: Table, bold: str = "column", decimals: int = 1) -> str:
+    """A GitHub Markdown table (best values in **bold**) followed by its caption."""
+    cells = cell_texts(table, decimals)
+    mask = best_mask(table, bold, decimals)
+    head = [LABELS.get(table.row_name, table.row_name)] + [_col_label(c) for c in cells.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + [":---:"] * len(cells.columns)) + "|"]
+    for r in cells.index:
+        row = [_label(r)]
+        for c in cells.columns:
+            text = cells.at[r, c]
+            row.append(_bold_part(text, table, lambda t: f"**{t}**") if mask.at[r, c] else text)
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + f"\n\n{table.caption}\n"
+
+
+LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX special characters in plain text."""
+    return "".join(LATEX_ESCAPES.get(ch, ch) for ch in text)
+
+
+def _latex_cell(text: str) -> str:
+    """Escape a cell and typeset ± and † in math/text mode."""
+    return latex_escape(text).replace("±", r"$\pm$").replace("†", r"$^\dagger$").replace("–", "--")
+
+
+def to_latex(table: Table, bold: str = "column", decimals: int = 1, label: Optional[str] = None) -> str:
+    """A booktabs ``table`` environment with caption; best values in \\textbf."""
+    cells = cell_texts(table, decimals)
+    mask = best_mask(table, bold, decimals)
+    cols = list(cells.columns)
+    lines = [r"\begin{table}[t]", r"\centering", r"\caption{" + _latex_cell(table.caption) + "}"]
+    if label:
+        lines.append(r"\label{" + label + "}")
+    lines += [r"\begin{tabular}{l" + "c" * len(cols) + "}", r"\toprule"]
+    row_head = latex_escape(LABELS.get(table.row_name, table.row_name))
+    # Two header rows for arch x sparsity columns (grouped by architecture), else one.
+    if len(table.col_names) == 2:
+        groups: List[Tuple[str, int]] = []
+        for c in cols:
+            if groups and groups[-1][0] == _label(c[0]):
+                groups[-1] = (groups[-1][0], groups[-1][1] + 1)
+            else:
+                groups.append((_label(c[0]), 1))
+        lines.append(" & ".join([""] + [rf"\multicolumn{{{n}}}{{c}}{{{latex_escape(g)}}}" for g, n in groups]) + r" \\")
+        start, rules = 2, []
+        for _g, n in groups:
+            rules.append(rf"\cmidrule(lr){{{start}-{start + n - 1}}}")
+            start += n
+        lines.append(" ".join(rules))
+        sub = latex_escape(LABELS.get(table.col_names[1], table.col_names[1]))
+        lines.append(" & ".join([f"{row_head} / {sub}"] + [latex_escape(_label(c[1])) for c in cols]) + r" \\")
+    else:
+        col_head = latex_escape(LABELS.get(table.col_names[0], table.col_names[0]))
+        lines.append(" & ".join([f"{row_head} / {col_head}"] + [latex_escape(_col_label(c)) for c in cols]) + r" \\")
+    lines.append(r"\midrule")
+    for r in cells.index:
+        row = [latex_escape(_label(r))]
+        for c in cols:
+            text = _latex_cell(cells.at[r, c])
+            row.append(_bold_part(text, table, lambda t: r"\textbf{" + t + "}") if mask.at[r, c] else text)
+        lines.append(" & ".join(row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv_pivot(table: Table) -> str:
+    """The numeric pivot as CSV: one column per (column key, statistic)."""
+    parts: Dict[str, pd.DataFrame] = {"mean": table.mean, "std": table.std, "n": table.n}
+    if table.clean is not None:
+        parts = {"clean_mean": table.clean, "robust_mean": table.mean, "robust_std": table.std, "n": table.n}
+    frames = []
+    for stat, frame in parts.items():
+        f = frame.copy()
+        f.columns = [f"{_col_label(c)} {stat}" for c in f.columns]
+        frames.append(f)
+    merged = pd.concat(frames, axis=1)
+    order = [f"{_col_label(c)} {stat}" for c in table.mean.columns for stat in parts]
+    merged = merged[order]
+    merged.index.name = LABELS.get(table.row_name, table.row_name)
+    return merged.to_csv(float_format="%.4f")
+
+
+def render(table: Table, fmt: str, bold: str = "column", decimals: int = 1, label: Optional[str] = None) -> str:
+    """The table in ``fmt`` (markdown | latex | csv)."""
+    if fmt == "markdown":
+        return to_markdown(table, bold, decimals)
+    if fmt == "latex":
+        return to_latex(table, bold, decimals, label)
+    if fmt == "csv":
+        return to_csv_pivot(table)
+    raise ValueError(f"unknown table format {fmt!r}; choices: {', '.join(FORMATS)}")
