@@ -116,7 +116,7 @@ def latest_rows(df: pd.DataFrame, attack: str) -> pd.DataFrame:
     return sub.sort_values(order).drop_duplicates("run_id", keep="last")
 
 
-def _check_cells(rows: pd.DataFrame, keys: List[str]) -> None:
+def check_cells(rows: pd.DataFrame, keys: List[str]) -> None:
     """Every cell may mix only seeds; name the columns that vary otherwise."""
     others = [c for c in CONFIG_COLUMNS if c in rows and c not in keys]
     varying = sorted({c for c in others if (rows.groupby(keys, dropna=False)[c].nunique(dropna=False) > 1).any()})
@@ -127,7 +127,7 @@ def _check_cells(rows: pd.DataFrame, keys: List[str]) -> None:
                          f"filter with --where (e.g. --where {varying[0]}={examples[varying[0]][0]})")
 
 
-def _fmt_eps(eps: float) -> str:
+def format_eps(eps: float) -> str:
     """8/255-style when eps is a small fraction of 255, else the decimal."""
     frac = Fraction(eps).limit_denominator(255)
     if frac.denominator == 255 and math.isclose(float(frac), eps, rel_tol=1e-6):
@@ -135,7 +135,7 @@ def _fmt_eps(eps: float) -> str:
     return f"{eps:g}"
 
 
-def _span(values: pd.Series, unit: str = "") -> str:
+def span(values: pd.Series, unit: str = "") -> str:
     """'5' or '5-10' (with an optional unit) for the distinct values of a column."""
     vals = sorted(set(pd.to_numeric(values, errors="coerce").dropna()))
     if not vals:
@@ -156,21 +156,21 @@ def caption_for(rows: pd.DataFrame, attack: str, what: str, std_shown: bool = Tr
         combos = sorted(rows["version"].astype(str).unique())
         attack_text = "worst case over " + " | ".join(c.replace("+", ", ") for c in combos)
     seeds = rows.groupby([c for c in ("method", "arch", "width", "target_sparsity") if c in rows])["seed"].nunique()
-    parts = [f"{what} on {datasets[0]}", f"L-inf eps {_fmt_eps(eps[0])}", f"attack: {attack_text}",
-             f"n_eval {_span(rows['n_eval'])} test examples"]
+    parts = [f"{what} on {datasets[0]}", f"L-inf eps {format_eps(eps[0])}", f"attack: {attack_text}",
+             f"n_eval {span(rows['n_eval'])} test examples"]
     if seeds.max() > 1:
-        parts.append(f"{'means' if std_shown is False else 'mean ± std'} over {_span(seeds)} seeds")
+        parts.append(f"{'means' if std_shown is False else 'mean ± std'} over {span(seeds)} seeds")
     else:
         parts.append("1 seed")
     budget = []
     if "epochs" in rows:
-        budget.append(f"{_span(rows['epochs'])} epoch(s)")
+        budget.append(f"{span(rows['epochs'])} epoch(s)")
     if "train_steps" in rows:
-        budget.append(f"PGD-{_span(rows['train_steps'])} training")
+        budget.append(f"PGD-{span(rows['train_steps'])} training")
     if "data_source" in rows:
         budget.append("data " + "/".join(sorted(rows["data_source"].astype(str).unique())))
     if "n_train" in rows and pd.to_numeric(rows["n_train"], errors="coerce").fillna(0).max() > 0:
-        budget.append(f"{_span(rows['n_train'])} training examples")
+        budget.append(f"{span(rows['n_train'])} training examples")
     if budget:
         parts.append("budget: " + ", ".join(budget))
     return "; ".join(parts) + "."
@@ -208,7 +208,7 @@ def build_table(df: pd.DataFrame, layout: str, attack: str = "worst_case", metri
             raise ValueError(f"width table columns must be sparsity or method, got {col!r}")
         row_key, col_keys = "width", ["target_sparsity" if col == "sparsity" else col]
     keys = [row_key] + col_keys
-    _check_cells(rows, keys)
+    check_cells(rows, keys)
     value = "clean_pct" if metric == "clean" else "robust_pct"
     grouped = rows.groupby(keys)
     stats = grouped[value].agg(["mean", "std", "count"])

@@ -1,0 +1,38 @@
+"""``bench plot``: accuracy vs sparsity / width and clean-vs-robust figures (PNG + PDF)."""
+from __future__ import annotations
+
+import argparse
+
+from bench.cli import COMMANDS
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    """Register ``bench plot``."""
+    from bench.plots import KINDS
+
+    p = sub.add_parser("plot", help="figures from runs.csv: accuracy vs sparsity / width, clean vs robust",
+                       description="Draw PNG and PDF figures from tidy rows (means over seeds, bands = ± std).")
+    p.add_argument("csv", nargs="*", default=["results/runs.csv"], help="tidy runs.csv file(s) [default: results/runs.csv]")
+    p.add_argument("--kind", action="append", choices=KINDS, default=None,
+                   help="figure(s) to draw; repeatable [default: all]")
+    p.add_argument("--attacks", default=None, help="comma-separated panels of the sparsity figure [default: every attack present]")
+    p.add_argument("--attack", default="worst_case", help="attack of the width and scatter figures [default: worst_case]")
+    p.add_argument("--metric", choices=("robust", "clean"), default="robust", help="accuracy on the y axis [default: robust]")
+    p.add_argument("--where", action="append", default=[], metavar="COL=VALUE",
+                   help="keep rows where COL equals VALUE (a,b = either; COL!=VALUE excludes); repeatable")
+    p.add_argument("--out-dir", default="results/plots", help="folder for the figures [default: results/plots]")
+
+    def run(args: argparse.Namespace) -> int:
+        from bench.plots import make_plots
+        from bench.tables import apply_filters, load_rows
+
+        df = apply_filters(load_rows(args.csv), args.where)
+        attacks = [a for a in args.attacks.split(",") if a] if args.attacks else None
+        for path in make_plots(df, args.out_dir, args.kind or KINDS, attacks, args.attack, args.metric):
+            print(f"wrote {path}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+COMMANDS.add("plot", add)

@@ -1,0 +1,167 @@
+"""Figures from tidy ``runs.csv`` rows: PNG and PDF, drawn with matplotlib's Agg canvas.
+
+- robust accuracy vs sparsity: one line per method, band = ± std over seeds,
+  one panel per attack; dense methods (only sparsity 0) are dashed reference lines;
+- robust accuracy vs width: one line per (method, sparsity);
+- clean vs robust accuracy: one point per configuration (mean over seeds).
+
+Figures are built on ``matplotlib.figure.Figure`` with an explicit Agg canvas:
+no pyplot, no global backend switch and no rcParams changes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from bench.tables import check_cells, format_eps, span, latest_rows
+
+KINDS = ("sparsity", "width", "scatter")
+FONT = 10
+PANEL = (4.2, 3.4)
+
+
+def _figure(n_panels: int) -> Tuple[Figure, list]:
+    """A figure with ``n_panels`` side-by-side axes on an Agg canvas."""
+    fig = Figure(figsize=(PANEL[0] * n_panels, PANEL[1]), constrained_layout=True)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, n_panels, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def _style(ax, xlabel: str, ylabel: str, title: str) -> None:
+    """Readable axis labels, grid and title."""
+    ax.set_xlabel(xlabel, fontsize=FONT)
+    ax.set_ylabel(ylabel, fontsize=FONT)
+    ax.set_title(title, fontsize=FONT + 1)
+    ax.tick_params(labelsize=FONT - 1)
+    ax.grid(True, alpha=0.3)
+
+
+def _subtitle(rows: pd.DataFrame) -> str:
+    """Dataset, eps, n_eval and budget in one short line."""
+    parts = [", ".join(sorted(rows["dataset"].astype(str).unique())),
+             "eps " + ", ".join(format_eps(e) for e in sorted(set(rows["eps"].round(8)))),
+             f"n_eval {span(rows['n_eval'])}"]
+    if "epochs" in rows:
+        parts.append(f"{span(rows['epochs'])} epoch(s)")
+    parts.append(f"{span(rows['seed'])} seed id(s)" if rows["seed"].nunique() > 1 else "1 seed")
+    return " | ".join(parts)
+
+
+def _save(fig: Figure, stem: Path) -> List[Path]:
+    """Write ``stem.png`` (150 dpi) and ``stem.pdf``."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    fig.savefig(paths[0], dpi=150)
+    fig.savefig(paths[1])
+    return paths
+
+
+def _attacks(df: pd.DataFrame, attacks: Optional[Sequence[str]]) -> List[str]:
+    """Requested attacks, or every attack present with worst_case last."""
+    present = sorted(df["attack"].astype(str).unique(), key=lambda a: (a == "worst_case", a))
+    if not attacks:
+        return present
+    missing = [a for a in attacks if a not in present]
+    if missing:
+        raise ValueError(f"no rows for attack(s) {', '.join(missing)}; attacks present: {', '.join(present)}")
+    return list(attacks)
+
+
+def _agg(rows: pd.DataFrame, keys: List[str], column: str) -> pd.DataFrame:
+    """Mean and std (over seeds) of ``column`` in percent per key."""
+    out = rows.groupby(keys)[column].agg(["mean", "std", "count"]).reset_index()
+    out[["mean", "std"]] = out[["mean", "std"]] * 100
+    out["std"] = out["std"].fillna(0.0)
+    return out
+
+
+def plot_vs_sparsity(df: pd.DataFrame, out_stem: Union[str, Path], attacks: Optional[Sequence[str]] = None,
+                     metric: str = "robust") -> List[Path]:
+    """Accuracy vs sparsity, one panel per attack, one line (band = ± std) per method."""
+    names = _attacks(df, attacks)
+    fig, axes = _figure(len(names))
+    column = "robust_acc" if metric == "robust" else "clean_acc"
+    for ax, attack in zip(axes, names):
+        rows = latest_rows(df, attack)
+        check_cells(rows, ["method", "target_sparsity"])
+        stats = _agg(rows, ["method", "target_sparsity"], column)
+        for method, g in stats.groupby("method"):
+            g = g.sort_values("target_sparsity")
+            x = g["target_sparsity"] * 100
+            # A dense method (only sparsity 0) is a horizontal reference line.
+            if len(g) == 1 and g["target_sparsity"].iloc[0] == 0:
+                m, s = g["mean"].iloc[0], g["std"].iloc[0]
+                line = ax.axhline(m, linestyle="--", linewidth=1.5, label=f"{method} (dense)")
+                ax.axhspan(m - s, m + s, color=line.get_color(), alpha=0.15, linewidth=0)
+                continue
+            (line,) = ax.plot(x, g["mean"], marker="o", markersize=4, linewidth=1.8, label=str(method))
+            ax.fill_between(x, g["mean"] - g["std"], g["mean"] + g["std"], color=line.get_color(), alpha=0.2, linewidth=0)
+        _style(ax, "sparsity (% of prunable weights zero)", f"{metric} accuracy (%)", attack)
+        ax.set_ylim(bottom=0)
+    axes[0].legend(fontsize=FONT - 1, frameon=False)
+    fig.suptitle(_subtitle(latest_rows(df, names[0])), fontsize=FONT - 1)
+    return _save(fig, Path(out_stem))
+
+
+def plot_vs_width(df: pd.DataFrame, out_stem: Union[str, Path], attack: str = "worst_case",
+                  metric: str = "robust") -> List[Path]:
+    """Accuracy vs width multiplier, one line (band = ± std) per (method, sparsity)."""
+    rows = latest_rows(df, attack)
+    check_cells(rows, ["method", "target_sparsity", "width"])
+    column = "robust_acc" if metric == "robust" else "clean_acc"
+    stats = _agg(rows, ["method", "target_sparsity", "width"], column)
+    fig, (ax,) = _figure(1)
+    for (method, sparsity), g in stats.groupby(["method", "target_sparsity"]):
+        g = g.sort_values("width")
+        (line,) = ax.plot(g["width"], g["mean"], marker="o", markersize=4, linewidth=1.8,
+                          label=f"{method}, sparsity {sparsity * 100:g}%")
+        ax.fill_between(g["width"], g["mean"] - g["std"], g["mean"] + g["std"], color=line.get_color(), alpha=0.2, linewidth=0)
+    _style(ax, "width multiplier (x standard width)", f"{metric} accuracy (%)", attack)
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=FONT - 1, frameon=False)
+    fig.suptitle(_subtitle(rows), fontsize=FONT - 1)
+    return _save(fig, Path(out_stem))
+
+
+def plot_clean_vs_robust(df: pd.DataFrame, out_stem: Union[str, Path], attack: str = "worst_case") -> List[Path]:
+    """Clean vs robust accuracy: one point per (method, arch, width, sparsity), mean over seeds."""
+    rows = latest_rows(df, attack)
+    keys = ["method", "arch", "width", "target_sparsity"]
+    check_cells(rows, keys)
+    clean = _agg(rows, keys, "clean_acc").rename(columns={"mean": "clean"})
+    robust = _agg(rows, keys, "robust_acc").rename(columns={"mean": "robust"})
+    stats = clean[keys + ["clean"]].merge(robust[keys + ["robust"]], on=keys)
+    fig, (ax,) = _figure(1)
+    markers: Dict[str, str] = {}
+    for method, g in stats.groupby("method"):
+        markers.setdefault(str(method), "osD^v<>ph*"[len(markers) % 10])
+        ax.scatter(g["clean"], g["robust"], s=36, marker=markers[str(method)], label=str(method), alpha=0.85)
+        for _, r in g.iterrows():
+            ax.annotate(f"{r['target_sparsity'] * 100:g}%", (r["clean"], r["robust"]), fontsize=FONT - 3,
+                        xytext=(3, 3), textcoords="offset points")
+    _style(ax, "clean accuracy (%)", f"robust accuracy (%) under {attack}", "clean vs robust (labels: sparsity)")
+    ax.legend(fontsize=FONT - 1, frameon=False)
+    fig.suptitle(_subtitle(rows), fontsize=FONT - 1)
+    return _save(fig, Path(out_stem))
+
+
+def make_plots(df: pd.DataFrame, out_dir: Union[str, Path], kinds: Sequence[str] = KINDS,
+               attacks: Optional[Sequence[str]] = None, attack: str = "worst_case", metric: str = "robust") -> List[Path]:
+    """Draw the requested kinds into ``out_dir``; returns every file written."""
+    out_dir = Path(out_dir)
+    written: List[Path] = []
+    for kind in kinds:
+        if kind == "sparsity":
+            written += plot_vs_sparsity(df, out_dir / f"{metric}_vs_sparsity", attacks, metric)
+        elif kind == "width":
+            written += plot_vs_width(df, out_dir / f"{metric}_vs_width", attack, metric)
+        elif kind == "scatter":
+            written += plot_clean_vs_robust(df, out_dir / "clean_vs_robust", attack)
+        else:
+            raise ValueError(f"unknown plot kind {kind!r}; choices: {', '.join(KINDS)}")
+    return written
