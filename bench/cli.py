@@ -121,12 +121,18 @@ def registry_listing() -> str:
 
 def cmd_eval(parser_sub: argparse._SubParsersAction) -> None:
     """Register ``bench eval``."""
-    p = parser_sub.add_parser("eval", help="evaluate an existing ticket with more attacks or examples")
-    p.add_argument("run_dir", help="a run folder (<out>/runs/<run_id>)")
+    from bench.commands.zoo import add_zoo_eval_flags, run_zoo_eval
+
+    p = parser_sub.add_parser("eval", help="evaluate an existing ticket (or a RobustBench model, --zoo) with more attacks or examples")
+    p.add_argument("run_dir", nargs="?", default=None, help="a run folder (<out>/runs/<run_id>); omit with --zoo")
     p.add_argument("--attacks", default=None, help="comma-separated attacks [default: the spec's]")
     p.add_argument("--n-eval", type=int, default=None, help="test examples for clean/PGD/CW")
     p.add_argument("--n-eval-aa", type=int, default=None, help="test examples for AutoAttack")
+    p.add_argument("--no-cascade", dest="cascade", action="store_false",
+                   help="run AutoAttack-family attacks on every clean-correct example (rows = accuracy alone), "
+                        "not only on those still robust after the cheaper attacks")
     p.add_argument("--data-root", default=None, help="folder with full datasets")
+    add_zoo_eval_flags(p)
 
     def run(args: argparse.Namespace) -> int:
         import json
@@ -136,6 +142,12 @@ def cmd_eval(parser_sub: argparse._SubParsersAction) -> None:
         from bench.harness import evaluate_run, find_or_load_ticket, result_rows, summary
         from bench.results import append_rows
 
+        if args.zoo is not None:
+            if args.run_dir is not None:
+                raise ValueError("give either RUN_DIR or --zoo MODEL_NAME, not both")
+            return run_zoo_eval(args)
+        if args.run_dir is None:
+            raise ValueError("give a run folder (RUN_DIR) or --zoo MODEL_NAME")
         run_dir = Path(args.run_dir)
         if not (run_dir / "ticket.pt").exists():
             raise ValueError(f"{run_dir} has no finished ticket (ticket.pt)")
@@ -144,7 +156,8 @@ def cmd_eval(parser_sub: argparse._SubParsersAction) -> None:
             spec = dataclasses.replace(spec, eval_attacks=tuple(a for a in args.attacks.split(",") if a))
         out = run_dir.parent.parent
         spec, data, device, run_dir, model, meta = find_or_load_ticket(spec, out, args.data_root)
-        results = evaluate_run(spec, data, device, run_dir, model, meta, n_eval=args.n_eval, n_eval_aa=args.n_eval_aa)
+        results = evaluate_run(spec, data, device, run_dir, model, meta, n_eval=args.n_eval, n_eval_aa=args.n_eval_aa,
+                               cascade=args.cascade)
         rows = result_rows(spec, meta, results, device)
         added = append_rows(out / "runs.csv", rows)
         print(summary(pd.DataFrame(rows), spec, meta, added, out / "runs.csv"))

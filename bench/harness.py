@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from bench.data import dataset_info, load_data
-from bench.evaluate import AttackResult, evaluate, worst_case
+from bench.evaluate import AttackResult, describe_flags, evaluate, worst_case
 from bench.masking import layer_sparsity, measured_sparsity, set_trainable
 from bench.methods import RunContext, get_method
 from bench.models import ModelConfig, build_model, prunable_policy
@@ -151,8 +151,8 @@ def result_rows(spec: RunSpec, meta: Dict[str, Any], results: Sequence[AttackRes
             "target_sparsity": spec.sparsity, "measured_sparsity": round(meta["measured_sparsity"], 6),
             "attack": r.attack, "norm": s.get("norm", "Linf"), "eps": s["eps"], "steps": s.get("steps", ""),
             "step_size": s.get("step_size", ""), "restarts": s.get("restarts", ""), "eot_samples": s.get("eot_samples", ""),
-            "version": s.get("version", ""), "n_eval": r.n_eval, "clean_acc": round(r.clean_acc, 6),
-            "robust_acc": round(r.robust_acc, 6), "flags": "", "status": "ok", "seconds": round(r.seconds, 3),
+            "version": s.get("version", ""), "scope": r.scope, "n_eval": r.n_eval, "clean_acc": round(r.clean_acc, 6),
+            "robust_acc": round(r.robust_acc, 6), "flags": ";".join(r.flags), "status": "ok", "seconds": round(r.seconds, 3),
             "train_seconds": round(meta["train_seconds"], 3), "train_passes": meta["train_passes"],
             **{k: v for k, v in base.items() if k not in ("method", "dataset", "arch", "width", "seed")},
             "hparams": json.dumps(dataclasses.asdict(spec.hparams), sort_keys=True),
@@ -162,14 +162,15 @@ def result_rows(spec: RunSpec, meta: Dict[str, Any], results: Sequence[AttackRes
 
 
 def evaluate_run(spec: RunSpec, data: Any, device: torch.device, run_dir: Path, model: nn.Module, meta: Dict[str, Any],
-                 attacks: Optional[Sequence[str]] = None, n_eval: Optional[int] = None, n_eval_aa: Optional[int] = None) -> List[AttackResult]:
-    """Stage 2: evaluate the ticket; results of finished attacks come from the cache."""
+                 attacks: Optional[Sequence[str]] = None, n_eval: Optional[int] = None, n_eval_aa: Optional[int] = None,
+                 cascade: bool = True) -> List[AttackResult]:
+    """Stage 2: evaluate the ticket (cascade, sanity flags); finished work comes from ``<run>/eval/``."""
     n = spec.n_eval if n_eval is None else n_eval
     n_aa = n_eval_aa if n_eval_aa is not None else spec.n_eval_aa
     if n_aa is None:
         n_aa = 500 if device.type == "cpu" else n
     results = evaluate(model, data.test, attacks if attacks is not None else spec.eval_attacks, float(spec.eps),
-                       n, n_aa, device, run_dir / "eval", seed=spec.seed)
+                       n, n_aa, device, run_dir / "eval", seed=spec.seed, cascade=cascade, meta=meta)
     wc = worst_case(results)
     return results + ([wc] if wc is not None and len(results) > 1 else [])
 
@@ -192,5 +193,9 @@ def summary(df: pd.DataFrame, spec: RunSpec, meta: Dict[str, Any], added: int, c
     head = (f"run {spec.run_id}  method={spec.method} dataset={spec.dataset} arch={spec.arch} width={spec.width} "
             f"sparsity target={spec.sparsity} measured={meta['measured_sparsity']:.4f} eps={spec.eps:.4g} "
             f"train={meta['train_seconds']:.0f}s")
-    table = df[["attack", "n_eval", "clean_acc", "robust_acc", "seconds"]].to_string(index=False, float_format=lambda v: f"{v:.4f}")
-    return f"{head}\n{table}\n{added} new row(s) -> {csv_path}"
+    cols = [c for c in ("attack", "scope", "n_eval", "clean_acc", "robust_acc", "seconds", "flags") if c in df]
+    table = df[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}")
+    # Sanity flags never change a number; they are listed as warnings.
+    flags = {f for cell in df.get("flags", pd.Series(dtype=str)) for f in str(cell).split(";") if f}
+    warnings = "".join(f"\n{line}" for line in describe_flags(flags))
+    return f"{head}\n{table}\n{added} new row(s) -> {csv_path}{warnings}"

@@ -9,10 +9,10 @@ from typing import Any, Dict, List, Sequence
 import pandas as pd
 from filelock import FileLock
 
-KEY_COLUMNS = ("run_id", "attack", "n_eval", "eps", "version")
+KEY_COLUMNS = ("run_id", "attack", "n_eval", "eps", "version", "scope")
 LEADING_COLUMNS = (
     "run_id", "method", "dataset", "arch", "width", "target_sparsity", "measured_sparsity", "seed",
-    "attack", "norm", "eps", "steps", "step_size", "restarts", "eot_samples", "version", "n_eval",
+    "attack", "norm", "eps", "steps", "step_size", "restarts", "eot_samples", "version", "scope", "n_eval",
     "clean_acc", "robust_acc", "flags", "status", "seconds", "train_seconds", "train_passes",
     "created_at", "git_commit", "torch_version", "device",
 )
