@@ -1,0 +1,164 @@
+"""Export tickets as RobustBench model-info JSON files (one per run), plus our own fields.
+
+RobustBench keeps one JSON per model under ``model_info/<dataset>/<threat>/``
+with the fields of ``robustbench.utils.ModelInfo`` plus ``external`` and
+``unreliable``. As in its published files, ``eps`` and the accuracies are
+strings (accuracies in percent with two decimals), ``additional_data`` and
+``unreliable`` are booleans and ``number_forward_passes`` is an integer.
+:func:`export_robustbench_json` writes that layout from tidy ``runs.csv``
+rows; it needs only pandas (not the ``robustbench`` package).
+
+Field mapping (per run, using each attack's row with the most examples):
+``autoattack_acc`` = the standard AutoAttack row, ``external`` = the
+per-example worst case over every attack run (or the only attack's figure),
+``reported`` = PGD-20 (the protocol of the ticket papers), ``clean_acc`` =
+clean accuracy on the largest evaluated subset. Our extra fields:
+``sparsity`` (measured), ``target_sparsity``, ``density``, ``width``,
+``method``, ``randomized``, ``eot_iter``, ``non_adaptive``, ``flags``,
+``run_id``, ``n_eval`` and ``evaluations`` (every attack's figures).
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import pandas as pd
+
+ROBUSTBENCH_FIELDS = ("link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",
+                      "architecture", "eps", "clean_acc", "reported", "autoattack_acc", "external", "footnote", "unreliable")
+EXTRA_FIELDS = ("sparsity", "target_sparsity", "density", "width", "method", "randomized", "eot_iter", "non_adaptive",
+                "flags", "run_id", "n_eval", "evaluations")
+ARCH_NAMES = {"resnet18": "ResNet-18", "wrn-28-4": "WideResNet-28-4", "wrn-28-10": "WideResNet-28-10",
+              "wrn-34-10": "WideResNet-34-10", "convnet": "ConvNet", "mlp": "MLP"}
+
+
+def eps_text(eps: float) -> str:
+    """RobustBench's eps string: '8/255' when eps is a whole number of 1/255 steps, else the decimal."""
+    steps = eps * 255
+    if abs(steps - round(steps)) < 1e-6 and round(steps) > 0:
+        return f"{int(round(steps))}/255"
+    return f"{eps:.6g}"
+
+
+def percent(acc: Optional[float]) -> Optional[str]:
+    """Accuracy in [0,1] as RobustBench's percent string ('57.14'); None stays None."""
+    return None if acc is None else f"{100 * float(acc):.2f}"
+
+
+def _number(value: Any) -> Optional[float]:
+    """A float from a CSV cell, None for blank/NaN."""
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return None
+    out = float(value)
+    return None if math.isnan(out) else out
+
+
+def _flag(value: Any) -> bool:
+    """A boolean from a CSV cell ('True', '1', 'yes'; blank is False)."""
+    return str(value).strip().lower() in ("true", "1", "yes")
+
+
+def _pick(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per attack (and version), the row with the most examples (the last such row on ties)."""
+    rows = rows.assign(_n=pd.to_numeric(rows["n_eval"], errors="coerce"), _order=range(len(rows)))
+    rows = rows.sort_values(["_n", "_order"])
+    return rows.groupby(["attack", "version"], sort=False).tail(1).drop(columns=["_n", "_order"])
+
+
+def model_info(rows: pd.DataFrame, threat: str = "Linf") -> Dict[str, Any]:
+    """One RobustBench model-info dict (plus extra fields) from the rows of one run."""
+    if rows["run_id"].nunique() != 1:
+        raise ValueError("model_info expects the rows of exactly one run")
+    rows = _pick(rows.astype({"version": str}).fillna(""))
+    first = rows.iloc[0]
+    by_attack = {r["attack"]: r for _, r in rows.iterrows()}
+    # RobustBench's accuracy fields.
+    aa = next((r for _, r in rows.iterrows() if r["attack"] == "autoattack" and r["version"] in ("standard", "")), None)
+    wc = by_attack.get("worst_case")
+    attacks = rows[rows["attack"] != "worst_case"]
+    external = wc if wc is not None else (attacks.loc[attacks["robust_acc"].astype(float).idxmin()] if len(attacks) else None)
+    largest = rows.loc[pd.to_numeric(rows["n_eval"]).idxmax()]
+    pgd = by_attack.get("pgd20")
+    # Our fields.
+    sparsity = _number(first.get("measured_sparsity"))
+    width = _number(first.get("width"))
+    eot = [_number(v) for v in rows.get("eot_samples", pd.Series(dtype=str))]
+    eot_iter = int(max([v for v in eot if v is not None], default=1))
+    randomized = _flag(first.get("randomized", ""))
+    flag_set = {f.strip() for v in rows.get("flags", pd.Series(dtype=str)) for f in re.split(r"[;,|]", str(v)) if f.strip()}
+    flags = ";".join(sorted(flag_set))
+    non_adaptive = _flag(first.get("non_adaptive", "")) or "non_adaptive" in flag_set
+    arch = ARCH_NAMES.get(str(first["arch"]), str(first["arch"]))
+    width_text = f" (width x{width:g})" if width is not None and width != 1 else ""
+    sparsity_text = f"{sparsity:.4f}" if sparsity is not None else "unknown"
+    n_text = ", ".join(f"{r['attack']} on {int(float(r['n_eval']))}" for _, r in attacks.iterrows())
+    return {
+        "link": "",
+        "name": (f"{first.get('model', '')} (RobustBench zoo, re-evaluated)" if first["method"] == "zoo"
+                 else f"{first['method']} ticket, {arch}{width_text}, sparsity {sparsity_text}"),
+        "authors": "",
+        "additional_data": False,
+        "number_forward_passes": 1,
+        "dataset": str(first["dataset"]),
+        "venue": "N/A",
+        "architecture": f"{arch}{width_text}",
+        "eps": eps_text(float(first["eps"])),
+        "clean_acc": percent(_number(largest["clean_acc"])),
+        "reported": percent(_number(pgd["robust_acc"])) if pgd is not None else None,
+        "autoattack_acc": percent(_number(aa["robust_acc"])) if aa is not None else None,
+        "external": percent(_number(external["robust_acc"])) if external is not None else None,
+        "footnote": (f"Evaluated by the robust-tickets harness: method {first['method']}, measured sparsity "
+                     f"{sparsity_text}. Accuracies on the first test examples only ({n_text}); "
+                     f"'external' is the per-example worst case over all attacks run."
+                     + (" Randomised model evaluated non-adaptively." if non_adaptive else "")
+                     + (f" Flags: {flags}." if flags else "")),
+        "unreliable": bool(non_adaptive or flags),
+        "sparsity": sparsity,
+        "target_sparsity": _number(first.get("target_sparsity")),
+        "density": None if sparsity is None else round(1.0 - sparsity, 6),
+        "width": width,
+        "method": str(first["method"]),
+        "randomized": randomized,
+        "eot_iter": eot_iter,
+        "non_adaptive": non_adaptive,
+        "flags": flags,
+        "run_id": str(first["run_id"]),
+        "n_eval": int(float(largest["n_eval"])),
+        "evaluations": [{"attack": r["attack"], "version": r["version"], "n_eval": int(float(r["n_eval"])),
+                         "clean_acc": _number(r["clean_acc"]), "robust_acc": _number(r["robust_acc"])}
+                        for _, r in rows.iterrows()],
+    }
+
+
+def _slug(text: str) -> str:
+    """A file-name-safe version of ``text``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
+
+
+def export_robustbench_json(rows_df: pd.DataFrame, out_dir: Union[str, Path], include_zoo: bool = False) -> List[Path]:
+    """Write ``out_dir/<dataset>/<threat>/<method>_<arch>_<run_id>.json`` per run; returns the paths.
+
+    Rows of RobustBench's own models (method ``zoo``) are left out unless ``include_zoo``.
+    """
+    required = {"run_id", "method", "dataset", "arch", "attack", "eps", "n_eval", "clean_acc", "robust_acc", "measured_sparsity"}
+    missing = sorted(required - set(rows_df.columns))
+    if missing:
+        raise ValueError(f"rows lack column(s) {', '.join(missing)}; pass rows of a runs.csv")
+    df = rows_df if include_zoo else rows_df[rows_df["method"].astype(str) != "zoo"]
+    if "status" in df.columns:
+        df = df[df["status"].astype(str).isin(["ok", ""])]
+    out_dir = Path(out_dir)
+    paths = []
+    for run_id, rows in df.groupby("run_id", sort=True):
+        threat = str(rows["norm"].iloc[0]) if "norm" in rows and str(rows["norm"].iloc[0]) else "Linf"
+        info = model_info(rows, threat)
+        path = out_dir / info["dataset"] / threat / f"{_slug(info['method'])}_{_slug(str(rows['arch'].iloc[0]))}_{run_id}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+        tmp.replace(path)
+        paths.append(path)
+    return paths
