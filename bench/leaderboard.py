@@ -1,0 +1,334 @@
+"""Leaderboard of tickets: ranked by worst-case robust accuracy within (dataset, threat model, eps).
+
+Entries are RobustBench model-info dicts extended with our fields (sparsity,
+density, width, method, randomized, eot_iter, non_adaptive, flags). Local
+runs become entries through :mod:`bench.export` (one JSON per ticket);
+submitted entries (a folder of such JSON files) are validated field by field
+and merged. Outputs: ``leaderboard.csv``, the entry JSONs, and a
+self-contained ``leaderboard.html`` (inline CSS/JS, sortable by clicking a
+header, filterable by a text box, no network).
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import pandas as pd
+
+from bench.export import export_robustbench_json
+
+THREATS = ("Linf", "L2")
+PERCENT_RE = re.compile(r"^\d{1,3}(\.\d+)?$")
+
+# Field -> (allowed types, required). Types are checked exactly (bool is not an int here).
+ROBUSTBENCH_SCHEMA: Dict[str, Tuple[Tuple[type, ...], bool]] = {
+    "link": ((str,), True),
+    "name": ((str,), True),
+    "authors": ((str,), True),
+    "additional_data": ((bool,), True),
+    "number_forward_passes": ((int,), True),
+    "dataset": ((str,), True),
+    "venue": ((str,), True),
+    "architecture": ((str,), True),
+    "eps": ((str,), True),
+    "clean_acc": ((str,), True),
+    "reported": ((str, type(None)), True),
+    "autoattack_acc": ((str, type(None)), True),
+    "unreliable": ((bool,), True),
+    "footnote": ((str, type(None)), True),
+    "external": ((str, type(None)), False),
+}
+EXTENSION_SCHEMA: Dict[str, Tuple[Tuple[type, ...], bool]] = {
+    "sparsity": ((float, int), True),
+    "density": ((float, int), True),
+    "width": ((float, int), True),
+    "method": ((str,), True),
+    "randomized": ((bool,), True),
+    "eot_iter": ((int,), True),
+    "non_adaptive": ((bool,), True),
+    "flags": ((str,), True),
+    "threat_model": ((str,), False),
+    "target_sparsity": ((float, int, type(None)), False),
+    "run_id": ((str,), False),
+    "n_eval": ((int,), False),
+    "evaluations": ((list,), False),
+}
+SCHEMA = {**ROBUSTBENCH_SCHEMA, **EXTENSION_SCHEMA}
+CSV_COLUMNS = ("dataset", "threat_model", "eps", "rank", "method", "name", "architecture", "width", "sparsity", "density",
+               "clean_acc", "robust_acc", "autoattack_acc", "reported", "attacks", "n_eval", "randomized", "eot_iter",
+               "non_adaptive", "unreliable", "flags", "run_id", "source")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One validated leaderboard entry and where it came from."""
+
+    info: Dict[str, Any]
+    threat: str
+    source: str
+
+    @property
+    def robust(self) -> float:
+        """Worst-case robust accuracy in percent: ``external`` if given, else the lowest robust figure."""
+        if self.info.get("external") is not None:
+            return float(self.info["external"])
+        return min(float(self.info[k]) for k in ("autoattack_acc", "reported") if self.info.get(k) is not None)
+
+
+def _pct(value: Optional[str]) -> Optional[float]:
+    """A RobustBench percent string as a float (None stays None)."""
+    return None if value is None else float(value)
+
+
+def parse_eps(text: str) -> float:
+    """'8/255' or '0.1' as a float."""
+    try:
+        return float(Fraction(text.strip())) if "/" in text else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"cannot read eps {text!r} (expected e.g. '8/255' or '0.1')") from None
+
+
+def validate_entry(info: Any, where: str) -> Dict[str, Any]:
+    """Check a model-info dict against the schema; raise ``ValueError`` naming the field."""
+    if not isinstance(info, dict):
+        raise ValueError(f"{where}: an entry must be a JSON object, got {type(info).__name__}")
+    unknown = sorted(set(info) - set(SCHEMA))
+    if unknown:
+        raise ValueError(f"{where}: unknown field {unknown[0]!r}; allowed fields: {', '.join(SCHEMA)}")
+    # Presence and JSON types.
+    for name, (types, required) in SCHEMA.items():
+        if name not in info:
+            if required:
+                raise ValueError(f"{where}: missing required field {name!r}")
+            continue
+        value = info[name]
+        ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+        if not ok:
+            wanted = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ValueError(f"{where}: field {name!r} must be {wanted}, got {json.dumps(value)} ({type(value).__name__})")
+    # Values.
+    for name in ("name", "dataset", "architecture", "method"):
+        if not info[name].strip():
+            raise ValueError(f"{where}: field {name!r} must not be empty")
+    for name in ("clean_acc", "reported", "autoattack_acc", "external"):
+        value = info.get(name)
+        if value is not None and (not PERCENT_RE.match(value) or not 0 <= float(value) <= 100):
+            raise ValueError(f"{where}: field {name!r} must be a percent string between 0 and 100 like '57.14', got {value!r}")
+    if all(info.get(k) is None for k in ("external", "autoattack_acc", "reported")):
+        raise ValueError(f"{where}: field 'autoattack_acc' (or 'external'/'reported') must give a robust accuracy")
+    try:
+        eps = parse_eps(info["eps"])
+    except ValueError as exc:
+        raise ValueError(f"{where}: field 'eps': {exc}") from None
+    if not 0 < eps <= 1:
+        raise ValueError(f"{where}: field 'eps' must be in (0, 1] (pixel units), got {info['eps']!r}")
+    if info["number_forward_passes"] < 1:
+        raise ValueError(f"{where}: field 'number_forward_passes' must be >= 1, got {info['number_forward_passes']}")
+    if info["eot_iter"] < 1:
+        raise ValueError(f"{where}: field 'eot_iter' must be >= 1, got {info['eot_iter']}")
+    sparsity, density, width = float(info["sparsity"]), float(info["density"]), float(info["width"])
+    if not (math.isfinite(sparsity) and 0 <= sparsity < 1):
+        raise ValueError(f"{where}: field 'sparsity' must be the fraction of zero weights in [0, 1), got {info['sparsity']}")
+    if not math.isclose(density, 1 - sparsity, abs_tol=1e-6):
+        raise ValueError(f"{where}: field 'density' must equal 1 - sparsity ({1 - sparsity:.6g}), got {info['density']}")
+    if not (math.isfinite(width) and width > 0):
+        raise ValueError(f"{where}: field 'width' must be > 0, got {info['width']}")
+    threat = info.get("threat_model", "Linf")
+    if threat not in THREATS:
+        raise ValueError(f"{where}: field 'threat_model' must be one of {', '.join(THREATS)}, got {threat!r}")
+    clean = float(info["clean_acc"])
+    for name in ("reported", "autoattack_acc", "external"):
+        if info.get(name) is not None and float(info[name]) > clean + 1e-9:
+            raise ValueError(f"{where}: field {name!r} ({info[name]}) is above clean_acc ({info['clean_acc']})")
+    return info
+
+
+def load_entry(path: Union[str, Path], threat: Optional[str] = None) -> Entry:
+    """Read and validate one entry file (threat from the field, the argument, or Linf)."""
+    path = Path(path)
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a UTF-8 text file") from None
+    info = validate_entry(info, str(path))
+    return Entry(info, str(info.get("threat_model") or threat or "Linf"), str(path))
+
+
+def load_submissions(folder: Union[str, Path]) -> List[Entry]:
+    """Every ``*.json`` under ``folder`` (recursively), validated; the first bad one raises."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"submissions folder not found: {folder}")
+    entries = []
+    for path in sorted(folder.rglob("*.json")):
+        threat = next((p for p in reversed(path.relative_to(folder).parts[:-1]) if p in THREATS), None)
+        entries.append(load_entry(path, threat))
+    return entries
+
+
+def local_entries(rows: pd.DataFrame, entries_dir: Union[str, Path]) -> List[Entry]:
+    """Export one JSON per local run (bench.export) into ``entries_dir`` and load them back validated."""
+    entries_dir = Path(entries_dir)
+    paths = export_robustbench_json(rows, entries_dir)
+    out = []
+    for p in paths:
+        threat = p.parent.name if p.parent.name in THREATS else "Linf"
+        out.append(load_entry(p, threat))
+    return out
+
+
+def rank_entries(entries: Sequence[Entry]) -> pd.DataFrame:
+    """The leaderboard table: rank 1 = highest worst-case robust accuracy in each (dataset, threat, eps)."""
+    seen: Dict[str, str] = {}
+    records = []
+    for e in entries:
+        info = e.info
+        run_id = info.get("run_id")
+        if run_id:
+            if run_id in seen:
+                raise ValueError(f"duplicate run_id {run_id!r} in {seen[run_id]} and {e.source}")
+            seen[run_id] = e.source
+        evaluations = info.get("evaluations") or []
+        records.append({
+            "dataset": info["dataset"], "threat_model": e.threat, "eps": info["eps"], "eps_value": parse_eps(info["eps"]),
+            "method": info["method"], "name": info["name"], "architecture": info["architecture"],
+            "width": float(info["width"]), "sparsity": float(info["sparsity"]), "density": float(info["density"]),
+            "clean_acc": float(info["clean_acc"]), "robust_acc": e.robust,
+            "autoattack_acc": _pct(info.get("autoattack_acc")), "reported": _pct(info.get("reported")),
+            "attacks": "+".join(str(ev.get("attack")) for ev in evaluations if isinstance(ev, dict) and ev.get("attack") != "worst_case"),
+            "n_eval": info.get("n_eval"), "randomized": info["randomized"], "eot_iter": info["eot_iter"],
+            "non_adaptive": info["non_adaptive"], "unreliable": info["unreliable"], "flags": info["flags"],
+            "run_id": run_id or "", "source": e.source,
+        })
+    df = pd.DataFrame(records, columns=list(CSV_COLUMNS) + ["eps_value"])
+    if df.empty:
+        return df.drop(columns=["eps_value"])
+    # Rank inside each (dataset, threat model, eps) group; ties share the better rank.
+    df = df.sort_values(["dataset", "threat_model", "eps_value", "robust_acc", "clean_acc"],
+                        ascending=[True, True, True, False, False], kind="mergesort")
+    df["rank"] = df.groupby(["dataset", "threat_model", "eps_value"])["robust_acc"].rank(method="min", ascending=False).astype(int)
+    return df.drop(columns=["eps_value"]).reset_index(drop=True)[list(CSV_COLUMNS)]
+
+
+# ---------------------------------------------------------------------------
+# The static HTML page.
+# ---------------------------------------------------------------------------
+
+HTML_COLUMNS = (("rank", "#"), ("method", "method"), ("architecture", "architecture"), ("width", "width"),
+                ("sparsity", "sparsity"), ("clean_acc", "clean (%)"), ("robust_acc", "worst-case robust (%)"),
+                ("autoattack_acc", "AutoAttack (%)"), ("reported", "PGD-20 (%)"), ("attacks", "attacks"),
+                ("n_eval", "n_eval"), ("randomized", "randomized"), ("non_adaptive", "non-adaptive"), ("flags", "flags"),
+                ("run_id", "run"))
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em;color:#222}
+h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.6em}
+table{border-collapse:collapse;font-size:.9em;margin-top:.4em}
+th,td{padding:.3em .6em;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}
+th{cursor:pointer;background:#f3f3f3;user-select:none}
+th[data-dir=asc]::after{content:" \\25B2"}th[data-dir=desc]::after{content:" \\25BC"}
+td.t{text-align:left}tr.warn td{background:#fff6e0}
+#filter{font-size:1em;padding:.3em;width:24em}.note{color:#666;font-size:.85em}
+"""
+
+JS = """
+(function(){
+  function key(cell){
+    var v=cell.getAttribute('data-value');
+    if(v===null||v===''){return {n:false,s:''};}
+    var f=parseFloat(v);
+    return isNaN(f)?{n:false,s:v.toLowerCase()}:{n:true,f:f};
+  }
+  function cmp(a,b){
+    if(a.n&&b.n){return a.f-b.f;}
+    if(a.n!==b.n){return a.n?-1:1;}
+    return a.s<b.s?-1:(a.s>b.s?1:0);
+  }
+  document.querySelectorAll('table.board').forEach(function(table){
+    var heads=table.querySelectorAll('thead th');
+    heads.forEach(function(th,col){
+      th.addEventListener('click',function(){
+        var dir=th.getAttribute('data-dir')==='asc'?'desc':'asc';
+        heads.forEach(function(h){h.removeAttribute('data-dir');});
+        th.setAttribute('data-dir',dir);
+        var body=table.tBodies[0];
+        var rows=Array.prototype.slice.call(body.rows);
+        rows.sort(function(r1,r2){
+          var c=cmp(key(r1.cells[col]),key(r2.cells[col]));
+          return dir==='asc'?c:-c;
+        });
+        rows.forEach(function(r){body.appendChild(r);});
+      });
+    });
+  });
+  var box=document.getElementById('filter');
+  box.addEventListener('input',function(){
+    var q=box.value.toLowerCase();
+    document.querySelectorAll('table.board tbody tr').forEach(function(tr){
+      tr.style.display=tr.textContent.toLowerCase().indexOf(q)>=0?'':'none';
+    });
+  });
+})();
+"""
+
+
+def _cell(column: str, value: Any) -> str:
+    """One <td> with a sortable data-value and escaped text."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return '<td data-value="">–</td>'
+    if isinstance(value, bool):
+        return f'<td class="t" data-value="{int(value)}">{"yes" if value else "no"}</td>'
+    if isinstance(value, (int, float)):
+        text = f"{value:.2f}" if column in ("clean_acc", "robust_acc", "autoattack_acc", "reported") else (
+            f"{value:.4f}" if column == "sparsity" else f"{value:g}")
+        return f'<td data-value="{value!r}">{html.escape(text)}</td>'
+    text = str(value)
+    return f'<td class="t" data-value="{html.escape(text, quote=True)}">{html.escape(text)}</td>'
+
+
+def to_html(board: pd.DataFrame, title: str = "Robust tickets leaderboard") -> str:
+    """A self-contained HTML page: one sortable table per (dataset, threat model, eps), one filter box."""
+    parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>",
+             f"<style>{CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
+             '<p class="note">Ranked by worst-case robust accuracy (per example, over every attack run) within each '
+             "dataset, threat model and eps. Click a column header to sort; type to filter. Highlighted rows are "
+             "randomised models evaluated non-adaptively or runs with sanity flags.</p>",
+             '<p><input id="filter" type="search" placeholder="filter rows (method, architecture, flags ...)"></p>']
+    groups = board.groupby(["dataset", "threat_model", "eps"], sort=True) if not board.empty else []
+    for (dataset, threat, eps), g in groups:
+        parts.append(f"<h2>{html.escape(str(dataset))} · {html.escape(str(threat))} · eps {html.escape(str(eps))}</h2>")
+        parts.append('<table class="board"><thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for _, h in HTML_COLUMNS)
+                     + "</tr></thead><tbody>")
+        for _, r in g.sort_values("rank", kind="mergesort").iterrows():
+            warn = bool(r["non_adaptive"]) or bool(str(r["flags"]).strip())
+            row_class = ' class="warn"' if warn else ""
+            parts.append(f"<tr{row_class}>" + "".join(_cell(c, r[c]) for c, _ in HTML_COLUMNS) + "</tr>")
+        parts.append("</tbody></table>")
+    if board.empty:
+        parts.append("<p>No entries.</p>")
+    parts.append(f"<script>{JS}</script></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def build_leaderboard(rows: Optional[pd.DataFrame], out_dir: Union[str, Path],
+                      submissions: Optional[Union[str, Path]] = None) -> Dict[str, Any]:
+    """Export local entries, merge submissions, rank, and write csv + html; returns what was written."""
+    out_dir = Path(out_dir)
+    # Validate submissions first, so a bad file stops everything before any output is written.
+    submitted = load_submissions(submissions) if submissions is not None else []
+    entries = local_entries(rows, out_dir / "entries") if rows is not None and not rows.empty else []
+    board = rank_entries(entries + submitted)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, html_path = out_dir / "leaderboard.csv", out_dir / "leaderboard.html"
+    board.to_csv(csv_path, index=False, float_format="%.4f")
+    html_path.write_text(to_html(board))
+    return {"csv": csv_path, "html": html_path, "entries": [e.source for e in entries], "submitted": len(submitted),
+            "board": board}
