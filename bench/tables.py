@@ -102,7 +102,7 @@ def apply_filters(df: pd.DataFrame, where: Sequence[str]) -> pd.DataFrame:
 
 
 def latest_rows(df: pd.DataFrame, attack: str) -> pd.DataFrame:
-    """One row per run for ``attack``: the largest n_eval, then the newest row."""
+    """One row per run for ``attack``: the largest n_eval, an attack-alone row over a cascade row, then the newest."""
     if df.empty:
         raise ValueError("no rows left (check the --where filters)")
     sub = df[df["attack"] == attack]
@@ -112,8 +112,10 @@ def latest_rows(df: pd.DataFrame, attack: str) -> pd.DataFrame:
         present = ", ".join(sorted(df["attack"].astype(str).unique()))
         raise ValueError(f"no rows for attack {attack!r}; attacks present: {present} "
                          f"(worst_case exists only for runs evaluated with 2+ attacks)")
-    order = [c for c in ("n_eval", "created_at") if c in sub]
-    return sub.sort_values(order).drop_duplicates("run_id", keep="last")
+    # Most examples first, then the attack-alone row over a cascade row, then the newest.
+    sub = sub.assign(_alone=sub["scope"].astype(str).isin(["alone", "all", ""]) if "scope" in sub else True)
+    order = [c for c in ("n_eval", "_alone", "created_at") if c in sub]
+    return sub.sort_values(order, kind="mergesort").drop_duplicates("run_id", keep="last").drop(columns="_alone")
 
 
 def check_cells(rows: pd.DataFrame, keys: List[str]) -> None:
@@ -156,6 +158,9 @@ def caption_for(rows: pd.DataFrame, attack: str, what: str, std_shown: bool = Tr
         combos = sorted(rows["version"].astype(str).unique())
         attack_text = "worst case over " + " | ".join(c.replace("+", ", ") for c in combos)
     seeds = rows.groupby([c for c in ("method", "arch", "width", "target_sparsity") if c in rows])["seed"].nunique()
+    if "scope" in rows and rows["scope"].astype(str).str.startswith("after:").any():
+        after = sorted({sc[len("after:"):].replace("+", ", ") for sc in rows["scope"].astype(str) if sc.startswith("after:")})
+        attack_text += f" (cascade: run only on points still robust after {' | '.join(after)})"
     parts = [f"{what} on {datasets[0]}", f"L-inf eps {format_eps(eps[0])}", f"attack: {attack_text}",
              f"n_eval {span(rows['n_eval'])} test examples"]
     if seeds.max() > 1:

@@ -1,0 +1,244 @@
+"""bench table / bench plot: numbers equal a pandas groupby of the input, rendering, filters, errors."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.cli import main
+from bench.plots import make_plots
+from bench.tables import apply_filters, build_table, latest_rows, load_rows, render, to_latex, to_markdown
+
+METHODS = ("hydra", "rst")
+SPARSITIES = (0.5, 0.9, 0.99)
+WIDTHS = (0.5, 1.0)
+SEEDS = (0, 1, 2)
+ATTACKS = ("pgd20", "cw20", "worst_case")
+
+
+def make_rows(seed: int = 0) -> pd.DataFrame:
+    """A tidy table like runs.csv: methods x sparsity x width x seed x attack, random accuracies."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for method in METHODS:
+        for sparsity in SPARSITIES:
+            for width in WIDTHS:
+                for s in SEEDS:
+                    run_id = f"{method}-{sparsity}-{width}-{s}"
+                    clean = round(float(rng.uniform(0.6, 0.9)), 4)
+                    pgd = round(float(rng.uniform(0.2, 0.5)), 4)
+                    cw = round(float(rng.uniform(0.2, 0.5)), 4)
+                    for attack, robust in zip(ATTACKS, (pgd, cw, min(pgd, cw) - 0.01)):
+                        records.append({
+                            "run_id": run_id, "method": method, "dataset": "fashion-mnist", "arch": "convnet",
+                            "width": width, "target_sparsity": sparsity, "measured_sparsity": sparsity, "seed": s,
+                            "attack": attack, "norm": "Linf", "eps": 0.1,
+                            "version": "pgd20+cw20" if attack == "worst_case" else "", "scope": "all" if attack == "worst_case" else "alone",
+                            "n_eval": 500, "clean_acc": clean, "robust_acc": round(robust, 4), "flags": "", "status": "ok",
+                            "epochs": 5, "train_steps": 7, "data_source": "embedded", "n_train": 0,
+                            "created_at": "2026-01-01T00:00:00+00:00",
+                        })
+    return pd.DataFrame(records)
+
+
+@pytest.fixture()
+def csv_path(tmp_path: Path) -> Path:
+    path = tmp_path / "runs.csv"
+    make_rows().to_csv(path, index=False)
+    return path
+
+
+def expected(df: pd.DataFrame, attack: str, keys: List[str], column: str = "robust_acc") -> pd.DataFrame:
+    """The reference aggregation, straight from pandas."""
+    return df[df["attack"] == attack].groupby(keys)[column].agg(["mean", "std", "count"]) * [100, 100, 1]
+
+
+@pytest.mark.parametrize("attack", ["worst_case", "pgd20"])
+def test_sparsity_table_equals_groupby(csv_path: Path, attack: str) -> None:
+    df = load_rows([csv_path])
+    table = build_table(apply_filters(df, ["width=1"]), "sparsity", attack)
+    ref = expected(df[df["width"] == 1.0], attack, ["target_sparsity", "method"])
+    assert list(table.mean.index) == list(SPARSITIES) and list(table.mean.columns) == list(METHODS)
+    for (sparsity, method), r in ref.iterrows():
+        assert table.mean.at[sparsity, method] == pytest.approx(r["mean"])
+        assert table.std.at[sparsity, method] == pytest.approx(r["std"])
+        assert table.n.at[sparsity, method] == 3
+    md = to_markdown(table)
+    cell = f"{ref.loc[(0.9, 'rst'), 'mean']:.1f} ± {ref.loc[(0.9, 'rst'), 'std']:.1f}"
+    assert cell in md
+    assert "fashion-mnist" in md and "eps 0.1" in md and "n_eval 500" in md and "mean ± std over 3 seeds" in md
+    assert ("worst case over pgd20, cw20" if attack == "worst_case" else "attack: pgd20") in md
+
+
+def test_clean_metric(csv_path: Path) -> None:
+    df = load_rows([csv_path])
+    table = build_table(df[df["width"] == 0.5], "sparsity", "pgd20", metric="clean")
+    ref = expected(df[df["width"] == 0.5], "pgd20", ["target_sparsity", "method"], "clean_acc")
+    assert table.mean.at[0.5, "hydra"] == pytest.approx(ref.loc[(0.5, "hydra"), "mean"])
+
+
+def test_method_table_clean_slash_robust(csv_path: Path) -> None:
+    df = load_rows([csv_path])
+    table = build_table(apply_filters(df, ["width=1.0"]), "method", "worst_case")
+    sub = df[(df["width"] == 1.0) & (df["attack"] == "worst_case")]
+    clean = sub.groupby(["method", "arch", "target_sparsity"])["clean_acc"].mean() * 100
+    robust = sub.groupby(["method", "arch", "target_sparsity"])["robust_acc"].mean() * 100
+    assert list(table.mean.columns) == [("convnet", s) for s in SPARSITIES]
+    for (method, arch, sparsity), value in robust.items():
+        assert table.mean.at[method, (arch, sparsity)] == pytest.approx(value)
+        assert table.clean.at[method, (arch, sparsity)] == pytest.approx(clean[(method, arch, sparsity)])
+    md = to_markdown(table)
+    assert f"{clean[('rst', 'convnet', 0.9)]:.1f} / " in md
+    assert "| method | convnet 0.5 | convnet 0.9 | convnet 0.99 |" in md
+    latex = to_latex(table)
+    assert r"\multicolumn{3}{c}{convnet}" in latex and r"\cmidrule(lr){2-4}" in latex
+
+
+def test_width_table_both_column_choices(csv_path: Path) -> None:
+    df = load_rows([csv_path])
+    by_sparsity = build_table(df[df["method"] == "rst"], "width", "cw20")
+    ref = expected(df[df["method"] == "rst"], "cw20", ["width", "target_sparsity"])
+    assert by_sparsity.mean.at[0.5, 0.99] == pytest.approx(ref.loc[(0.5, 0.99), "mean"])
+    by_method = build_table(df[df["target_sparsity"] == 0.9], "width", "cw20", columns="method")
+    ref = expected(df[df["target_sparsity"] == 0.9], "cw20", ["width", "method"])
+    assert by_method.mean.at[1.0, "hydra"] == pytest.approx(ref.loc[(1.0, "hydra"), "mean"])
+
+
+def latex_body(latex: str) -> List[List[str]]:
+    """Cells of the body rows of a booktabs table."""
+    body = latex.split("\\midrule\n", 1)[1].split("\\bottomrule", 1)[0]
+    return [[c.strip() for c in line.rstrip(" \\").split(" & ")] for line in body.strip().splitlines()]
+
+
+def test_latex_bolds_the_max_of_each_column(csv_path: Path) -> None:
+    df = load_rows([csv_path])
+    table = build_table(df[df["width"] == 1.0], "sparsity", "worst_case")
+    latex = to_latex(table, label="tab:sparsity")
+    for token in (r"\begin{table}", r"\toprule", r"\midrule", r"\bottomrule", r"\caption{", r"\label{tab:sparsity}", "$\\pm$"):
+        assert token in latex
+    caption = re.search(r"\\caption\{(.*)\}", latex).group(1)
+    for fact in ("fashion-mnist", "eps 0.1", "worst case over pgd20, cw20", "n\\_eval 500", "5 epoch(s)", "3 seeds"):
+        assert fact in caption
+    rows = latex_body(latex)
+    for j, method in enumerate(table.mean.columns, start=1):
+        best = table.mean[method].round(1).max()
+        for i, sparsity in enumerate(table.mean.index):
+            bold = rows[i][j].startswith(r"\textbf{")
+            assert bold == (round(table.mean.at[sparsity, method], 1) == best)
+    # Exactly one bold per column here (random data has no ties).
+    assert latex.count(r"\textbf{") == len(table.mean.columns)
+
+
+def test_markdown_bold_per_row_and_none(csv_path: Path) -> None:
+    table = build_table(load_rows([csv_path]).query("width == 1.0"), "sparsity", "pgd20")
+    assert to_markdown(table, bold="row").count("**") == 2 * len(table.mean.index)
+    assert "**" not in to_markdown(table, bold="none")
+
+
+def test_csv_pivot_round_trips(csv_path: Path, tmp_path: Path) -> None:
+    df = load_rows([csv_path])
+    table = build_table(df[df["width"] == 1.0], "sparsity", "pgd20")
+    out = tmp_path / "pivot.csv"
+    out.write_text(render(table, "csv"))
+    back = pd.read_csv(out, index_col=0)
+    assert back.index.name == "sparsity"
+    assert back.loc[0.9, "rst mean"] == pytest.approx(table.mean.at[0.9, "rst"], abs=1e-4)
+    assert back.loc[0.9, "rst std"] == pytest.approx(table.std.at[0.9, "rst"], abs=1e-4)
+    assert back.loc[0.9, "rst n"] == 3
+
+
+def test_cells_must_not_mix_configs(csv_path: Path) -> None:
+    df = load_rows([csv_path])
+    with pytest.raises(ValueError, match=r"differ in width .*--where width="):
+        build_table(df, "sparsity", "pgd20")
+
+
+def test_filters(csv_path: Path) -> None:
+    df = load_rows([csv_path])
+    assert set(apply_filters(df, ["method=rst"])["method"]) == {"rst"}
+    assert set(apply_filters(df, ["target_sparsity=0.5,0.99"])["target_sparsity"]) == {0.5, 0.99}
+    assert set(apply_filters(df, ["method!=rst"])["method"]) == {"hydra"}
+    assert len(apply_filters(df, ["seed=1", "width=0.50"])) == len(df) / 3 / 2
+    with pytest.raises(ValueError, match="unknown column 'colour'"):
+        apply_filters(df, ["colour=red"])
+    with pytest.raises(ValueError, match="expected COLUMN=VALUE"):
+        apply_filters(df, ["method"])
+    with pytest.raises(ValueError, match="no rows left"):
+        build_table(apply_filters(df, ["method=none"]), "sparsity")
+
+
+def test_missing_attack_lists_present_ones(csv_path: Path) -> None:
+    with pytest.raises(ValueError, match="no rows for attack 'autoattack'; attacks present: cw20, pgd20, worst_case"):
+        build_table(load_rows([csv_path]), "sparsity", "autoattack")
+
+
+def test_mixed_datasets_are_an_error(csv_path: Path) -> None:
+    df = load_rows([csv_path])
+    other = df[df["width"] == 1.0].assign(dataset="mnist", run_id=lambda d: "m-" + d["run_id"])
+    with pytest.raises(ValueError, match="differ in dataset|several datasets"):
+        build_table(pd.concat([df[df["width"] == 1.0], other]), "sparsity", "pgd20")
+
+
+def test_repeated_evaluations_use_the_largest_n_eval_and_alone_rows() -> None:
+    df = make_rows()
+    extra = df[(df["attack"] == "pgd20")].assign(n_eval=1000, robust_acc=0.01)
+    cascade = df[(df["attack"] == "pgd20")].assign(n_eval=1000, robust_acc=0.99, scope="after:cw20")
+    picked = latest_rows(pd.concat([df, cascade, extra]), "pgd20")
+    assert len(picked) == df["run_id"].nunique()
+    assert set(picked["n_eval"]) == {1000} and set(picked["robust_acc"]) == {0.01}
+
+
+def test_flagged_cells_get_a_dagger(csv_path: Path) -> None:
+    df = load_rows([csv_path]).query("width == 1.0").copy()
+    df.loc[(df["method"] == "rst") & (df["target_sparsity"] == 0.99), "flags"] = "non_adaptive;grad_vanish"
+    table = build_table(df, "sparsity", "pgd20")
+    md = to_markdown(table)
+    assert md.count("†") == 1 + 1  # the cell and the caption note
+    assert "flagged (grad_vanish, non_adaptive)" in md
+    assert r"$^\dagger$" in to_latex(table)
+
+
+def test_table_cli_writes_all_formats(csv_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for fmt in ("markdown", "latex", "csv"):
+        out = tmp_path / f"t.{fmt}"
+        assert main(["table", str(csv_path), "--where", "width=1", "--format", fmt, "--output", str(out)]) == 0
+        assert out.read_text().strip()
+    assert main(["table", str(csv_path), "--layout", "method", "--where", "width=1"]) == 0
+    assert " / " in capsys.readouterr().out
+    assert main(["table", str(csv_path)]) == 2
+    assert "--where width=" in capsys.readouterr().err
+
+
+def test_plots_write_png_and_pdf(csv_path: Path, tmp_path: Path) -> None:
+    df = load_rows([csv_path])
+    dense = df[(df["method"] == "rst") & (df["target_sparsity"] == 0.5)].assign(method="dense-at", target_sparsity=0.0,
+                                                                                run_id=lambda d: "d-" + d["run_id"])
+    paths = make_plots(pd.concat([df, dense]).query("width == 1.0"), tmp_path / "plots", kinds=("sparsity", "scatter"))
+    paths += make_plots(df.query("target_sparsity == 0.9"), tmp_path / "plots", kinds=("width",), attack="pgd20")
+    names = sorted(p.name for p in paths)
+    assert names == sorted(f"{n}.{ext}" for n in ("robust_vs_sparsity", "clean_vs_robust", "robust_vs_width") for ext in ("png", "pdf"))
+    for p in paths:
+        head = p.read_bytes()[:8]
+        assert head.startswith(b"\x89PNG") if p.suffix == ".png" else head.startswith(b"%PDF")
+        assert p.stat().st_size > 5000
+
+
+def test_plot_cli_and_bad_attack(csv_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "figs"
+    assert main(["plot", str(csv_path), "--where", "width=1", "--kind", "sparsity", "--attacks", "pgd20,worst_case", "--out-dir", str(out)]) == 0
+    assert (out / "robust_vs_sparsity.png").exists()
+    assert main(["plot", str(csv_path), "--where", "width=1", "--kind", "sparsity", "--attacks", "fgsm", "--out-dir", str(out)]) == 2
+    assert "no rows for attack(s) fgsm" in capsys.readouterr().err
+
+
+def test_importing_plots_leaves_matplotlib_settings_alone() -> None:
+    code = ("import matplotlib; before = dict(matplotlib.rcParams); backend = matplotlib.get_backend(); "
+            "import bench.plots, bench.tables; "
+            "assert dict(matplotlib.rcParams) == before and matplotlib.get_backend() == backend")
+    subprocess.run([sys.executable, "-c", code], check=True)
