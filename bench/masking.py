@@ -35,7 +35,7 @@ class MaskedMixin:
             # Forward value is exactly weight * mask; the gradient w.r.t. the
             # mask is passed straight through to |scores|.
             a = self.scores.abs()
-            return self.weight * (self.mask + a - a.detach())
+            return self.weight * (self.mask + (a - a.detach()))
         return self.weight * self.mask
 
 

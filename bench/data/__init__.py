@@ -137,6 +137,16 @@ def _root_candidates(data_root: Optional[str]) -> List[Path]:
     return [Path(r).expanduser() for r in roots if r]
 
 
+def torchvision_download(slug: str) -> Tuple[Split, Split]:
+    """Last resort for MNIST-like data: torchvision's downloader into the cache."""
+    import torchvision.datasets as tvd
+
+    cls = {"fashion-mnist": tvd.FashionMNIST, "mnist": tvd.MNIST}[slug]
+    tr = cls(str(CACHE_ROOT), train=True, download=True)
+    te = cls(str(CACHE_ROOT), train=False, download=True)
+    return _to_split(tr.data.numpy(), tr.targets.numpy()), _to_split(te.data.numpy(), te.targets.numpy())
+
+
 def _idx_loader(slug: str, tv_name: str) -> Loader:
     """Loader for an MNIST-like dataset stored as IDX files."""
 
@@ -162,12 +172,7 @@ def _idx_loader(slug: str, tv_name: str) -> Loader:
             return (*_load_idx_folder(folder), str(folder))
         # 3. torchvision download.
         try:
-            import torchvision.datasets as tvd
-
-            cls = {"fashion-mnist": tvd.FashionMNIST, "mnist": tvd.MNIST}[slug]
-            tr = cls(str(CACHE_ROOT), train=True, download=True)
-            te = cls(str(CACHE_ROOT), train=False, download=True)
-            return _to_split(tr.data.numpy(), tr.targets.numpy()), _to_split(te.data.numpy(), te.targets.numpy()), f"torchvision:{CACHE_ROOT}"
+            return (*torchvision_download(slug), f"torchvision:{CACHE_ROOT}")
         except Exception as exc:  # noqa: BLE001 - reported with every source tried
             raise DataNotFoundError(
                 f"full {slug} data not found: tried --data-root/${ENV_ROOT} ({', '.join(tried[:-1]) or 'unset'}), "

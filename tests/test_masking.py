@@ -1,0 +1,65 @@
+"""Masked-layer invariants: exact per-layer sparsity, straight-through scores, frozen weights."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bench.masking import (apply_masks, layer_sparsity, magnitude_scores, measured_sparsity, n_zeros_for,
+                           prunable_layers, score_mask_refresher, set_trainable, topk_mask)
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9, 0.99])
+def test_layerwise_sparsity_is_exact(tiny_model: torch.nn.Module, sparsity: float) -> None:
+    apply_masks(tiny_model, lambda _n, l: torch.rand_like(l.weight), sparsity, scope="layer")
+    for name, layer in prunable_layers(tiny_model):
+        zeros = int((layer.mask == 0).sum())
+        assert zeros == n_zeros_for(layer.mask.numel(), sparsity), name
+        assert abs(zeros / layer.mask.numel() - sparsity) <= 1 / layer.mask.numel()
+
+
+def test_global_sparsity_is_exact(tiny_model: torch.nn.Module) -> None:
+    apply_masks(tiny_model, magnitude_scores, 0.8, scope="global")
+    total = sum(l.mask.numel() for _, l in prunable_layers(tiny_model))
+    assert abs(measured_sparsity(tiny_model) - 0.8) <= 1 / total
+
+
+def test_topk_keeps_highest_scores() -> None:
+    scores = torch.tensor([[0.1, 0.9], [0.5, 0.3]])
+    assert topk_mask(scores, 0.5).tolist() == [[0.0, 1.0], [1.0, 0.0]]
+
+
+def test_magnitude_masks_only_shrink(tiny_model: torch.nn.Module) -> None:
+    previous = None
+    for s in (0.2, 0.5, 0.8, 0.95):
+        apply_masks(tiny_model, magnitude_scores, s, scope="global")
+        current = [l.mask.clone() for _, l in prunable_layers(tiny_model)]
+        if previous is not None:
+            for p, c in zip(previous, current):
+                assert torch.all(c <= p)
+        previous = current
+
+
+def test_unknown_scope_is_value_error(tiny_model: torch.nn.Module) -> None:
+    with pytest.raises(ValueError, match="unknown pruning scope"):
+        apply_masks(tiny_model, magnitude_scores, 0.5, scope="row")
+
+
+def test_only_scores_get_gradients_and_forward_equals_masked_weight(tiny_model: torch.nn.Module) -> None:
+    for _, l in prunable_layers(tiny_model):
+        torch.nn.init.normal_(l.scores)
+    set_trainable(tiny_model, weights=False, scores=True)
+    score_mask_refresher(tiny_model, 0.7)()
+    x = torch.rand(16, 1, 8, 8)
+    tiny_model.train()
+    loss = F.cross_entropy(tiny_model(x), torch.randint(0, 4, (16,)))
+    loss.backward()
+    for name, p in tiny_model.named_parameters():
+        if name.endswith("scores"):
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+        else:
+            assert p.grad is None, name
+    # The straight-through forward value is exactly weight * mask.
+    layer = prunable_layers(tiny_model)[0][1]
+    assert torch.equal(layer.masked_weight().detach(), layer.weight * layer.mask)
+    assert all(abs(v - 0.7) < 0.01 for v in layer_sparsity(tiny_model).values())
