@@ -104,7 +104,7 @@ def _direct_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kw:
 def test_autoattack_custom_row_equals_direct_call(trained: Tuple[nn.Module, Split]) -> None:
     """The harness's AutoAttack row (custom: APGD-T) equals pyautoattack on the same examples."""
     model, test = trained
-    n = 60
+    n = 40
     [row] = evaluate(model, test, ["autoattack-custom:attacks=apgd-t"], EPS, n, n, CPU)
     direct = _direct_autoattack(model, to_float(test.x[:n], CPU), test.y[:n], attacks=["apgd-t"], version="custom")
     assert row.scope == "alone"
