@@ -10,10 +10,12 @@ no pyplot, no global backend switch and no rcParams changes.
 """
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -22,6 +24,12 @@ from bench.tables import check_cells, format_eps, span, latest_rows
 KINDS = ("sparsity", "width", "scatter")
 FONT = 10
 PANEL = (4.2, 3.4)
+
+
+def _palette(names: Sequence[str]) -> Dict[str, Any]:
+    """One fixed colour per name (sorted), the same in every panel and figure of a call."""
+    cmap = colormaps["tab10"]
+    return {name: cmap(i % 10) for i, name in enumerate(sorted(set(map(str, names))))}
 
 
 def _figure(n_panels: int) -> Tuple[Figure, list]:
@@ -41,15 +49,17 @@ def _style(ax, xlabel: str, ylabel: str, title: str) -> None:
     ax.grid(True, alpha=0.3)
 
 
-def _subtitle(rows: pd.DataFrame) -> str:
-    """Dataset, eps, n_eval and budget in one short line."""
+def _subtitle(rows: pd.DataFrame, bands: bool = True, width: int = 200) -> str:
+    """Dataset, eps, n_eval, seeds and budget, wrapped at ``width`` characters."""
     parts = [", ".join(sorted(rows["dataset"].astype(str).unique())),
              "eps " + ", ".join(format_eps(e) for e in sorted(set(rows["eps"].round(8)))),
              f"n_eval {span(rows['n_eval'])}"]
     if "epochs" in rows:
         parts.append(f"{span(rows['epochs'])} epoch(s)")
-    parts.append(f"{span(rows['seed'])} seed id(s)" if rows["seed"].nunique() > 1 else "1 seed")
-    return " | ".join(parts)
+    seeds = rows.groupby([c for c in ("method", "arch", "width", "target_sparsity") if c in rows])["seed"].nunique()
+    what = "mean ± std (band)" if bands else "mean"
+    parts.append(f"{what} over {span(seeds)} seeds" if seeds.max() > 1 else "1 seed")
+    return textwrap.fill(" | ".join(parts), width)
 
 
 def _save(fig: Figure, stem: Path) -> List[Path]:
@@ -86,6 +96,7 @@ def plot_vs_sparsity(df: pd.DataFrame, out_stem: Union[str, Path], attacks: Opti
     names = _attacks(df, attacks)
     fig, axes = _figure(len(names))
     column = "robust_acc" if metric == "robust" else "clean_acc"
+    colors = _palette(df["method"])
     for ax, attack in zip(axes, names):
         rows = latest_rows(df, attack)
         check_cells(rows, ["method", "target_sparsity"])
@@ -96,11 +107,11 @@ def plot_vs_sparsity(df: pd.DataFrame, out_stem: Union[str, Path], attacks: Opti
             # A dense method (only sparsity 0) is a horizontal reference line.
             if len(g) == 1 and g["target_sparsity"].iloc[0] == 0:
                 m, s = g["mean"].iloc[0], g["std"].iloc[0]
-                line = ax.axhline(m, linestyle="--", linewidth=1.5, label=f"{method} (dense)")
-                ax.axhspan(m - s, m + s, color=line.get_color(), alpha=0.15, linewidth=0)
+                ax.axhline(m, linestyle="--", linewidth=1.5, color=colors[str(method)], label=f"{method} (dense)")
+                ax.axhspan(m - s, m + s, color=colors[str(method)], alpha=0.15, linewidth=0)
                 continue
-            (line,) = ax.plot(x, g["mean"], marker="o", markersize=4, linewidth=1.8, label=str(method))
-            ax.fill_between(x, g["mean"] - g["std"], g["mean"] + g["std"], color=line.get_color(), alpha=0.2, linewidth=0)
+            ax.plot(x, g["mean"], marker="o", markersize=4, linewidth=1.8, color=colors[str(method)], label=str(method))
+            ax.fill_between(x, g["mean"] - g["std"], g["mean"] + g["std"], color=colors[str(method)], alpha=0.2, linewidth=0)
         _style(ax, "sparsity (% of prunable weights zero)", f"{metric} accuracy (%)", attack)
         ax.set_ylim(bottom=0)
     axes[0].legend(fontsize=FONT - 1, frameon=False)
@@ -116,15 +127,16 @@ def plot_vs_width(df: pd.DataFrame, out_stem: Union[str, Path], attack: str = "w
     column = "robust_acc" if metric == "robust" else "clean_acc"
     stats = _agg(rows, ["method", "target_sparsity", "width"], column)
     fig, (ax,) = _figure(1)
+    colors = _palette([f"{m} {s}" for m, s in zip(stats["method"], stats["target_sparsity"])])
     for (method, sparsity), g in stats.groupby(["method", "target_sparsity"]):
         g = g.sort_values("width")
         (line,) = ax.plot(g["width"], g["mean"], marker="o", markersize=4, linewidth=1.8,
-                          label=f"{method}, sparsity {sparsity * 100:g}%")
+                          color=colors[f"{method} {sparsity}"], label=f"{method}, sparsity {sparsity * 100:g}%")
         ax.fill_between(g["width"], g["mean"] - g["std"], g["mean"] + g["std"], color=line.get_color(), alpha=0.2, linewidth=0)
     _style(ax, "width multiplier (x standard width)", f"{metric} accuracy (%)", attack)
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=FONT - 1, frameon=False)
-    fig.suptitle(_subtitle(rows), fontsize=FONT - 1)
+    fig.suptitle(_subtitle(rows, width=60), fontsize=FONT - 1)
     return _save(fig, Path(out_stem))
 
 
@@ -137,16 +149,17 @@ def plot_clean_vs_robust(df: pd.DataFrame, out_stem: Union[str, Path], attack: s
     robust = _agg(rows, keys, "robust_acc").rename(columns={"mean": "robust"})
     stats = clean[keys + ["clean"]].merge(robust[keys + ["robust"]], on=keys)
     fig, (ax,) = _figure(1)
-    markers: Dict[str, str] = {}
+    colors = _palette(stats["method"])
+    markers = {name: "osD^v<>ph*"[i % 10] for i, name in enumerate(colors)}
     for method, g in stats.groupby("method"):
-        markers.setdefault(str(method), "osD^v<>ph*"[len(markers) % 10])
-        ax.scatter(g["clean"], g["robust"], s=36, marker=markers[str(method)], label=str(method), alpha=0.85)
+        ax.scatter(g["clean"], g["robust"], s=36, marker=markers[str(method)], color=colors[str(method)],
+                   label=str(method), alpha=0.85)
         for _, r in g.iterrows():
             ax.annotate(f"{r['target_sparsity'] * 100:g}%", (r["clean"], r["robust"]), fontsize=FONT - 3,
                         xytext=(3, 3), textcoords="offset points")
     _style(ax, "clean accuracy (%)", f"robust accuracy (%) under {attack}", "clean vs robust (labels: sparsity)")
     ax.legend(fontsize=FONT - 1, frameon=False)
-    fig.suptitle(_subtitle(rows), fontsize=FONT - 1)
+    fig.suptitle(_subtitle(rows, bands=False, width=60), fontsize=FONT - 1)
     return _save(fig, Path(out_stem))
 
 
