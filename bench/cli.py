@@ -36,7 +36,7 @@ def add_spec_flags(parser: argparse.ArgumentParser) -> None:
             continue
         default = ",".join(f.default) if isinstance(f.default, tuple) else f.default
         group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=argparse.SUPPRESS,
-                           metavar=_type_name(types[f.name]).upper(), help=f"{f.metadata['help']} [default: {default}]")
+                           metavar=_type_name(types[f.name]).upper(), help=f"{f.metadata['help']} [default: {default}]".replace("%", "%%"))
     discover()
     seen: Dict[str, str] = {}
     hp_group = parser.add_argument_group("method hyperparameters (YAML: under 'hparams:')")
@@ -47,7 +47,7 @@ def add_spec_flags(parser: argparse.ArgumentParser) -> None:
                 continue
             seen[hf.name] = name
             hp_group.add_argument(f"--{hf.name.replace('_', '-')}", dest=f"hp__{hf.name}", default=argparse.SUPPRESS,
-                                  help=f"{hf.metadata.get('help', hf.name)} [{name}; default: {hf.default}]")
+                                  help=f"{hf.metadata.get('help', hf.name)} [{name}; default: {hf.default}]".replace("%", "%%"))
 
 
 def spec_from_args(args: argparse.Namespace) -> RunSpec:

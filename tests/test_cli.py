@@ -1,0 +1,133 @@
+"""The CLI end to end: a tiny `bench run`, resume without duplicates, and bad input."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List
+
+import pandas as pd
+import pytest
+import torch
+
+import bench.data as data_mod
+from bench import load_ticket
+from bench.cli import main
+
+TINY_FLAGS = ["--arch", "mlp", "--width", "0.1", "--epochs", "1", "--train-steps", "1", "--n-train", "300",
+              "--n-eval", "60", "--eval-attacks", "pgd20,cw20", "--device", "cpu", "--batch-size", "100"]
+
+
+def run_cli(args: List[str]) -> int:
+    """Call the CLI in-process and return its exit code (argparse errors included)."""
+    try:
+        return main(args)
+    except SystemExit as exc:
+        return int(exc.code)
+
+
+def test_tiny_run_writes_rows_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "res"
+    assert run_cli(["run", "--method", "rst", "--sparsity", "0.9", "--out", str(out), *TINY_FLAGS]) == 0
+    df = pd.read_csv(out / "runs.csv")
+    assert list(df["attack"]) == ["pgd20", "cw20", "worst_case"] or set(df["attack"]) >= {"pgd20", "cw20"}
+    for col in ("run_id", "method", "dataset", "arch", "width", "target_sparsity", "measured_sparsity", "seed",
+                "attack", "eps", "steps", "n_eval", "clean_acc", "robust_acc", "seconds", "created_at",
+                "git_commit", "torch_version", "device"):
+        assert col in df.columns, col
+    assert (df["robust_acc"] <= df["clean_acc"]).all()
+    assert df["robust_acc"].between(0, 1).all() and df["clean_acc"].between(0, 1).all()
+    assert (df["measured_sparsity"] - 0.9).abs().max() < 0.005
+    assert (df["eps"] == 0.1).all() and (df["n_eval"] == 60).all()
+    # The run folder holds the spec, a safe-loadable ticket and a log.
+    run_dir = out / "runs" / df["run_id"][0]
+    assert json.loads((run_dir / "spec.json").read_text())["sparsity"] == 0.9
+    assert isinstance(torch.load(run_dir / "ticket.pt", weights_only=True), dict)
+    assert (run_dir / "log.txt").exists()
+    model = load_ticket(run_dir)
+    assert not model.training
+    logits = model(torch.rand(3, 1, 28, 28))
+    assert logits.shape == (3, 10) and not torch.allclose(logits.softmax(1).sum(1), logits.sum(1))
+    # Rerunning the identical spec reuses the ticket and adds no rows.
+    mtime = (run_dir / "ticket.pt").stat().st_mtime_ns
+    assert run_cli(["run", "--method", "rst", "--sparsity", "0.9", "--out", str(out), *TINY_FLAGS]) == 0
+    assert len(pd.read_csv(out / "runs.csv")) == len(df)
+    assert (run_dir / "ticket.pt").stat().st_mtime_ns == mtime
+    assert "0 new row(s)" in capsys.readouterr().out
+
+
+def test_yaml_preset_with_flag_override(tmp_path: Path) -> None:
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text("method: rst\nsparsity: 0.5\narch: mlp\nwidth: 0.1\nepochs: 1\ntrain_steps: 1\nn_train: 200\n"
+                   "n_eval: 30\neval_attacks: [pgd20]\ndevice: cpu\nhparams:\n  weight_init: kaiming-normal\n")
+    out = tmp_path / "res"
+    assert run_cli(["run", "--config", str(cfg), "--sparsity", "0.8", "--out", str(out)]) == 0
+    df = pd.read_csv(out / "runs.csv")
+    assert set(df["target_sparsity"]) == {0.8}
+    assert json.loads(df["hparams"][0])["weight_init"] == "kaiming-normal"
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No Debian copy, no env root, and a torchvision download that fails as offline."""
+    monkeypatch.setattr(data_mod, "DEBIAN_ROOT", tmp_path / "no-debian")
+    monkeypatch.delenv(data_mod.ENV_ROOT, raising=False)
+
+    def no_network(slug: str) -> None:
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(data_mod, "torchvision_download", no_network)
+
+
+BAD_INPUTS = {
+    "unknown method": (["--method", "magic"], "unknown method 'magic'; choices:"),
+    "unknown dataset": (["--dataset", "imagenet"], "unknown dataset 'imagenet'; choices:"),
+    "unknown arch": (["--arch", "vgg99"], "unknown arch 'vgg99'; choices:"),
+    "unknown attack": (["--eval-attacks", "pgd20,zoo"], "unknown attack 'zoo'; choices:"),
+    "sparsity 1": (["--sparsity", "1"], "sparsity must be in [0, 1)"),
+    "sparsity nan": (["--sparsity", "nan"], "sparsity must be in [0, 1)"),
+    "sparsity text": (["--sparsity", "lots"], "cannot read 'lots' as float"),
+    "eps zero": (["--eps", "0"], "eps must be in (0, 1]"),
+    "eps negative": (["--eps", "-0.03"], "eps must be in (0, 1]"),
+    "hparam of another method": (["--method", "rst", "--nonexistent-flag", "1"], None),
+    "cuda without gpu": (["--device", "cuda"], "no CUDA GPU is available"),
+    "full data offline": (["--data-source", "full"], "full fashion-mnist data not found"),
+    "mnist embedded": (["--dataset", "mnist", "--data-source", "embedded"], "has no embedded subset"),
+    "missing config": (["--config", "/nonexistent/preset.yaml"], "config file not found"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_INPUTS))
+def test_bad_input_exits_2_and_writes_nothing(name: str, tmp_path: Path, offline: None,
+                                              monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    flags, message = BAD_INPUTS[name]
+    out = tmp_path / "res"
+    assert run_cli(["run", "--out", str(out), *TINY_FLAGS, *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    if message is not None:
+        assert message in err
+        assert len(err.splitlines()) == 1, err
+    assert not (out / "runs.csv").exists()
+    assert not (out / "runs").exists() or not any((out / "runs").iterdir())
+
+
+def test_unknown_yaml_key_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text("method: rst\nprune_rate: 0.1\n")
+    assert run_cli(["run", "--config", str(cfg), "--out", str(tmp_path / "res")]) == 2
+    assert "unknown run spec key(s): prune_rate" in capsys.readouterr().err
+    assert not (tmp_path / "res").exists()
+
+
+def test_help_explains_units(capsys: pytest.CaptureFixture) -> None:
+    assert run_cli(["run", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "fraction of ZEROS" in text and "pixel units" in text
+
+
+def test_list_shows_every_family(capsys: pytest.CaptureFixture) -> None:
+    assert run_cli(["list"]) == 0
+    text = capsys.readouterr().out
+    for title in ("methods:", "datasets:", "architectures:", "attacks:"):
+        assert title in text
+    assert "rst" in text and "fashion-mnist" in text and "pgd20" in text
