@@ -9,11 +9,12 @@ writes a checkpoint, so a killed run resumes where it stopped.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -103,6 +104,42 @@ def _trades_adv(model: nn.Module, x: torch.Tensor, cfg: TrainConfig, gen: torch.
     return x_adv.detach()
 
 
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,
+               cfg: TrainConfig, attack: PGD, gen: torch.Generator) -> Tuple[float, int]:
+    """One optimiser step: craft training examples (eval mode), then update (train mode).
+
+    Returns the loss and the forward+backward example passes spent. A
+    non-finite loss is returned before any update, so the caller can stop.
+    """
+    # Inner maximisation on the current (masked) network.
+    model.eval()
+    passes = 0
+    if cfg.trainer == "pgd" and cfg.steps > 0:
+        x_in = attack(model, x, y)
+        passes += len(x) * cfg.steps
+    elif cfg.trainer == "trades" and cfg.steps > 0:
+        x_in = _trades_adv(model, x, cfg, gen)
+        passes += len(x) * (cfg.steps + 1)
+    else:
+        x_in = x
+    # Outer minimisation on the trainable tensors.
+    model.train()
+    if cfg.trainer == "trades":
+        logits = model(x)
+        loss = F.cross_entropy(logits, y) + cfg.trades_beta * F.kl_div(
+            F.log_softmax(model(x_in), 1), F.softmax(logits, 1), reduction="batchmean")
+        passes += 2 * len(x)
+    else:
+        loss = F.cross_entropy(model(x_in), y)
+        passes += len(x)
+    if not torch.isfinite(loss):
+        return float(loss.item()), passes
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.item()), passes
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, split: Split, device: torch.device, batch_size: int = 500) -> float:
     """Clean accuracy of ``model`` (caller sets eval mode)."""
@@ -169,35 +206,16 @@ def train(
         gen = torch.Generator().manual_seed(seed * 1000 + epoch)
         losses = []
         # One epoch over shuffled training batches.
-        for x, y in batches(data.train, cfg.batch_size, device, generator=gen, augment=cfg.augment):
+        for step, (x, y) in enumerate(batches(data.train, cfg.batch_size, device, generator=gen, augment=cfg.augment)):
             refresh()
-            model.eval()
-            if cfg.trainer == "pgd" and cfg.steps > 0:
-                x_in = attack(model, x, y)
-                compute.passes += len(x) * cfg.steps
-            elif cfg.trainer == "trades" and cfg.steps > 0:
-                x_in = _trades_adv(model, x, cfg, gen)
-                compute.passes += len(x) * (cfg.steps + 1)
-            else:
-                x_in = x
-            model.train()
-            if cfg.trainer == "trades":
-                logits = model(x)
-                adv_logits = model(x_in)
-                loss = F.cross_entropy(logits, y) + cfg.trades_beta * F.kl_div(
-                    F.log_softmax(adv_logits, 1), F.softmax(logits, 1), reduction="batchmean")
-                compute.passes += 2 * len(x)
-            else:
-                loss = F.cross_entropy(model(x_in), y)
-                compute.passes += len(x)
+            step_attack = dataclasses.replace(attack, seed=(seed * 1000 + epoch) * 100_000 + step)
+            loss, passes = train_step(model, x, y, opt, cfg, step_attack, gen)
             # Divergence guard: stop with a clear error, never train on NaN.
-            if not torch.isfinite(loss) or loss.item() > 1e4:
-                raise TrainingDivergedError(f"{desc}: loss became {loss.item():.4g} at epoch {epoch}; lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if not math.isfinite(loss) or loss > 1e4:
+                raise TrainingDivergedError(f"{desc}: loss became {loss:.4g} at epoch {epoch}; lower --lr")
             sched.step()
-            losses.append(loss.item())
+            compute.passes += passes
+            losses.append(loss)
         # Model selection on the validation split.
         refresh()
         model.eval()
