@@ -175,9 +175,17 @@ def load_submissions(folder: Union[str, Path]) -> List[Entry]:
 
 
 def local_entries(rows: pd.DataFrame, entries_dir: Union[str, Path]) -> List[Entry]:
-    """Export one JSON per local run (bench.export) into ``entries_dir`` and load them back validated."""
+    """Export one JSON per local run (bench.export) into ``entries_dir`` and load them back validated.
+
+    ``entries_dir`` belongs to the leaderboard: JSON files of tickets not in ``rows`` are removed.
+    """
     entries_dir = Path(entries_dir)
     paths = export_robustbench_json(rows, entries_dir)
+    # The folder mirrors the current board: drop entries written for tickets no longer selected.
+    keep = {p.resolve() for p in paths}
+    for stale in entries_dir.rglob("*.json"):
+        if stale.resolve() not in keep:
+            stale.unlink()
     out = []
     for p in paths:
         threat = p.parent.name if p.parent.name in THREATS else "Linf"

@@ -154,8 +154,9 @@ def test_cli_writes_outputs_and_rejects_bad_submission(csv_path: Path, tmp_path:
     assert (out / "leaderboard.csv").exists() and (out / "leaderboard.html").exists()
     assert len(list(rb.rglob("*.json"))) == 5
     assert "5 entr(ies): 5 local, 0 submitted" in capsys.readouterr().out
-    assert main(["leaderboard", str(csv_path), "--where", "dataset=mnist", "--out", str(tmp_path / "lb2")]) == 0
-    assert len(pd.read_csv(tmp_path / "lb2" / "leaderboard.csv")) == 2
+    assert main(["leaderboard", str(csv_path), "--where", "dataset=mnist", "--out", str(out)]) == 0
+    assert len(pd.read_csv(out / "leaderboard.csv")) == 2
+    assert len(list((out / "entries").rglob("*.json"))) == 2
     write(tmp_path / "subs", "bad.json", json.dumps(submission(density=0.5)))
     assert main(["leaderboard", str(csv_path), "--out", str(tmp_path / "lb3"), "--submissions", str(tmp_path / "subs")]) == 2
     err = capsys.readouterr().err
