@@ -6,7 +6,7 @@ independent margin-loss PGD written below, AutoAttack rows vs a direct
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Iterator, Tuple
 
 import pytest
 import torch
@@ -22,6 +22,15 @@ from bench.evaluate import evaluate
 EPS = 0.1
 TOLERANCE = 0.015
 CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread (and a shared CPU does not thrash)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +113,7 @@ def _direct_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kw:
 def test_autoattack_custom_row_equals_direct_call(trained: Tuple[nn.Module, Split]) -> None:
     """The harness's AutoAttack row (custom: APGD-T) equals pyautoattack on the same examples."""
     model, test = trained
-    n = 40
+    n = 100
     [row] = evaluate(model, test, ["autoattack-custom:attacks=apgd-t"], EPS, n, n, CPU)
     direct = _direct_autoattack(model, to_float(test.x[:n], CPU), test.y[:n], attacks=["apgd-t"], version="custom")
     assert row.scope == "alone"
