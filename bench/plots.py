@@ -133,7 +133,12 @@ def plot_vs_width(df: pd.DataFrame, out_stem: Union[str, Path], attack: str = "w
         (line,) = ax.plot(g["width"], g["mean"], marker="o", markersize=4, linewidth=1.8,
                           color=colors[f"{method} {sparsity}"], label=f"{method}, sparsity {sparsity * 100:g}%")
         ax.fill_between(g["width"], g["mean"] - g["std"], g["mean"] + g["std"], color=line.get_color(), alpha=0.2, linewidth=0)
-    _style(ax, "width multiplier (x standard width)", f"{metric} accuracy (%)", attack)
+    # Widths usually double: a log2 axis with a tick at every width used.
+    widths = sorted(stats["width"].unique())
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(widths, [f"{w:g}" for w in widths])
+    ax.minorticks_off()
+    _style(ax, "width multiplier (x standard width, log scale)", f"{metric} accuracy (%)", attack)
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=FONT - 1, frameon=False)
     fig.suptitle(_subtitle(rows, width=60), fontsize=FONT - 1)
