@@ -16,6 +16,8 @@ clean accuracy on the largest evaluated subset. Our extra fields:
 ``sparsity`` (measured), ``target_sparsity``, ``density``, ``width``,
 ``method``, ``randomized``, ``eot_iter``, ``non_adaptive``, ``flags``,
 ``run_id``, ``n_eval`` and ``evaluations`` (every attack's figures).
+``unreliable`` is set for a randomised model evaluated only non-adaptively
+and for any sanity flag except ``sparsity_off_target``.
 """
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ ROBUSTBENCH_FIELDS = ("link", "name", "authors", "additional_data", "number_forw
                       "architecture", "eps", "clean_acc", "reported", "autoattack_acc", "external", "footnote", "unreliable")
 EXTRA_FIELDS = ("sparsity", "target_sparsity", "density", "width", "method", "randomized", "eot_iter", "non_adaptive",
                 "flags", "run_id", "n_eval", "evaluations")
+# Sanity flags that say nothing about how trustworthy the robust accuracy is (all others mark an entry unreliable).
+NOT_ROBUSTNESS_FLAGS = frozenset({"sparsity_off_target"})
 ARCH_NAMES = {"resnet18": "ResNet-18", "wrn-28-4": "WideResNet-28-4", "wrn-28-10": "WideResNet-28-10",
               "wrn-34-10": "WideResNet-34-10", "convnet": "ConvNet", "mlp": "MLP"}
 
@@ -56,6 +60,11 @@ def _number(value: Any) -> Optional[float]:
     return None if math.isnan(out) else out
 
 
+def _text(value: Any) -> str:
+    """A CSV cell as text ('' for None/NaN)."""
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
 def _flag(value: Any) -> bool:
     """A boolean from a CSV cell ('True', '1', 'yes'; blank is False)."""
     return str(value).strip().lower() in ("true", "1", "yes")
@@ -72,7 +81,7 @@ def model_info(rows: pd.DataFrame, threat: str = "Linf") -> Dict[str, Any]:
     """One RobustBench model-info dict (plus extra fields) from the rows of one run."""
     if rows["run_id"].nunique() != 1:
         raise ValueError("model_info expects the rows of exactly one run")
-    rows = _pick(rows.astype({"version": str}).fillna(""))
+    rows = _pick(rows.assign(version=[_text(v) for v in rows.get("version", [""] * len(rows))]))
     first = rows.iloc[0]
     by_attack = {r["attack"]: r for _, r in rows.iterrows()}
     # RobustBench's accuracy fields.
@@ -88,7 +97,7 @@ def model_info(rows: pd.DataFrame, threat: str = "Linf") -> Dict[str, Any]:
     eot = [_number(v) for v in rows.get("eot_samples", pd.Series(dtype=str))]
     eot_iter = int(max([v for v in eot if v is not None], default=1))
     randomized = _flag(first.get("randomized", ""))
-    flag_set = {f.strip() for v in rows.get("flags", pd.Series(dtype=str)) for f in re.split(r"[;,|]", str(v)) if f.strip()}
+    flag_set = {f.strip() for v in rows.get("flags", pd.Series(dtype=str)) for f in re.split(r"[;,|]", _text(v)) if f.strip()}
     flags = ";".join(sorted(flag_set))
     non_adaptive = _flag(first.get("non_adaptive", "")) or "non_adaptive" in flag_set
     arch = ARCH_NAMES.get(str(first["arch"]), str(first["arch"]))
@@ -115,7 +124,7 @@ def model_info(rows: pd.DataFrame, threat: str = "Linf") -> Dict[str, Any]:
                      f"'external' is the per-example worst case over all attacks run."
                      + (" Randomised model evaluated non-adaptively." if non_adaptive else "")
                      + (f" Flags: {flags}." if flags else "")),
-        "unreliable": bool(non_adaptive or flags),
+        "unreliable": bool(non_adaptive or flag_set - NOT_ROBUSTNESS_FLAGS),
         "sparsity": sparsity,
         "target_sparsity": _number(first.get("target_sparsity")),
         "density": None if sparsity is None else round(1.0 - sparsity, 6),
