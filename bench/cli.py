@@ -196,8 +196,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``bench`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from bench.train import TrainingDivergedError
+
     try:
         code = args.func(args)
+    except TrainingDivergedError as exc:
+        print(f"bench: run failed: {exc}", file=sys.stderr)
+        return 1
     except ValueError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2

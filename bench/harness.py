@@ -26,7 +26,7 @@ from bench.methods import RunContext, get_method
 from bench.models import ModelConfig, build_model, prunable_policy
 from bench.results import append_rows, git_commit
 from bench.spec import RunSpec
-from bench.train import Compute
+from bench.train import Compute, TrainingDivergedError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -117,7 +117,13 @@ def find_or_load_ticket(spec: RunSpec, out: Path, data_root: Optional[str] = Non
     log.info("finding ticket: %s", json.dumps(spec.canonical(), default=str))
     ctx = RunContext(spec, data, device, run_dir, out / "stages", Compute())
     t0 = time.perf_counter()
-    model = method.find_ticket(ctx)
+    # A diverged search is recorded as failed (no result rows) and re-raised.
+    try:
+        model = method.find_ticket(ctx)
+    except TrainingDivergedError as exc:
+        _write_json(run_dir / "status.json", {"status": "failed", "error": str(exc)})
+        log.info("run failed: %s", exc)
+        raise
     model.eval()
     meta = {
         "target_sparsity": spec.sparsity,
@@ -135,6 +141,7 @@ def find_or_load_ticket(spec: RunSpec, out: Path, data_root: Optional[str] = Non
     torch.save(model.state_dict(), tmp)
     tmp.replace(ticket_path)
     _write_json(meta_path, meta)
+    _write_json(run_dir / "status.json", {"status": "ok", "error": ""})
     log.info("ticket saved: measured sparsity %.4f", meta["measured_sparsity"])
     return spec, data, device, run_dir, model, meta
 

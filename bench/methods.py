@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional,
 
 import torch
 import torch.nn as nn
+from filelock import FileLock
 
 from bench.registry import Registry
 
@@ -141,22 +142,24 @@ class RunContext:
         """
         stage_dir = self.stage_path(name, key)
         final = stage_dir / "model.pt"
-        if final.exists():
-            model = make_empty()
-            model.load_state_dict(torch.load(final, map_location=self.device, weights_only=True))
-            meta = json.loads((stage_dir / "stage.json").read_text())
-            self.info.setdefault("reused_stages", []).append(stage_dir.name)
-            self.info.setdefault("stage_compute", []).append(meta["compute"])
-            return model
         stage_dir.mkdir(parents=True, exist_ok=True)
-        (stage_dir / "key.json").write_text(json.dumps(key, sort_keys=True, indent=1, default=str))
-        before = (self.compute.seconds, self.compute.passes)
-        t0 = time.perf_counter()
-        model = build(stage_dir)
-        spent = {"seconds": self.compute.seconds - before[0], "passes": self.compute.passes - before[1],
-                 "wall": time.perf_counter() - t0}
-        tmp = stage_dir / "model.pt.tmp"
-        torch.save(model.state_dict(), tmp)
-        (stage_dir / "stage.json").write_text(json.dumps({"compute": spent}))
-        tmp.replace(final)
-        return model
+        # One builder at a time: a concurrent run waits, then loads the result.
+        with FileLock(str(stage_dir / ".lock")):
+            if final.exists():
+                model = make_empty()
+                model.load_state_dict(torch.load(final, map_location=self.device, weights_only=True))
+                meta = json.loads((stage_dir / "stage.json").read_text())
+                self.info.setdefault("reused_stages", []).append(stage_dir.name)
+                self.info.setdefault("stage_compute", []).append(meta["compute"])
+                return model
+            (stage_dir / "key.json").write_text(json.dumps(key, sort_keys=True, indent=1, default=str))
+            before = (self.compute.seconds, self.compute.passes)
+            t0 = time.perf_counter()
+            model = build(stage_dir)
+            spent = {"seconds": self.compute.seconds - before[0], "passes": self.compute.passes - before[1],
+                     "wall": time.perf_counter() - t0}
+            tmp = stage_dir / "model.pt.tmp"
+            torch.save(model.state_dict(), tmp)
+            (stage_dir / "stage.json").write_text(json.dumps({"compute": spent}))
+            tmp.replace(final)
+            return model

@@ -1,0 +1,167 @@
+"""The regression gate: rerun (or reuse) the reference specs and compare their accuracies.
+
+Reference numbers live in ``results/reference/reference.csv``: tidy rows
+produced by real runs of the committed preset ``results/reference/preset.yaml``
+(a sweep file). ``bench check`` runs every preset spec not yet done in its
+output folder, then compares clean and robust accuracy per (run, attack,
+n_eval) with an absolute tolerance (the ``--tolerance`` default, or the
+row's own ``tolerance`` column). Exit codes: 0 all hold, 1 a regression (or a
+reference row with no result), 2 bad input.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import pandas as pd
+
+from bench.results import read_rows
+
+REFERENCE_DIR = Path(__file__).resolve().parent.parent / "results" / "reference"
+KEY = ("run_id", "attack", "n_eval")
+METRICS = ("clean_acc", "robust_acc")
+REFERENCE_COLUMNS = ("run_id", "method", "dataset", "arch", "width", "target_sparsity", "seed", "attack", "eps",
+                     "steps", "n_eval", "clean_acc", "robust_acc", "tolerance")
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The diff table and whether every row held."""
+
+    table: pd.DataFrame
+    passed: bool
+
+    def text(self) -> str:
+        """Human-readable diff table and verdict."""
+        with pd.option_context("display.max_rows", None, "display.width", 200):
+            body = self.table.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+        n_fail = int((self.table["result"] != "pass").sum())
+        verdict = "all rows hold" if self.passed else f"{n_fail} row(s) regressed"
+        return f"{body}\nbench check: {verdict}"
+
+
+def read_reference(path: Path) -> pd.DataFrame:
+    """Load and validate a reference CSV; problems are ValueErrors (exit 2)."""
+    if not path.exists():
+        raise ValueError(f"reference file not found: {path}")
+    try:
+        ref = pd.read_csv(path, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"reference {path} is not a readable CSV ({type(exc).__name__})") from None
+    missing = [c for c in (*KEY, *METRICS) if c not in ref.columns]
+    if missing:
+        raise ValueError(f"reference {path} lacks column(s): {', '.join(missing)}")
+    if ref.empty:
+        raise ValueError(f"reference {path} has no rows")
+    for col in METRICS:
+        values = pd.to_numeric(ref[col], errors="coerce")
+        if values.isna().any() or not values.between(0, 1).all():
+            bad = ref.loc[values.isna() | ~values.between(0, 1), col].iloc[0]
+            raise ValueError(f"reference {path}: column {col} must hold fractions in [0,1], found {bad!r}")
+        ref[col] = values
+    if "tolerance" in ref.columns:
+        tol = pd.to_numeric(ref["tolerance"].replace("", math.nan), errors="coerce")
+        if (tol < 0).any():
+            raise ValueError(f"reference {path}: tolerance must be >= 0")
+        ref["tolerance"] = tol
+    ref["n_eval"] = pd.to_numeric(ref["n_eval"], errors="coerce").astype("Int64")
+    if ref.duplicated(list(KEY)).any():
+        raise ValueError(f"reference {path} has duplicate (run_id, attack, n_eval) rows")
+    return ref
+
+
+def current_rows(out: Path) -> pd.DataFrame:
+    """This checkout's rows (``ok`` status) from ``<out>/runs.csv``."""
+    csv = out / "runs.csv"
+    if not csv.exists():
+        return pd.DataFrame(columns=[*KEY, *METRICS])
+    df = read_rows(csv)
+    if "status" in df:
+        df = df[df["status"].isin(["ok", ""])]
+    df["n_eval"] = pd.to_numeric(df["n_eval"], errors="coerce").astype("Int64")
+    return df.drop_duplicates(list(KEY), keep="last")
+
+
+def compare(ref: pd.DataFrame, now: pd.DataFrame, tolerance: float) -> CheckResult:
+    """Row-by-row diff of reference vs current accuracies."""
+    if not (tolerance >= 0):
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    merged = ref.merge(now[[*KEY, *METRICS]], on=list(KEY), how="left", suffixes=("_ref", "_now"))
+    rows = []
+    for _, r in merged.iterrows():
+        tol = r["tolerance"] if "tolerance" in r and not pd.isna(r["tolerance"]) else tolerance
+        for m in METRICS:
+            ref_v, now_v = float(r[f"{m}_ref"]), r[f"{m}_now"]
+            missing = pd.isna(now_v)
+            delta = math.nan if missing else float(now_v) - ref_v
+            ok = (not missing) and abs(delta) <= tol + 1e-12
+            rows.append({"run_id": r["run_id"], "method": r.get("method", ""), "attack": r["attack"], "n_eval": r["n_eval"],
+                         "metric": m, "reference": ref_v, "now": math.nan if missing else float(now_v), "delta": delta,
+                         "tolerance": tol, "result": "pass" if ok else ("missing" if missing else "FAIL")})
+    table = pd.DataFrame(rows)
+    return CheckResult(table, bool((table["result"] == "pass").all()))
+
+
+def reference_from_rows(now: pd.DataFrame, run_ids: Sequence[str], old: Optional[pd.DataFrame]) -> pd.DataFrame:
+    """New reference rows for the preset's runs (keeping per-row tolerances of the old file)."""
+    sub = now[now["run_id"].isin(list(run_ids))].copy()
+    sub["tolerance"] = math.nan
+    if old is not None and "tolerance" in old.columns:
+        tol = old.set_index(list(KEY))["tolerance"]
+        sub["tolerance"] = [tol.get(tuple(k), math.nan) for k in sub[list(KEY)].itertuples(index=False)]
+    cols = [c for c in REFERENCE_COLUMNS if c in sub.columns]
+    return sub[cols].sort_values(["run_id", "attack"]).reset_index(drop=True)
+
+
+def describe_update(old: Optional[pd.DataFrame], new: pd.DataFrame) -> str:
+    """What an update changed: added, removed and moved rows."""
+    if old is None:
+        return f"new reference with {len(new)} row(s)"
+    o, n = old.set_index(list(KEY)), new.set_index(list(KEY))
+    lines = [f"added {k}" for k in n.index.difference(o.index)] + [f"removed {k}" for k in o.index.difference(n.index)]
+    for k in n.index.intersection(o.index):
+        for m in METRICS:
+            if float(o.at[k, m]) != float(n.at[k, m]):
+                lines.append(f"changed {k} {m}: {float(o.at[k, m]):.4f} -> {float(n.at[k, m]):.4f}")
+    return "\n".join(lines) if lines else "reference unchanged"
+
+
+def run_check(preset: Path, reference: Path, out: Path, tolerance: float, update: bool = False,
+              data_root: Optional[str] = None, progress: bool = True) -> Tuple[int, str]:
+    """Run/reuse the preset's specs, then compare or update. Returns (exit code, report)."""
+    from bench.executors.local import LocalExecutor
+    from bench.sweep import load_sweep, run_sweep
+
+    sweep = load_sweep(preset)
+    old = read_reference(reference) if reference.exists() else None
+    if old is None and not update:
+        raise ValueError(f"reference file not found: {reference} (create it with --update)")
+    if not (tolerance >= 0):
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    # Drop specs whose data is absent here only when the reference has no rows for them.
+    specs = [s for s in sweep.specs if _data_available(s, data_root) or (old is not None and s.run_id in set(old["run_id"]))]
+    summary = run_sweep(dataclasses.replace(sweep, specs=tuple(specs)), out, LocalExecutor(1), data_root, progress=progress)
+    now = current_rows(out)
+    if update:
+        new = reference_from_rows(now, [s.run_id for s in specs], old)
+        reference.parent.mkdir(parents=True, exist_ok=True)
+        tmp = reference.with_suffix(".tmp")
+        new.to_csv(tmp, index=False)
+        tmp.replace(reference)
+        return (1 if summary.failed else 0), f"{summary.text()}\nupdated {reference}:\n{describe_update(old, new)}"
+    result = compare(old, now, tolerance)
+    return (0 if result.passed else 1), f"{summary.text()}\n{result.text()}"
+
+
+def _data_available(spec: "object", data_root: Optional[str]) -> bool:
+    """Whether the spec's data can be loaded here (MNIST needs ../shared or a data root)."""
+    from bench.data import DataNotFoundError, load_data
+
+    try:
+        load_data(spec.dataset, spec.data_source, data_root)  # type: ignore[attr-defined]
+    except DataNotFoundError:
+        return False
+    return True
