@@ -233,3 +233,18 @@ def test_eps_text_follows_robustbench() -> None:
 
     assert eps_text(8 / 255) == "8/255" and eps_text(0.5 / 255 * 2) == "1/255"
     assert eps_text(0.031) == "0.031" and eps_text(0.1) == "0.1" and eps_text(0.3) == "0.3"
+
+
+def test_zoo_cli(zoo_run: Tuple, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`bench zoo list` marks local weights; `bench eval --zoo` input errors exit 2 with one line."""
+    root = zoo_run[0]
+    assert main(["zoo", "list", "--model-dir", str(root / "models")]) == 0
+    listed = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[:-1]}
+    assert listed[ZOO_MODEL] == ["local"] and listed["Sehwag2020Hydra"] == []
+    assert main(["eval"]) == 2
+    assert "RUN_DIR" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path), "--zoo", ZOO_MODEL]) == 2
+    assert main(["eval", "--zoo", ZOO_MODEL, "--model-dir", str(tmp_path)]) == 2
+    assert "weights of Ding2020MMA not found" in capsys.readouterr().err
+    assert main(["eval", "--zoo", ZOO_MODEL, "--model-dir", str(root / "models"), "--zoo-threat", "L2"]) == 2
+    assert "threat must be 'Linf'" in capsys.readouterr().err
