@@ -177,6 +177,8 @@ def load_zoo_model(name: str, model_dir: Union[str, Path], dataset: str = "cifar
     except pickle.UnpicklingError as exc:
         raise ValueError(f"refusing to load {paths[0]}: not a plain tensor checkpoint ({str(exc).splitlines()[0]})") from None
     except RuntimeError as exc:
+        if "loading state_dict" not in str(exc):
+            raise
         raise ValueError(f"{paths[0] if paths else name} does not match {name}'s architecture: {str(exc).splitlines()[0]}") from None
     return model.eval()
 

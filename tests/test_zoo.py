@@ -248,3 +248,19 @@ def test_zoo_cli(zoo_run: Tuple, tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert "weights of Ding2020MMA not found" in capsys.readouterr().err
     assert main(["eval", "--zoo", ZOO_MODEL, "--model-dir", str(root / "models"), "--zoo-threat", "L2"]) == 2
     assert "threat must be 'Linf'" in capsys.readouterr().err
+
+
+class _NotATensor:
+    """A pickled object that torch's weights-only loader must refuse."""
+
+
+def test_bad_checkpoints_are_value_errors(tmp_path: Path) -> None:
+    """A checkpoint with arbitrary objects is refused; one of the wrong shape names the architecture."""
+    path = tmp_path / "cifar10" / "Linf" / f"{ZOO_MODEL}.pt"
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": {"x": _NotATensor()}}, path)
+    with pytest.raises(ValueError, match="not a plain tensor checkpoint"):
+        load_zoo_model(ZOO_MODEL, tmp_path)
+    torch.save({"state_dict": {"conv1.weight": torch.zeros(3)}}, path)
+    with pytest.raises(ValueError, match="does not match Ding2020MMA's architecture"):
+        load_zoo_model(ZOO_MODEL, tmp_path)
