@@ -1,0 +1,145 @@
+"""The ``ray`` executor: every spec is one Ray task, on a laptop, a multi-GPU box or a cluster.
+
+``bench sweep SWEEP.yaml --executor ray [--address auto|HOST:PORT] [--cpus-per-run N] [--gpus-per-run G]``.
+Without ``--address`` a local Ray instance with every core of this machine is
+started (and stopped at the end); with one, the driver joins that cluster.
+Workers run :func:`bench.sweep.run_job` and write their run folders and rows
+straight to the output folder, which must therefore be a path every node sees
+(a shared filesystem). Rows go through the locked, deduplicating writer
+(:func:`bench.results.append_rows`), so a retried task never adds a row twice.
+Ray is optional (``pip install -e '.[ray]'``); it is imported only when used.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence
+
+from bench.sweep import EXECUTORS, Executor, JobResult, SweepJob, run_job
+
+INSTALL_HINT = "--executor ray needs Ray, which is not installed; install it with: pip install -e '.[ray]'"
+
+# Environment of every task: no inner progress bars (tqdm reads this at import).
+TASK_ENV = {"TQDM_DISABLE": "1"}
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or a one-line ValueError saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise ValueError(INSTALL_HINT) from None
+    return ray
+
+
+def run_in_worker(job: SweepJob, threads: int, runner: Callable[[SweepJob], JobResult]) -> JobResult:
+    """Body of one Ray task: torch gets the task's cores, then the job runs (never raises)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return runner(job)
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, the format of a failed local run."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _absolute(job: SweepJob) -> SweepJob:
+    """The job with absolute paths (a worker's working directory is not the driver's)."""
+    data_root = str(Path(job.data_root).resolve()) if job.data_root else None
+    return dataclasses.replace(job, out=str(Path(job.out).resolve()), data_root=data_root)
+
+
+class RayExecutor(Executor):
+    """Runs each job as a Ray task with ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs."""
+
+    @classmethod
+    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
+        """``--address``, ``--cpus-per-run``, ``--gpus-per-run``, ``--max-retries``."""
+        group.add_argument("--address", default=None,
+                           help="Ray cluster to join: 'auto' (the cluster started on this node with `ray start`) or "
+                                "HOST:PORT [default: start a local Ray with every core of this machine]")
+        group.add_argument("--cpus-per-run", type=int, default=1,
+                           help="CPU cores reserved per run; also its torch thread count [default: 1]")
+        group.add_argument("--gpus-per-run", type=float, default=0.0,
+                           help="GPUs reserved per run (fractions share a GPU) [default: 0]")
+        group.add_argument("--max-retries", type=int, default=2,
+                           help="times Ray reruns a task whose worker process died [default: 2]")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "RayExecutor":
+        """Build from ``bench sweep`` flags; fails early (exit 2) when Ray is missing."""
+        import_ray()
+        return cls(address=args.address, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
+                   max_retries=args.max_retries)
+
+    def __init__(self, address: Optional[str] = None, cpus_per_run: int = 1, gpus_per_run: float = 0.0,
+                 max_retries: int = 2, runner: Callable[[SweepJob], JobResult] = run_job) -> None:
+        super().__init__(jobs=1)
+        if cpus_per_run < 1:
+            raise ValueError(f"--cpus-per-run must be >= 1, got {cpus_per_run}")
+        if gpus_per_run < 0:
+            raise ValueError(f"--gpus-per-run must be >= 0, got {gpus_per_run}")
+        if max_retries < 0:
+            raise ValueError(f"--max-retries must be >= 0, got {max_retries}")
+        self.address = address
+        self.cpus_per_run = cpus_per_run
+        self.gpus_per_run = gpus_per_run
+        self.max_retries = max_retries
+        self.runner = runner
+
+    def _connect(self, ray: Any) -> bool:
+        """Join or start Ray unless this process already did; True when this call started the connection."""
+        if ray.is_initialized():
+            return False
+        if self.address is None:
+            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, logging_level=logging.WARNING)
+        else:
+            ray.init(address=self.address, logging_level=logging.WARNING)
+        return True
+
+    def _failed(self, job: SweepJob, exc: BaseException) -> JobResult:
+        """A task Ray itself could not finish (worker died past its retries): a failed run, traceback saved."""
+        run_dir = Path(job.out) / "runs" / job.spec.run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "error.txt").write_text(f"{type(exc).__name__}: {exc}\n")
+        return JobResult(job.index, job.spec.run_id, "failed", 0.0, error=_one_line(exc))
+
+    def run(self, jobs: Sequence[SweepJob]) -> Iterator[JobResult]:
+        """Submit every job as a task, then yield results in the order they finish."""
+        if not jobs:
+            return
+        ray = import_ray()
+        started = self._connect(ray)
+        task = ray.remote(run_in_worker).options(
+            num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, max_retries=self.max_retries,
+            retry_exceptions=False, runtime_env={"env_vars": TASK_ENV})
+        pending: Dict[Any, SweepJob] = {}
+        try:
+            # Submit all at once: Ray queues them until a worker with the resources is free.
+            for job in map(_absolute, jobs):
+                pending[task.remote(job, self.cpus_per_run, self.runner)] = job
+            # Collect as they finish; run_job records its own failures, Ray errors become failed runs.
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    job = pending.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except ray.exceptions.RayError as exc:
+                        result = self._failed(job, exc)
+                    yield result
+        finally:
+            # Interrupted (Ctrl-C, an error on the driver): stop what is still queued or running.
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            if started:
+                ray.shutdown()
+
+
+EXECUTORS.add("ray", RayExecutor, "a Ray cluster (or local Ray): one task per run with --cpus-per-run/--gpus-per-run")
