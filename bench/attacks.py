@@ -202,6 +202,66 @@ class PGD:
         return out, done
 
 
+@typing.runtime_checkable
+class SwitchModel(Protocol):
+    """A randomised model that picks one of ``n_candidates`` deterministic networks per forward call."""
+
+    n_candidates: int
+
+    def candidate(self, k: int) -> nn.Module: ...
+
+    def ensemble(self) -> nn.Module: ...
+
+
+@dataclass(frozen=True)
+class CandidatePGD(PGD):
+    """PGD crafted against one candidate of a random switch (the R2S paper's non-adaptive attack).
+
+    ``candidate=-1`` draws the candidate from ``seed`` (the same one for every
+    call of this attack); ``candidate=k`` fixes it. A model that is not a
+    switch is its own single candidate, so this is plain PGD there.
+    """
+
+    candidate: int = -1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.candidate < -1:
+            raise ValueError(f"candidate must be -1 (random) or a candidate index >= 0, got {self.candidate}")
+
+    def settings(self) -> Dict[str, Any]:
+        """PGD's settings; the version says which candidate the attack targets."""
+        which = "random" if self.candidate == -1 else str(self.candidate)
+        return {**super().settings(), "version": f"candidate:{which}"}
+
+    def pick(self, n_candidates: int) -> int:
+        """The candidate index this attack targets among ``n_candidates``."""
+        if self.candidate == -1:
+            return int(torch.randint(n_candidates, (1,), generator=torch.Generator().manual_seed(self.seed)))
+        if self.candidate >= n_candidates:
+            raise ValueError(f"candidate {self.candidate} out of range: the switch has {n_candidates} candidates")
+        return self.candidate
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        target = model.candidate(self.pick(model.n_candidates)) if isinstance(model, SwitchModel) else model
+        return super().__call__(target, x, y)
+
+
+@dataclass(frozen=True)
+class EnsemblePGD(PGD):
+    """PGD on the mean logits of every candidate of a random switch at once (an adaptive attack).
+
+    A model that is not a switch is its own one-member ensemble (plain PGD).
+    """
+
+    def settings(self) -> Dict[str, Any]:
+        """PGD's settings, version ``ensemble:mean-logits``."""
+        return {**super().settings(), "version": "ensemble:mean-logits"}
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return super().__call__(model.ensemble() if isinstance(model, SwitchModel) else model, x, y)
+
+
 AA_VERSIONS: Dict[str, Tuple[str, ...]] = {
     "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
     "plus": ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"),
@@ -366,6 +426,11 @@ ATTACKS.add("pgd100", AttackPreset(PGD, {"steps": 100}), "L-inf PGD, 100 steps, 
 ATTACKS.add("cw20", AttackPreset(PGD, {"steps": 20, "loss": "cw"}), "L-inf PGD, 20 steps, Carlini-Wagner margin loss, step eps/4, random start")
 ATTACKS.add("eot-pgd", AttackPreset(PGD, {"steps": 20, "eot_samples": 20}),
             "PGD-20 with each gradient averaged over 20 forward passes (EOT), for randomised models")
+# Attacks on random switches (R2S): against one candidate (non-adaptive) or the whole ensemble (adaptive).
+ATTACKS.add("r2s-nonadaptive", AttackPreset(CandidatePGD, {"steps": 20}),
+            "PGD-20 crafted against one randomly drawn candidate of a random switch (the R2S paper's evaluation)")
+ATTACKS.add("ensemble-pgd", AttackPreset(EnsemblePGD, {"steps": 20}),
+            "PGD-20 on the mean logits of all candidates of a random switch (adaptive)")
 # AutoAttack family (expensive; in the cascade it runs only on points still robust).
 ATTACKS.add("autoattack", AttackPreset(AutoAttackRunner), "AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square) via pyautoattack")
 ATTACKS.add("autoattack-plus", AttackPreset(AutoAttackRunner, {"version": "plus"}), "AutoAttack plus (6 attacks, 5 restarts) via pyautoattack")

@@ -19,11 +19,11 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from bench.data import dataset_info, load_data
+from bench.data import load_data
 from bench.evaluate import AttackResult, describe_flags, evaluate, worst_case
 from bench.masking import layer_sparsity, measured_sparsity, set_trainable
-from bench.methods import RunContext, get_method
-from bench.models import ModelConfig, build_model, prunable_policy
+from bench.methods import EvalRequest, RunContext, get_method
+from bench.models import prunable_policy
 from bench.results import append_rows, git_commit
 from bench.spec import RunSpec
 from bench.train import Compute, TrainingDivergedError
@@ -39,11 +39,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def empty_model(spec: RunSpec, device: Union[str, torch.device] = "cpu") -> nn.Module:
-    """The spec's architecture with the method's BatchNorm kind, untrained."""
-    info = dataset_info(spec.dataset)
-    method = get_method(spec.method)
-    cfg = ModelConfig(info.in_channels, info.num_classes, info.image_size, info.mean, info.std, spec.width, method.bn_affine)
-    return build_model(spec.arch, cfg).to(device)
+    """The spec's architecture with the method's BatchNorm kind, untrained (the method's ``build_empty``)."""
+    return get_method(spec.method).build_empty(spec, device)
 
 
 def load_state(model: nn.Module, path: Path, device: Union[str, torch.device] = "cpu") -> nn.Module:
@@ -146,6 +143,10 @@ def find_or_load_ticket(spec: RunSpec, out: Path, data_root: Optional[str] = Non
     return spec, data, device, run_dir, model, meta
 
 
+# Per-row statistics that become CSV columns when an evaluation provides them (randomised tickets).
+ROW_STATS = ("draws", "clean_std", "robust_std", "randomized", "adaptive", "non_adaptive")
+
+
 def result_rows(spec: RunSpec, meta: Dict[str, Any], results: Sequence[AttackResult], device: torch.device) -> List[Dict[str, Any]]:
     """Tidy rows: spec key columns, attack settings and accuracies."""
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -159,7 +160,8 @@ def result_rows(spec: RunSpec, meta: Dict[str, Any], results: Sequence[AttackRes
             "attack": r.attack, "norm": s.get("norm", "Linf"), "eps": s["eps"], "steps": s.get("steps", ""),
             "step_size": s.get("step_size", ""), "restarts": s.get("restarts", ""), "eot_samples": s.get("eot_samples", ""),
             "version": s.get("version", ""), "scope": r.scope, "n_eval": r.n_eval, "clean_acc": round(r.clean_acc, 6),
-            "robust_acc": round(r.robust_acc, 6), "flags": ";".join(r.flags), "status": "ok", "seconds": round(r.seconds, 3),
+            "robust_acc": round(r.robust_acc, 6), **{k: r.stats[k] for k in ROW_STATS if k in r.stats},
+            "flags": ";".join(r.flags), "status": "ok", "seconds": round(r.seconds, 3),
             "train_seconds": round(meta["train_seconds"], 3), "train_passes": meta["train_passes"],
             **{k: v for k, v in base.items() if k not in ("method", "dataset", "arch", "width", "seed")},
             "hparams": json.dumps(dataclasses.asdict(spec.hparams), sort_keys=True),
@@ -176,6 +178,11 @@ def evaluate_run(spec: RunSpec, data: Any, device: torch.device, run_dir: Path, 
     n_aa = n_eval_aa if n_eval_aa is not None else spec.n_eval_aa
     if n_aa is None:
         n_aa = 500 if device.type == "cpu" else n
+    # A method with its own evaluation (randomised tickets) takes over here.
+    chosen = tuple(attacks if attacks is not None else spec.eval_attacks)
+    own = get_method(spec.method).evaluate_ticket(EvalRequest(spec, data, device, run_dir, model, meta, chosen, n, n_aa, cascade))
+    if own is not None:
+        return own
     results = evaluate(model, data.test, attacks if attacks is not None else spec.eval_attacks, float(spec.eps),
                        n, n_aa, device, run_dir / "eval", seed=spec.seed, cascade=cascade, meta=meta)
     wc = worst_case(results)
@@ -200,7 +207,7 @@ def summary(df: pd.DataFrame, spec: RunSpec, meta: Dict[str, Any], added: int, c
     head = (f"run {spec.run_id}  method={spec.method} dataset={spec.dataset} arch={spec.arch} width={spec.width} "
             f"sparsity target={spec.sparsity} measured={meta['measured_sparsity']:.4f} eps={spec.eps:.4g} "
             f"train={meta['train_seconds']:.0f}s")
-    cols = [c for c in ("attack", "scope", "n_eval", "clean_acc", "robust_acc", "seconds", "flags") if c in df]
+    cols = [c for c in ("attack", "scope", "n_eval", "clean_acc", "robust_acc", "robust_std", "draws", "seconds", "flags") if c in df]
     table = df[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}")
     # Sanity flags never change a number; they are listed as warnings.
     flags = {f for cell in df.get("flags", pd.Series(dtype=str)) for f in str(cell).split(";") if f}

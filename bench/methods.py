@@ -18,7 +18,7 @@ import pkgutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional, Type
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional, Tuple, Type, Union
 
 import torch
 import torch.nn as nn
@@ -28,6 +28,7 @@ from bench.registry import Registry
 
 if TYPE_CHECKING:
     from bench.data import DataBundle
+    from bench.evaluate import AttackResult
     from bench.models import Classifier
     from bench.spec import RunSpec
     from bench.train import Compute, TrainConfig, TrainResult
@@ -46,6 +47,35 @@ class Method(abc.ABC):
     @abc.abstractmethod
     def find_ticket(self, ctx: "RunContext") -> nn.Module:
         """Return the ticket (a masked model with final weights and masks)."""
+
+    def build_empty(self, spec: "RunSpec", device: Union[str, torch.device] = "cpu") -> nn.Module:
+        """The untrained module ``ticket.pt`` loads into: the spec's architecture with this method's BatchNorm."""
+        from bench.data import dataset_info
+        from bench.models import ModelConfig, build_model
+
+        info = dataset_info(spec.dataset)
+        cfg = ModelConfig(info.in_channels, info.num_classes, info.image_size, info.mean, info.std, spec.width, self.bn_affine)
+        return build_model(spec.arch, cfg).to(device)
+
+    def evaluate_ticket(self, request: "EvalRequest") -> Optional[List["AttackResult"]]:
+        """A method's own evaluation (randomised tickets); ``None`` means the harness's standard cascade."""
+        return None
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """Everything an evaluation needs: the run, its ticket and the evaluation settings."""
+
+    spec: "RunSpec"
+    data: "DataBundle"
+    device: torch.device
+    run_dir: Path
+    model: nn.Module
+    meta: Dict[str, Any]
+    attacks: Tuple[str, ...]
+    n_eval: int
+    n_eval_aa: int
+    cascade: bool
 
 
 METHODS: Registry[Method] = Registry("method")

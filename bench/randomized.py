@@ -1,0 +1,317 @@
+"""Evaluation of randomised tickets (random switches such as R2S).
+
+A random switch (``bench.attacks.SwitchModel``: ``n_candidates``,
+``candidate(k)``, ``ensemble()``, ``reseed(seed)``) gives a different answer
+on every forward call, so one forward pass is not an accuracy. Here:
+
+* every accuracy is the mean (and sample std) over ``draws`` independent
+  inference draws of the switch on the same points: clean points for clean
+  accuracy, each attack's adversarial points (crafted once) for robust
+  accuracy; an example counts as robust in draw ``d`` when the switch is right
+  on it clean and at its adversarial point in draw ``d``;
+* every attack runs alone on every example that is clean-correct in at least
+  one draw (no cascade; AutoAttack-family attacks on the first ``n_eval_aa``);
+* ``worst_case`` lets the attacker pick, per example, the attack with the
+  lowest robust rate over the draws (all attacks run, adaptive or not) and
+  reports the mean and std over draws of that choice;
+* an attack is *adaptive* when it accounts for the randomness: it averages
+  gradients over random forward passes (EOT: ``eot-pgd``, ``autoattack-rand``)
+  or attacks every candidate at once (``ensemble-pgd``). An evaluation with no
+  adaptive attack marks every row ``non_adaptive`` (column and flag);
+* the transfer matrix: PGD-20 crafted white-box on each candidate (rows,
+  source), accuracy of each candidate on those points (columns, target);
+  examples the source misclassifies clean are passed unperturbed. Its
+  diagonal is each candidate's white-box PGD-20 robust accuracy.
+
+Per-example, per-draw results are stored in ``<run>/eval/<model-digest>/``
+after every chunk (resumable, never recomputed); draws are seeded from the
+run seed, the attack and the chunk, so an evaluation is reproducible.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tuple
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from bench.attacks import Attack, AutoAttackRunner, EnsemblePGD, SwitchModel, make_attack
+from bench.data import Split, to_float
+from bench.evaluate import AttackResult, _meta_flags, _probe_flags, check_budget, correct_flags, model_fingerprint
+
+if TYPE_CHECKING:
+    from bench.methods import EvalRequest
+
+TRANSFER_ATTACK = "pgd20"
+
+
+def mix_seed(*parts: Any) -> int:
+    """A 60-bit seed from any JSON-able parts (stable across runs and machines)."""
+    return int(hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:15], 16)
+
+
+def is_adaptive(attack: Attack) -> bool:
+    """Whether an attack accounts for the randomness (EOT gradients or the whole candidate ensemble)."""
+    return bool(getattr(attack, "uses_eot", False)) or isinstance(attack, EnsemblePGD)
+
+
+def mean_std(correct: torch.Tensor) -> Tuple[float, float]:
+    """Mean and sample std over draws (rows) of per-draw accuracy; std 0 with one draw."""
+    acc = correct.float().mean(1) if correct.shape[1] else torch.zeros(len(correct))
+    std = float(acc.std()) if len(acc) > 1 else 0.0
+    return float(acc.mean()), std
+
+
+class DrawStore:
+    """Per-example, per-draw correctness of one evaluation item, saved atomically (npz + json)."""
+
+    def __init__(self, path: Optional[Path], draws: int, meta: Dict[str, Any]) -> None:
+        self.path, self.meta = path, dict(meta)
+        self.tried = torch.zeros(0, dtype=torch.bool)
+        self.correct = torch.zeros(draws, 0, dtype=torch.bool)
+        if path is not None and path.with_suffix(".npz").exists():
+            with np.load(path.with_suffix(".npz"), allow_pickle=False) as data:
+                self.tried, self.correct = torch.from_numpy(data["tried"].copy()), torch.from_numpy(data["correct"].copy())
+            self.meta = {**meta, **json.loads(path.with_suffix(".json").read_text())}
+
+    @property
+    def seconds(self) -> float:
+        """Seconds spent so far (all sessions)."""
+        return float(self.meta.get("seconds", 0.0))
+
+    def grow(self, n: int) -> None:
+        """Make the arrays at least ``n`` examples long."""
+        extra = n - len(self.tried)
+        if extra > 0:
+            self.tried = torch.cat([self.tried, torch.zeros(extra, dtype=torch.bool)])
+            self.correct = torch.cat([self.correct, torch.zeros(len(self.correct), extra, dtype=torch.bool)], 1)
+
+    def save(self, seconds: float) -> None:
+        """Add ``seconds`` and write arrays, then the JSON side-car."""
+        self.meta["seconds"] = self.seconds + seconds
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez(buf, tried=self.tried.numpy(), correct=self.correct.numpy())
+        for suffix, blob in ((".npz", buf.getvalue()), (".json", json.dumps(self.meta, indent=1, default=str).encode())):
+            tmp = self.path.with_name(f".{self.path.name}{suffix}.{os.getpid()}.tmp")
+            tmp.write_bytes(blob)
+            tmp.replace(self.path.with_suffix(suffix))
+
+
+@torch.no_grad()
+def draw_correct(switch: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+    """(draws, len(x)) correctness of the switch, one reseeded draw per seed."""
+    rows = []
+    for s in seeds:
+        switch.reseed(s)
+        rows.append((switch(x).argmax(1) == y).cpu())
+    return torch.stack(rows)
+
+
+def _slug(name: str) -> str:
+    """File-name-safe name."""
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
+
+
+def _attack_digest(attack: Attack) -> str:
+    """Hash of every setting of an attack (seed included)."""
+    config = {"class": type(attack).__name__, **dataclasses.asdict(attack)}
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def clean_draws(switch: nn.Module, test: Split, n: int, draws: int, seed: int, device: torch.device,
+                batch_size: int, store: DrawStore) -> torch.Tensor:
+    """(draws, n) clean correctness, computing only examples not stored yet."""
+    store.grow(n)
+    todo = (~store.tried[:n]).nonzero().squeeze(1)
+    for start in range(0, len(todo), batch_size):
+        sel = todo[start : start + batch_size]
+        t0 = time.perf_counter()
+        x, y = to_float(test.x[sel], device), test.y[sel].to(device)
+        store.correct[:, sel] = draw_correct(switch, x, y, [mix_seed(seed, "clean", d, int(sel[0])) for d in range(draws)])
+        store.tried[sel] = True
+        store.save(time.perf_counter() - t0)
+    return store.correct[:, :n].clone()
+
+
+def attack_draws(switch: nn.Module, test: Split, name: str, attack: Attack, need: torch.Tensor, draws: int, seed: int,
+                 device: torch.device, batch_size: int, store: DrawStore) -> torch.Tensor:
+    """(draws, len(need)) correctness at the adversarial points of the examples in ``need`` (False elsewhere)."""
+    n = len(need)
+    store.grow(n)
+    todo = (need & ~store.tried[:n]).nonzero().squeeze(1)
+    eps = float(attack.settings()["eps"])
+    chunk = attack.batch_size if isinstance(attack, AutoAttackRunner) else batch_size
+    for start in range(0, len(todo), chunk):
+        sel = todo[start : start + chunk]
+        x, y = to_float(test.x[sel], device), test.y[sel].to(device)
+        t0 = time.perf_counter()
+        # The switch's draws inside the attack, then at the adversarial points, are seeded per chunk.
+        switch.reseed(mix_seed(seed, "attack", name, int(sel[0])))
+        x_adv = attack(switch, x, y)
+        check_budget(x, x_adv, eps)
+        store.correct[:, sel] = draw_correct(switch, x_adv, y, [mix_seed(seed, "adv", name, d, int(sel[0])) for d in range(draws)])
+        store.tried[sel] = True
+        store.save(time.perf_counter() - t0)
+    return store.correct[:, :n] & need
+
+
+def switch_worst_case(robust: Dict[str, torch.Tensor], clean: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per example, the attack with the lowest robust rate over draws; returns (per-draw robust, chosen attack index)."""
+    n = min(r.shape[1] for r in robust.values())
+    stack = torch.stack([r[:, :n] for r in robust.values()])  # attacks x draws x examples
+    choice = stack.float().mean(1).argmin(0)
+    per_draw = stack[choice, :, torch.arange(n)].T & clean[:, :n]
+    return per_draw, choice
+
+
+@torch.no_grad()
+def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-example correctness of a deterministic model."""
+    return (model(x).argmax(1) == y).cpu()
+
+
+def transfer_matrix(switch: nn.Module, test: Split, n: int, eps: float, seed: int, device: torch.device,
+                    batch_size: int = 500, attack_name: str = TRANSFER_ATTACK) -> torch.Tensor:
+    """K x K accuracies: row = candidate the attack was crafted on, column = candidate evaluated.
+
+    Each source is attacked exactly as the harness attacks a deterministic
+    model (its clean-correct examples, in chunks of ``batch_size``, the same
+    seed), so the diagonal equals each candidate's white-box robust accuracy.
+    """
+    k_all = switch.n_candidates
+    views = [switch.candidate(k) for k in range(k_all)]
+    sub = test.head(n)
+    x_all = to_float(sub.x, device)
+    y_all = sub.y.to(device)
+    clean = torch.stack([torch.cat([_correct(v, x_all[i : i + batch_size], y_all[i : i + batch_size])
+                                    for i in range(0, len(y_all), batch_size)]) for v in views])
+    matrix = torch.zeros(k_all, k_all)
+    for s, view in enumerate(views):
+        attack = make_attack(attack_name, eps, seed=seed)
+        x_adv = x_all.clone()
+        todo = clean[s].nonzero().squeeze(1)
+        for start in range(0, len(todo), batch_size):
+            sel = todo[start : start + batch_size].to(device)
+            x_adv[sel] = attack(view, x_all[sel], y_all[sel])
+        for t, target in enumerate(views):
+            adv_ok = torch.cat([_correct(target, x_adv[i : i + batch_size], y_all[i : i + batch_size])
+                                for i in range(0, len(y_all), batch_size)])
+            matrix[s, t] = (clean[t] & adv_ok).float().mean()
+    return matrix
+
+
+def transfer_frame(matrix: torch.Tensor, sparsities: Sequence[float]) -> pd.DataFrame:
+    """The matrix as a table indexed by source candidate, one column per target candidate."""
+    labels = [f"s={s:g}" for s in sparsities]
+    return pd.DataFrame(matrix.numpy().round(6), index=pd.Index(labels, name="source"), columns=labels)
+
+
+def transfer_markdown(frame: pd.DataFrame, n: int, attack_name: str = TRANSFER_ATTACK) -> str:
+    """Markdown table of a transfer matrix (accuracies in percent), with its mean off-diagonal entry."""
+    values = frame.to_numpy()
+    k = len(values)
+    off = float((values.sum() - np.trace(values)) / (k * k - k)) if k > 1 else float("nan")
+    head = f"| {attack_name} source \\ target | " + " | ".join(frame.columns) + " |"
+    rule = "|---|" + "---|" * k
+    body = [f"| {idx} | " + " | ".join(f"{100 * v:.1f}" for v in row) + " |" for idx, row in zip(frame.index, values)]
+    note = (f"\nRobust accuracy (%) of the column candidate on {attack_name} examples crafted on the row candidate, "
+            f"first {n} test examples. Diagonal mean {100 * float(np.trace(values)) / k:.1f}, "
+            f"off-diagonal mean {100 * off:.1f}.\n")
+    return "\n".join([head, rule, *body]) + "\n" + note
+
+
+def write_transfer(switch: nn.Module, test: Split, n: int, eps: float, seed: int, device: torch.device,
+                   run_dir: Path, model_digest: str) -> pd.DataFrame:
+    """``<run>/transfer.csv`` and ``transfer.md`` (recomputed only when examples, seed or ticket change)."""
+    key = {"n": n, "eps": eps, "seed": seed, "attack": TRANSFER_ATTACK, "model": model_digest}
+    csv_path, key_path = run_dir / "transfer.csv", run_dir / "transfer.json"
+    if csv_path.exists() and key_path.exists() and json.loads(key_path.read_text()) == key:
+        return pd.read_csv(csv_path, index_col=0)
+    frame = transfer_frame(transfer_matrix(switch, test, n, eps, seed, device), switch.sparsities)
+    for path, text in ((csv_path, frame.to_csv()), (run_dir / "transfer.md", transfer_markdown(frame, n)),
+                       (key_path, json.dumps(key, indent=1))):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return frame
+
+
+def evaluate_switch(req: "EvalRequest", draws: int, batch_size: int = 500) -> List[AttackResult]:
+    """Every requested attack on a random switch, accuracies over ``draws`` draws, then ``worst_case``."""
+    model, test, device, seed = req.model, req.data.test, req.device, req.spec.seed
+    if not isinstance(model, SwitchModel):
+        raise ValueError(f"{req.spec.method} tickets must be random switches (n_candidates, candidate(k), ensemble())")
+    eps = float(req.spec.eps)
+    model.eval()
+    attacks = [(name, make_attack(name, eps, seed=seed)) for name in dict.fromkeys(req.attacks)]
+    sizes = {name: len(test.head(req.n_eval_aa if a.cascade_only else req.n_eval)) for name, a in attacks}
+    n_all = max(sizes.values(), default=len(test.head(req.n_eval)))
+    before = model_fingerprint(model)
+    digest = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:12]
+    folder = req.run_dir / "eval" / digest
+
+    # Clean correctness over draws, then the probe and meta checks (EOT-style randomness is expected here).
+    clean_store = DrawStore(folder / f"switch-clean-d{draws}", draws, {"what": "clean", "draws": draws})
+    clean = clean_draws(model, test, n_all, draws, seed, device, batch_size, clean_store)
+    run_flags: Set[str] = _probe_flags(model, test, clean[0], device, any_eot=True) | _meta_flags(req.meta, model)
+    adaptive_any = any(is_adaptive(a) for _, a in attacks)
+    if not adaptive_any:
+        run_flags.add("non_adaptive")
+
+    # Each attack alone on every example clean-correct in some draw.
+    robust: Dict[str, torch.Tensor] = {}
+    seconds: Dict[str, float] = {}
+    for name, attack in attacks:
+        n = sizes[name]
+        store = DrawStore(folder / f"switch-{_slug(name)}-{_attack_digest(attack)}-d{draws}", draws,
+                          {"attack": name, "settings": attack.settings(), "draws": draws})
+        adv_ok = attack_draws(model, test, name, attack, clean[:, :n].any(0), draws, seed, device, batch_size, store)
+        robust[name] = clean[:, :n] & adv_ok
+        seconds[name] = store.seconds
+
+    # Checks after attacking: nothing in the switch changed.
+    after = model_fingerprint(model)
+    changed = [k for k in before if after.get(k) != before[k]]
+    buffers = {k for k, _ in model.named_buffers()}
+    if any(k in buffers for k in changed) or any(m.training for m in model.modules()):
+        run_flags.add("train_mode")
+    if any(k not in buffers for k in changed):
+        run_flags.add("frozen_moved")
+    flags = tuple(sorted(run_flags))
+    common = {"draws": draws, "randomized": True, "non_adaptive": not adaptive_any}
+
+    results = []
+    for name, attack in attacks:
+        n = sizes[name]
+        c_mean, c_std = mean_std(clean[:, :n])
+        r_mean, r_std = mean_std(robust[name])
+        results.append(AttackResult(name, {**attack.settings(), "cascade": False}, n, c_mean, r_mean, seconds[name],
+                                    robust[name].all(0), "alone", flags,
+                                    {**common, "clean_std": round(c_std, 6), "robust_std": round(r_std, 6),
+                                     "adaptive": is_adaptive(attack)}))
+    if results:
+        per_draw, _choice = switch_worst_case(robust, clean)
+        n = per_draw.shape[1]
+        c_mean, c_std = mean_std(clean[:, :n])
+        r_mean, r_std = mean_std(per_draw)
+        eot = max(int(a.settings().get("eot_samples") or 1) for _, a in attacks)
+        results.append(AttackResult("worst_case", {"norm": "Linf", "eps": eps, "steps": "", "step_size": "", "restarts": "",
+                                                   "eot_samples": eot, "version": "+".join(robust)},
+                                    n, c_mean, r_mean, sum(seconds.values()), per_draw.all(0), "all", flags,
+                                    {**common, "clean_std": round(c_std, 6), "robust_std": round(r_std, 6),
+                                     "adaptive": adaptive_any}))
+    # The candidates' transfer matrix on the PGD examples.
+    write_transfer(model, test, len(test.head(req.n_eval)), eps, seed, device, req.run_dir, digest)
+    return results
