@@ -17,7 +17,11 @@ clean accuracy on the largest evaluated subset. Our extra fields:
 ``method``, ``randomized``, ``eot_iter``, ``non_adaptive``, ``flags``,
 ``run_id``, ``n_eval`` and ``evaluations`` (every attack's figures).
 ``unreliable`` is set for a randomised model evaluated only non-adaptively
-and for any sanity flag except ``sparsity_off_target``.
+and for any sanity flag except ``sparsity_off_target``. Rows of randomised
+tickets (``bench.randomized``) carry ``randomized`` and ``adaptive`` columns:
+such a ticket is ``non_adaptive`` exactly when none of its rows is adaptive
+(rows from an earlier non-adaptive-only evaluation no longer count once an
+adaptive attack was run).
 """
 from __future__ import annotations
 
@@ -100,6 +104,12 @@ def model_info(rows: pd.DataFrame, threat: str = "Linf") -> Dict[str, Any]:
     flag_set = {f.strip() for v in rows.get("flags", pd.Series(dtype=str)) for f in re.split(r"[;,|]", _text(v)) if f.strip()}
     flags = ";".join(sorted(flag_set))
     non_adaptive = _flag(first.get("non_adaptive", "")) or "non_adaptive" in flag_set
+    # With an `adaptive` column (randomised tickets): non-adaptive means no adaptive row at all for this ticket.
+    if "adaptive" in rows and randomized:
+        non_adaptive = not any(_flag(v) for v in rows["adaptive"])
+        if not non_adaptive:
+            flag_set.discard("non_adaptive")
+            flags = ";".join(sorted(flag_set))
     arch = ARCH_NAMES.get(str(first["arch"]), str(first["arch"]))
     width_text = f" (width x{width:g})" if width is not None and width != 1 else ""
     sparsity_text = f"{sparsity:.4f}" if sparsity is not None else "unknown"
