@@ -54,6 +54,7 @@ FLAG_DESCRIPTIONS: Dict[str, str] = {
     "nondeterministic": "two identical forward passes differ, and only deterministic (non-EOT) attacks were run",
     "sparsity_off_target": "measured sparsity differs from the target by more than 0.005",
     "frozen_moved": "weights that should be frozen changed (during the search or during evaluation)",
+    "non_adaptive": "a randomised ticket evaluated without any adaptive attack (EOT or whole-ensemble): over-rated",
 }
 
 
