@@ -46,7 +46,7 @@ import torch.nn as nn
 
 from bench.attacks import Attack, AutoAttackRunner, EnsemblePGD, SwitchModel, make_attack
 from bench.data import Split, to_float
-from bench.evaluate import AttackResult, _meta_flags, _probe_flags, check_budget, correct_flags, model_fingerprint
+from bench.evaluate import AttackResult, _meta_flags, _probe_flags, check_budget, model_fingerprint
 
 if TYPE_CHECKING:
     from bench.methods import EvalRequest

@@ -34,13 +34,14 @@ import dataclasses
 import json
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 from torch.func import functional_call
 
-from bench.evaluate import frozen_fingerprint
+from bench.evaluate import AttackResult, frozen_fingerprint
 from bench.masking import layer_sparsity, measured_sparsity
 from bench.methods import EvalRequest, Method, RunContext, get_method, register
 from bench.spec import RunSpec
@@ -212,7 +213,7 @@ def find_candidate(ctx: RunContext, sparsity: float) -> Tuple[nn.Module, str]:
     # Otherwise RST's own search, as a stage other R2S runs can reuse.
     rst = get_method("rst")
 
-    def build(stage_dir):  # type: ignore[no-untyped-def]
+    def build(stage_dir: Path) -> nn.Module:
         sub = RunContext(spec, ctx.data, ctx.device, stage_dir, ctx.stages_dir, ctx.compute)
         return rst.find_ticket(sub)
 
@@ -283,7 +284,7 @@ class R2S(Method):
         })
         return switch
 
-    def evaluate_ticket(self, request: EvalRequest) -> Optional[list]:
+    def evaluate_ticket(self, request: EvalRequest) -> Optional[List[AttackResult]]:
         """Non-adaptive and adaptive attacks over inference draws, plus the candidates' transfer matrix."""
         from bench.randomized import evaluate_switch
 
