@@ -149,13 +149,13 @@ def cmd_eval(parser_sub: argparse._SubParsersAction) -> None:
         if args.run_dir is None:
             raise ValueError("give a run folder (RUN_DIR) or --zoo MODEL_NAME")
         run_dir = Path(args.run_dir)
-        if not (run_dir / "ticket.pt").exists():
-            raise ValueError(f"{run_dir} has no finished ticket (ticket.pt)")
+        if not ((run_dir / "ticket.pt").exists() and (run_dir / "spec.json").exists()):
+            raise ValueError(f"{run_dir} has no finished ticket (spec.json and ticket.pt)")
         spec = RunSpec.from_dict(json.loads((run_dir / "spec.json").read_text()))
         if args.attacks:
             spec = dataclasses.replace(spec, eval_attacks=tuple(a for a in args.attacks.split(",") if a))
         out = run_dir.parent.parent
-        spec, data, device, run_dir, model, meta = find_or_load_ticket(spec, out, args.data_root)
+        spec, data, device, run_dir, model, meta = find_or_load_ticket(spec, out, args.data_root, must_exist=True)
         results = evaluate_run(spec, data, device, run_dir, model, meta, n_eval=args.n_eval, n_eval_aa=args.n_eval_aa,
                                cascade=args.cascade)
         rows = result_rows(spec, meta, results, device)
@@ -208,6 +208,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     return int(code or 0)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -50,7 +50,8 @@ def load_state(model: nn.Module, path: Path, device: Union[str, torch.device] = 
     except FileNotFoundError:
         raise ValueError(f"checkpoint not found: {path}") from None
     except Exception as exc:  # noqa: BLE001 - re-raised with the file named
-        raise ValueError(f"refusing to load {path}: not a plain tensor checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        raise ValueError(f"refusing to load {path}: not a plain tensor checkpoint ({type(exc).__name__}); "
+                         "only weights_only state dicts are accepted") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path} is not a state dict")
     mine = model.state_dict()
@@ -97,13 +98,19 @@ def _logger(run_dir: Path) -> logging.Logger:
     return log
 
 
-def find_or_load_ticket(spec: RunSpec, out: Path, data_root: Optional[str] = None) -> tuple:
-    """Stage 1: the ticket (trained now, or loaded when ``ticket.pt`` exists)."""
+def find_or_load_ticket(spec: RunSpec, out: Path, data_root: Optional[str] = None, must_exist: bool = False) -> tuple:
+    """Stage 1: the ticket (trained now, or loaded when ``ticket.pt`` exists).
+
+    With ``must_exist`` (evaluating an existing run) a missing ticket is an
+    error instead of a new search.
+    """
     spec = spec.resolve()
     device = resolve_device(spec.device)
     method = get_method(spec.method)
-    data = load_data(spec.dataset, spec.data_source, data_root, spec.val_fraction, spec.seed, spec.n_train)
     run_dir = out / "runs" / spec.run_id
+    if must_exist and not ((run_dir / "ticket.pt").exists() and (run_dir / "meta.json").exists()):
+        raise ValueError(f"no finished ticket for spec {spec.run_id} in {out / 'runs'} (ticket.pt and meta.json)")
+    data = load_data(spec.dataset, spec.data_source, data_root, spec.val_fraction, spec.seed, spec.n_train)
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_json(run_dir / "spec.json", spec.to_dict())
     log = _logger(run_dir)

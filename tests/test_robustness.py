@@ -84,7 +84,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_rows(tmp_path: Path, kill_af
     # Killed run: SIGKILL as soon as the artifact appears (mid-training or mid-evaluation).
     killed = tmp_path / "killed"
     marker = killed / "runs" / spec.run_id / kill_after
-    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", "--out", str(killed), *_flags(TINY)],
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "run", "--out", str(killed), *_flags(TINY)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
