@@ -38,7 +38,7 @@ class CheckResult:
         """Human-readable diff table and verdict."""
         with pd.option_context("display.max_rows", None, "display.width", 200):
             body = self.table.to_string(index=False, float_format=lambda v: f"{v:.4f}")
-        n_fail = int((self.table["result"] != "pass").sum())
+        n_fail = int((~self.table["result"].isin(["pass", "no data"])).sum())
         verdict = "all rows hold" if self.passed else f"{n_fail} row(s) regressed"
         return f"{body}\nbench check: {verdict}"
 
@@ -85,8 +85,12 @@ def current_rows(out: Path) -> pd.DataFrame:
     return df.drop_duplicates(list(KEY), keep="last")
 
 
-def compare(ref: pd.DataFrame, now: pd.DataFrame, tolerance: float) -> CheckResult:
-    """Row-by-row diff of reference vs current accuracies."""
+def compare(ref: pd.DataFrame, now: pd.DataFrame, tolerance: float, no_data: Sequence[str] = ()) -> CheckResult:
+    """Row-by-row diff of reference vs current accuracies.
+
+    Rows of runs in ``no_data`` (their dataset is absent on this machine) are
+    listed as ``no data`` and do not fail the check.
+    """
     if not (tolerance >= 0):
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     merged = ref.merge(now[[*KEY, *METRICS]], on=list(KEY), how="left", suffixes=("_ref", "_now"))
@@ -98,11 +102,12 @@ def compare(ref: pd.DataFrame, now: pd.DataFrame, tolerance: float) -> CheckResu
             missing = pd.isna(now_v)
             delta = math.nan if missing else float(now_v) - ref_v
             ok = (not missing) and abs(delta) <= tol + 1e-12
+            skipped = missing and r["run_id"] in set(no_data)
             rows.append({"run_id": r["run_id"], "method": r.get("method", ""), "attack": r["attack"], "n_eval": r["n_eval"],
                          "metric": m, "reference": ref_v, "now": math.nan if missing else float(now_v), "delta": delta,
-                         "tolerance": tol, "result": "pass" if ok else ("missing" if missing else "FAIL")})
+                         "tolerance": tol, "result": "pass" if ok else ("no data" if skipped else ("missing" if missing else "FAIL"))})
     table = pd.DataFrame(rows)
-    return CheckResult(table, bool((table["result"] == "pass").all()))
+    return CheckResult(table, bool(table["result"].isin(["pass", "no data"]).all()))
 
 
 def reference_from_rows(now: pd.DataFrame, run_ids: Sequence[str], old: Optional[pd.DataFrame]) -> pd.DataFrame:
@@ -141,19 +146,26 @@ def run_check(preset: Path, reference: Path, out: Path, tolerance: float, update
         raise ValueError(f"reference file not found: {reference} (create it with --update)")
     if not (tolerance >= 0):
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
-    # Drop specs whose data is absent here only when the reference has no rows for them.
-    specs = [s for s in sweep.specs if _data_available(s, data_root) or (old is not None and s.run_id in set(old["run_id"]))]
+    # Specs whose data is absent here (e.g. MNIST without ../shared) are not run.
+    available = [s for s in sweep.specs if _data_available(s, data_root)]
+    no_data = [s.run_id for s in sweep.specs if s not in available]
+    specs = available
     summary = run_sweep(dataclasses.replace(sweep, specs=tuple(specs)), out, LocalExecutor(1), data_root, progress=progress)
     now = current_rows(out)
     if update:
         new = reference_from_rows(now, [s.run_id for s in specs], old)
+        if old is not None and no_data:
+            # Rows this machine cannot reproduce (no data) are kept as they were.
+            kept = old[old["run_id"].isin(no_data)]
+            new = pd.concat([new, kept[[c for c in new.columns if c in kept.columns]]], ignore_index=True)
         reference.parent.mkdir(parents=True, exist_ok=True)
         tmp = reference.with_suffix(".tmp")
         new.to_csv(tmp, index=False)
         tmp.replace(reference)
         return (1 if summary.failed else 0), f"{summary.text()}\nupdated {reference}:\n{describe_update(old, new)}"
-    result = compare(old, now, tolerance)
-    return (0 if result.passed else 1), f"{summary.text()}\n{result.text()}"
+    result = compare(old, now, tolerance, no_data)
+    note = f"\nno data here for run(s) {', '.join(no_data)}: their rows are not checked" if no_data else ""
+    return (0 if result.passed else 1), f"{summary.text()}\n{result.text()}{note}"
 
 
 def _data_available(spec: "object", data_root: Optional[str]) -> bool:
