@@ -100,7 +100,11 @@ class RayExecutor(Executor):
         if self.address is None:
             ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, logging_level=logging.WARNING)
         else:
-            ray.init(address=self.address, logging_level=logging.WARNING)
+            # An unreachable cluster: Ray retries for a while, then raises; report it as bad user input.
+            try:
+                ray.init(address=self.address, logging_level=logging.WARNING)
+            except (ConnectionError, RuntimeError) as exc:
+                raise ValueError(f"cannot connect to the Ray cluster at --address {self.address}: {_one_line(exc)}") from None
         return True
 
     def _failed(self, job: SweepJob, exc: BaseException) -> JobResult:
