@@ -90,7 +90,10 @@ def model_info(rows: pd.DataFrame, threat: str = "Linf") -> Dict[str, Any]:
     by_attack = {r["attack"]: r for _, r in rows.iterrows()}
     # RobustBench's accuracy fields.
     aa = next((r for _, r in rows.iterrows() if r["attack"] == "autoattack" and r["version"] in ("standard", "")), None)
-    wc = by_attack.get("worst_case")
+    # Several worst-case rows (evaluations with different attack sets): the lowest one, so a later
+    # evaluation with fewer attacks (e.g. a non-adaptive one of a randomised ticket) never raises the figure.
+    wcs = rows[rows["attack"] == "worst_case"]
+    wc = wcs.loc[wcs["robust_acc"].astype(float).idxmin()] if len(wcs) else None
     attacks = rows[rows["attack"] != "worst_case"]
     external = wc if wc is not None else (attacks.loc[attacks["robust_acc"].astype(float).idxmin()] if len(attacks) else None)
     largest = rows.loc[pd.to_numeric(rows["n_eval"]).idxmax()]

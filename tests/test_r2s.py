@@ -187,8 +187,12 @@ def test_non_adaptive_marking_in_rows_and_export(out: Path) -> None:
     assert info["non_adaptive"] and info["unreliable"] and info["randomized"]
     # The same ticket evaluated adaptively later: the entry is no longer non-adaptive.
     adaptive = run_spec(RunSpec(**{**spec.to_dict(), "eval_attacks": ("ensemble-pgd",)}), out, show=False)
-    info = model_info(pd.concat([rows, adaptive.astype(str)], ignore_index=True))
+    both = pd.concat([rows, adaptive.astype(str)], ignore_index=True)
+    info = model_info(both)
     assert not info["non_adaptive"] and "non_adaptive" not in info["flags"].split(";")
+    # With several worst-case rows the entry uses the lowest.
+    lowest = min(float(v) for v in both.loc[both["attack"] == "worst_case", "robust_acc"])
+    assert info["external"] == f"{100 * lowest:.2f}"
 
 
 def test_hparams_are_checked_and_normalised() -> None:
