@@ -10,7 +10,8 @@ rows; it needs only pandas (not the ``robustbench`` package).
 
 Field mapping (per run, using each attack's row with the most examples):
 ``autoattack_acc`` = the standard AutoAttack row, ``external`` = the
-per-example worst case over every attack run (or the only attack's figure),
+per-example worst case over every attack run (the lowest worst-case row when
+several evaluations left one each; or the only attack's figure),
 ``reported`` = PGD-20 (the protocol of the ticket papers), ``clean_acc`` =
 clean accuracy on the largest evaluated subset. Our extra fields:
 ``sparsity`` (measured), ``target_sparsity``, ``density``, ``width``,
