@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Tuple
 
 import pytest
 import torch
@@ -33,6 +33,11 @@ def run(out: Path, **fields: Any) -> Tuple[nn.Module, Dict[str, Any], Path]:
 def weights(model: nn.Module) -> Dict[str, torch.Tensor]:
     """Prunable weights by layer name (detached copies)."""
     return {name: layer.weight.detach().clone() for name, layer in prunable_layers(model)}
+
+
+def stage_dirs(out: Path, name: str) -> List[Path]:
+    """Folders of the shared stages called ``name`` under ``out``."""
+    return sorted(p for p in (out / "stages").iterdir() if p.is_dir() and p.name.startswith(f"{name}-"))
 
 
 def context(out: Path, **fields: Any) -> RunContext:
@@ -178,7 +183,7 @@ def test_alth_global_scope_and_early_rewind(tmp_path: Path) -> None:
     total = sum(layer.weight.numel() for _n, layer in prunable_layers(model))
     zeros = sum(int(((layer.weight * layer.mask) == 0).sum()) for _n, layer in prunable_layers(model))
     assert abs(zeros - n_zeros_for(total, 0.5)) <= len(prunable_layers(model))
-    assert any(p.name.startswith("alth-rewind-") for p in (tmp_path / "stages").iterdir())
+    assert len(stage_dirs(tmp_path, "alth-rewind")) == 1
     assert meta["levels"][-1]["target_sparsity"] == 0.5
 
 
@@ -187,7 +192,7 @@ def test_shared_dense_stage_trained_once_and_counted(tmp_path: Path) -> None:
     _m, lwm, _ = run(tmp_path, method="lwm", sparsity=0.7)
     _m, hydra, _ = run(tmp_path, method="hydra", sparsity=0.7)
     _m, dense, _ = run(tmp_path, method="dense-at", sparsity=0.0)
-    stages = [p for p in (tmp_path / "stages").iterdir() if p.name.startswith("dense-at-")]
+    stages = stage_dirs(tmp_path, "dense-at")
     assert len(stages) == 1
     stage = json.loads((stages[0] / "stage.json").read_text())["compute"]
     # Trained inside the first run only; loaded by the others.
@@ -206,7 +211,7 @@ def test_different_base_gets_its_own_dense_stage(tmp_path: Path) -> None:
     run(tmp_path, method="lwm", sparsity=0.7)
     run(tmp_path, method="lwm", sparsity=0.7, seed=1)
     run(tmp_path, method="lwm", sparsity=0.7, hparams={"pretrain_epochs": 2})
-    assert len([p for p in (tmp_path / "stages").iterdir() if p.name.startswith("dense-at-")]) == 3
+    assert len(stage_dirs(tmp_path, "dense-at")) == 3
 
 
 def test_rst_finetune_reinit_starts_from_fresh_weights(tmp_path: Path) -> None:
