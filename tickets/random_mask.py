@@ -28,6 +28,7 @@ import torch.nn as nn
 from baselines.dense_at import train_weights
 from bench.attacks import PGD
 from bench.data import batches
+from bench.evaluate import frozen_fingerprint
 from bench.masking import MaskedMixin, ScoreFn, apply_masks, set_trainable
 from bench.methods import Method, RunContext, register
 from bench.models import init_signed_kaiming_constant
@@ -108,6 +109,8 @@ class RandomMask(Method):
         apply_masks(model, random_scores(ctx.spec.seed + 1), ctx.spec.sparsity, scope="layer")
         set_trainable(model, weights=False, scores=False)
         if frozen:
+            # Fingerprint of the frozen weights: evaluation flags `frozen_moved` if they change.
+            ctx.info["frozen_fingerprint"] = frozen_fingerprint(model)
             calibrate_bn(ctx, model)
             return model
         return train_weights(ctx, model, ctx.spec.epochs, ctx.spec.lr, ctx.run_dir / "train", desc="random-mask AT")

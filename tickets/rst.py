@@ -24,6 +24,7 @@ import torch.nn as nn
 
 from baselines.dense_at import check_epochs, stage_epochs, train_weights
 from baselines.lwm import check_lr_scale
+from bench.evaluate import frozen_fingerprint
 from bench.masking import prunable_layers, score_mask_refresher, set_trainable
 from bench.methods import Method, RunContext, register
 from bench.models import init_signed_kaiming_constant
@@ -85,6 +86,9 @@ class RST(Method):
             for _name, layer in prunable_layers(model):
                 nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
         init_scores(model)
+        # Fingerprint of the frozen weights: evaluation flags `frozen_moved` if they change.
+        if ctx.hp.finetune == "none":
+            ctx.info["frozen_fingerprint"] = frozen_fingerprint(model)
         # Only the scores learn; masks come from |scores| once per step.
         set_trainable(model, weights=False, scores=True)
         refresh = score_mask_refresher(model, ctx.spec.sparsity)
