@@ -100,12 +100,12 @@ def read_idx(path: Path) -> np.ndarray:
 
 def _to_split(x: np.ndarray, y: np.ndarray) -> Split:
     """numpy uint8 images (N,H,W) or (N,H,W,C) to a Split in NCHW."""
-    xt = torch.from_numpy(np.ascontiguousarray(x))
+    xt = torch.from_numpy(np.array(x, dtype=np.uint8, copy=True))
     if xt.dim() == 3:
         xt = xt.unsqueeze(1)
     elif xt.dim() == 4 and xt.shape[-1] in (1, 3):
         xt = xt.permute(0, 3, 1, 2).contiguous()
-    return Split(xt, torch.as_tensor(np.asarray(y), dtype=torch.int64))
+    return Split(xt, torch.as_tensor(np.array(y, dtype=np.int64, copy=True)))
 
 
 IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
