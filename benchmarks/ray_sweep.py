@@ -13,7 +13,7 @@ is printed too. Reported: ``ray-1 / ray-2`` (scaling) and ``ray-2 / local-2 - 1`
 (Ray's overhead at the same total cores). The load average is printed before
 and after: the figures mean something only on an otherwise idle machine.
 
-    python benchmarks/ray_sweep.py [--runs 8] [--epochs 3] [--n-train 4000] [--out /tmp/ray-bench]
+    python benchmarks/ray_sweep.py [--runs 8] [--epochs 6] [--n-train 6000] [--out /tmp/ray-bench]
 """
 from __future__ import annotations
 
@@ -55,8 +55,8 @@ def main() -> None:
     """Run the three configurations and print times and ratios."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=8)
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--n-train", type=int, default=4000)
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--n-train", type=int, default=6000)
     p.add_argument("--n-eval", type=int, default=200)
     p.add_argument("--out", default="/tmp/ray-bench")
     args = p.parse_args()
