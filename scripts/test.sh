@@ -13,7 +13,7 @@ fi
 
 # Python packages: torch from this machine's disk, then the project with its test extras.
 python -m pip install -q torch==2.14.1 torchvision==0.29.1
-python -m pip install -q -e '.[test,robustbench]'
+python -m pip install -q -e '.[test,robustbench,ray]'
 
 # Full MNIST lives beside the checkout (../shared/datasets/mnist) on project machines.
 if [ -z "${BENCH_DATA_ROOT:-}" ] && [ -d ../shared/datasets ]; then
