@@ -112,10 +112,11 @@ def plot_vs_sparsity(df: pd.DataFrame, out_stem: Union[str, Path], attacks: Opti
                 continue
             ax.plot(x, g["mean"], marker="o", markersize=4, linewidth=1.8, color=colors[str(method)], label=str(method))
             ax.fill_between(x, g["mean"] - g["std"], g["mean"] + g["std"], color=colors[str(method)], alpha=0.2, linewidth=0)
-        _style(ax, "sparsity (% of prunable weights zero)", f"{metric} accuracy (%)", attack)
+        # Each panel names its own number of evaluated examples.
+        _style(ax, "sparsity (% of prunable weights zero)", f"{metric} accuracy (%)", f"{attack} (n_eval {span(rows['n_eval'])})")
         ax.set_ylim(bottom=0)
     axes[0].legend(fontsize=FONT - 1, frameon=False)
-    fig.suptitle(_subtitle(latest_rows(df, names[0])), fontsize=FONT - 1)
+    fig.suptitle(_subtitle(pd.concat([latest_rows(df, a) for a in names])), fontsize=FONT - 1)
     return _save(fig, Path(out_stem))
 
 
