@@ -44,7 +44,7 @@ class Table:
 
     ``mean``/``std``/``n`` hold the ranked metric (robust accuracy, or clean with
     ``metric='clean'``) in percent; ``clean`` the clean-accuracy mean (method
-    layout); ``flagged`` marks cells with a run whose ``flags`` are not empty.
+    layout); ``flagged`` marks cells with a run that has flags (or ``non_adaptive``).
     """
 
     layout: str
@@ -181,12 +181,19 @@ def caption_for(rows: pd.DataFrame, attack: str, what: str, std_shown: bool = Tr
     return "; ".join(parts) + "."
 
 
-def _flag_names(rows: pd.DataFrame) -> Tuple[str, ...]:
-    """Distinct flag names in the rows' ``flags`` column."""
-    if "flags" not in rows:
-        return ()
+def row_flags(rows: pd.DataFrame) -> pd.Series:
+    """Each row's flags as a ';'-joined string: the ``flags`` column plus ``non_adaptive`` when that column is true."""
+    flags = rows["flags"].astype(str).str.strip() if "flags" in rows else pd.Series("", index=rows.index)
+    if "non_adaptive" in rows:
+        marked = rows["non_adaptive"].astype(str).str.strip().str.lower().isin(["true", "1", "yes"])
+        flags = flags.where(~marked, (flags + ";non_adaptive").str.strip(";"))
+    return flags
+
+
+def _flag_names(flags: pd.Series) -> Tuple[str, ...]:
+    """Distinct flag names in a series of ';'-separated flag strings."""
     names = set()
-    for text in rows["flags"].astype(str):
+    for text in flags:
         names.update(f for f in re.split(r"[;,|\s]+", text) if f)
     return tuple(sorted(names))
 
@@ -201,7 +208,8 @@ def build_table(df: pd.DataFrame, layout: str, attack: str = "worst_case", metri
     rows = latest_rows(df, attack).copy()
     rows["robust_pct"] = rows["robust_acc"] * 100
     rows["clean_pct"] = rows["clean_acc"] * 100
-    rows["flagged"] = rows["flags"].astype(str).str.strip() != "" if "flags" in rows else False
+    rows["all_flags"] = row_flags(rows)
+    rows["flagged"] = rows["all_flags"] != ""
     # Row and column keys of each layout.
     if layout == "sparsity":
         row_key, col_keys = "target_sparsity", ["method"]
@@ -228,7 +236,7 @@ def build_table(df: pd.DataFrame, layout: str, attack: str = "worst_case", metri
             "method": "clean / robust accuracy (%) by method, architecture and sparsity",
             "width": f"{metric} accuracy (%) by width and {LABELS.get(col_keys[0], col_keys[0])}"}[layout]
     caption = caption_for(rows, attack, what.capitalize(), std_shown=layout != "method")
-    flags = _flag_names(rows)
+    flags = _flag_names(rows["all_flags"])
     if flags:
         caption += f" † = a run in the cell is flagged ({', '.join(flags)})."
     return Table(layout, row_key, tuple(col_keys), wide(stats["mean"]), wide(stats["std"]), wide(stats["count"]),

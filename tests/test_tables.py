@@ -202,6 +202,11 @@ def test_flagged_cells_get_a_dagger(csv_path: Path) -> None:
     assert md.count("†") == 1 + 1  # the cell and the caption note
     assert "flagged (grad_vanish, non_adaptive)" in md
     assert r"$^\dagger$" in to_latex(table)
+    # A non_adaptive column (randomised tickets evaluated only non-adaptively) is marked the same way.
+    df["flags"] = ""
+    df["non_adaptive"] = (df["method"] == "hydra") & (df["target_sparsity"] == 0.5)
+    md = to_markdown(build_table(df, "sparsity", "pgd20"))
+    assert md.count("†") == 2 and "flagged (non_adaptive)" in md
 
 
 def test_table_cli_writes_all_formats(csv_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
