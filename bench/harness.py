@@ -29,6 +29,10 @@ from bench.spec import RunSpec
 from bench.train import Compute, TrainingDivergedError
 
 
+# AutoAttack's default subset on the CPU (first N test examples); CUDA uses n_eval.
+CPU_AUTOATTACK_EXAMPLES = 200
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' picks CUDA when present; asking for CUDA without a GPU is an error."""
     if name == "auto":
@@ -184,7 +188,7 @@ def evaluate_run(spec: RunSpec, data: Any, device: torch.device, run_dir: Path, 
     n = spec.n_eval if n_eval is None else n_eval
     n_aa = n_eval_aa if n_eval_aa is not None else spec.n_eval_aa
     if n_aa is None:
-        n_aa = 500 if device.type == "cpu" else n
+        n_aa = CPU_AUTOATTACK_EXAMPLES if device.type == "cpu" else n
     # A method with its own evaluation (randomised tickets) takes over here.
     chosen = tuple(attacks if attacks is not None else spec.eval_attacks)
     own = get_method(spec.method).evaluate_ticket(EvalRequest(spec, data, device, run_dir, model, meta, chosen, n, n_aa, cascade))

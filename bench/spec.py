@@ -42,7 +42,7 @@ class RunSpec:
     width: float = _f(1.0, "width multiplier on every layer's channels/units (1.0 = the standard net)")
     sparsity: float = _f(0.9, "target fraction of ZEROS among prunable weights, in [0, 1): 0.9 keeps 10%")
     seed: int = _f(0, "random seed (weights, data order, validation split, attack starts)")
-    epochs: int = _f(10, "training epochs of the method's main stage")
+    epochs: int = _f(8, "training epochs of the method's main stage")
     batch_size: int = _f(128, "training batch size (examples)")
     optimizer: str = _f("sgd", "sgd | adam")
     lr: float = _f(0.1, "initial learning rate")
@@ -58,7 +58,7 @@ class RunSpec:
     n_train: int = _f(0, "use only the first N training examples after the validation split (0 = all)")
     eval_attacks: Tuple[str, ...] = _f(("pgd20", "cw20", "autoattack"), "comma-separated attacks to evaluate (see `bench list`)", runtime=True)
     n_eval: int = _f(1000, "test examples for clean accuracy, PGD and CW (0 = whole test set)", runtime=True)
-    n_eval_aa: Optional[int] = _f(None, "test examples for AutoAttack; default 500 on CPU, n_eval on CUDA", runtime=True)
+    n_eval_aa: Optional[int] = _f(None, "test examples for AutoAttack; default 200 on CPU (it costs ~100x PGD-20), n_eval on CUDA", runtime=True)
     device: str = _f("auto", "auto | cpu | cuda | cuda:N", runtime=True)
     hparams: Any = _f(None, "method-specific hyperparameters (a dataclass; flags listed below)")
 

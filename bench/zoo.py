@@ -37,6 +37,7 @@ import torch.nn as nn
 
 from bench.data import Split
 from bench.evaluate import AttackResult, evaluate, worst_case
+from bench.harness import CPU_AUTOATTACK_EXAMPLES
 from bench.masking import MaskedMixin
 from bench.results import append_rows, git_commit
 
@@ -217,7 +218,7 @@ class ZooSpec:
     seed: int = _f(0, "seed of the attacks' random starts")
     attacks: Tuple[str, ...] = _f(("pgd20", "cw20", "autoattack"), "comma-separated attacks (see `bench list`)", runtime=True)
     n_eval: int = _f(1000, "test examples for clean accuracy, PGD and CW (0 = whole test set)", runtime=True)
-    n_eval_aa: Optional[int] = _f(None, "test examples for AutoAttack; default 500 on CPU, n_eval on CUDA", runtime=True)
+    n_eval_aa: Optional[int] = _f(None, "test examples for AutoAttack; default 200 on CPU, n_eval on CUDA", runtime=True)
     device: str = _f("auto", "auto | cpu | cuda | cuda:N", runtime=True)
 
     def __post_init__(self) -> None:
@@ -309,7 +310,7 @@ def run_zoo(spec: ZooSpec, out: Union[str, Path], model_dir: Union[str, Path], *
     (run_dir / "spec.json").write_text(json.dumps(spec.to_dict(), indent=1))
     # Stages: sparsity, then every attack (each cached), then the worst case.
     meta = _measure(model, run_dir, spec)
-    n_aa = spec.n_eval_aa if spec.n_eval_aa is not None else (500 if device.type == "cpu" else spec.n_eval)
+    n_aa = spec.n_eval_aa if spec.n_eval_aa is not None else (CPU_AUTOATTACK_EXAMPLES if device.type == "cpu" else spec.n_eval)
     results = evaluate(model, test, spec.attacks, spec.eps, spec.n_eval, n_aa, device, run_dir / "eval", seed=spec.seed)
     wc = worst_case(results)
     results = results + ([wc] if wc is not None and len(results) > 1 else [])
