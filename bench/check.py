@@ -5,7 +5,13 @@ produced by real runs of the committed preset ``results/reference/preset.yaml``
 (a sweep file). ``bench check`` runs every preset spec not yet done in its
 output folder, then compares clean and robust accuracy per (run, attack,
 n_eval) with an absolute tolerance (the ``--tolerance`` default, or the
-row's own ``tolerance`` column). Exit codes: 0 all hold, 1 a regression (or a
+row's own ``tolerance`` column). The default tolerance is ``auto``: the
+sampling noise of the evaluated subset, three binomial standard errors
+``3 * sqrt(p (1 - p) / n_eval)`` with a floor of :data:`TOLERANCE_FLOOR`.
+Runs are bit-identical on one CPU, but on another CPU model (or on CUDA)
+floating-point rounding differs, training takes another trajectory and the
+accuracies move like a reseeded run; ``auto`` covers that and nothing more.
+A gate pinned to one CI machine can use ``--tolerance 0``. Exit codes: 0 all hold, 1 a regression (or a
 reference row with no result), 2 bad input.
 """
 from __future__ import annotations
@@ -23,6 +29,8 @@ from bench.results import read_rows
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "results" / "reference"
 KEY = ("run_id", "attack", "n_eval")
 METRICS = ("clean_acc", "robust_acc")
+TOLERANCE_FLOOR = 0.02
+NOISE_SIGMAS = 3.0
 REFERENCE_COLUMNS = ("run_id", "method", "dataset", "arch", "width", "target_sparsity", "seed", "attack", "eps",
                      "steps", "n_eval", "clean_acc", "robust_acc", "tolerance")
 
@@ -85,20 +93,30 @@ def current_rows(out: Path) -> pd.DataFrame:
     return df.drop_duplicates(list(KEY), keep="last")
 
 
-def compare(ref: pd.DataFrame, now: pd.DataFrame, tolerance: float, no_data: Sequence[str] = ()) -> CheckResult:
+def auto_tolerance(p: float, n: int) -> float:
+    """Sampling noise of an accuracy ``p`` measured on ``n`` examples: 3 standard errors, floored."""
+    if n is None or pd.isna(n) or int(n) < 1:
+        return TOLERANCE_FLOOR
+    return max(TOLERANCE_FLOOR, NOISE_SIGMAS * math.sqrt(p * (1.0 - p) / int(n)))
+
+
+def compare(ref: pd.DataFrame, now: pd.DataFrame, tolerance: Optional[float], no_data: Sequence[str] = ()) -> CheckResult:
     """Row-by-row diff of reference vs current accuracies.
 
     Rows of runs in ``no_data`` (their dataset is absent on this machine) are
-    listed as ``no data`` and do not fail the check.
+    listed as ``no data`` and do not fail the check. ``tolerance=None`` is
+    ``auto`` (:func:`auto_tolerance` of each reference value).
     """
-    if not (tolerance >= 0):
+    if tolerance is not None and not (tolerance >= 0):
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     merged = ref.merge(now[[*KEY, *METRICS]], on=list(KEY), how="left", suffixes=("_ref", "_now"))
     rows = []
     for _, r in merged.iterrows():
-        tol = r["tolerance"] if "tolerance" in r and not pd.isna(r["tolerance"]) else tolerance
+        own = r["tolerance"] if "tolerance" in r and not pd.isna(r["tolerance"]) else None
         for m in METRICS:
             ref_v, now_v = float(r[f"{m}_ref"]), r[f"{m}_now"]
+            # A row's own tolerance wins, then the flag, then the sampling noise.
+            tol = own if own is not None else (tolerance if tolerance is not None else auto_tolerance(ref_v, r["n_eval"]))
             missing = pd.isna(now_v)
             delta = math.nan if missing else float(now_v) - ref_v
             ok = (not missing) and abs(delta) <= tol + 1e-12
@@ -134,7 +152,7 @@ def describe_update(old: Optional[pd.DataFrame], new: pd.DataFrame) -> str:
     return "\n".join(lines) if lines else "reference unchanged"
 
 
-def run_check(preset: Path, reference: Path, out: Path, tolerance: float, update: bool = False,
+def run_check(preset: Path, reference: Path, out: Path, tolerance: Optional[float], update: bool = False,
               data_root: Optional[str] = None, progress: bool = True) -> Tuple[int, str]:
     """Run/reuse the preset's specs, then compare or update. Returns (exit code, report)."""
     from bench.executors.local import LocalExecutor
@@ -144,7 +162,7 @@ def run_check(preset: Path, reference: Path, out: Path, tolerance: float, update
     old = read_reference(reference) if reference.exists() else None
     if old is None and not update:
         raise ValueError(f"reference file not found: {reference} (create it with --update)")
-    if not (tolerance >= 0):
+    if tolerance is not None and not (tolerance >= 0):
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     # Specs whose data is absent here (e.g. MNIST without ../shared) are not run.
     available = [s for s in sweep.specs if _data_available(s, data_root)]

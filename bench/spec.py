@@ -39,7 +39,7 @@ class RunSpec:
     dataset: str = _f("fashion-mnist", "dataset (see `bench list`)")
     data_source: str = _f("auto", "auto | embedded | full: 'auto' uses the embedded subset when the dataset ships one")
     arch: str = _f("convnet", "architecture (see `bench list`)")
-    width: float = _f(1.0, "width multiplier on every layer's channels/units (1.0 = the standard net)")
+    width: float = _f(0.5, "width multiplier on every layer's channels/units (1.0 = the standard net; the default 0.5 keeps the default run CPU-sized)")
     sparsity: float = _f(0.9, "target fraction of ZEROS among prunable weights, in [0, 1): 0.9 keeps 10%")
     seed: int = _f(0, "random seed (weights, data order, validation split, attack starts)")
     epochs: int = _f(8, "training epochs of the method's main stage")

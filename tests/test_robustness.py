@@ -1,6 +1,7 @@
 """Results survive crashes, races and hostile files; the regression gate catches regressions."""
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 import pickle
@@ -16,6 +17,7 @@ import pytest
 import torch
 
 from bench.attacks import ATTACKS, PGD
+from bench.check import auto_tolerance
 from bench.cli import main
 from bench.harness import load_ticket, run_spec
 from bench.registry import Entry
@@ -194,6 +196,14 @@ def test_gate_passes_then_catches_regressions(tmp_path: Path, monkeypatch: pytes
     moved["tolerance"] = 0.1
     moved.to_csv(tmp_path / "ref.csv", index=False)
     assert _gate(tmp_path, "runs", "--tolerance", "0.02") == 0
+    # The default 'auto' tolerance (sampling noise at n_eval=150) absorbs 5 points but not 30.
+    moved["tolerance"] = math.nan
+    moved.to_csv(tmp_path / "ref.csv", index=False)
+    assert _gate(tmp_path, "runs") == 0
+    pgd = moved["attack"] == "pgd20"
+    moved.loc[pgd, "robust_acc"] = ref.loc[pgd, "robust_acc"].map(lambda v: 0.0 if v >= 0.3 else 1.0)
+    moved.to_csv(tmp_path / "ref.csv", index=False)
+    assert _gate(tmp_path, "runs") == 1
     ref.to_csv(tmp_path / "ref.csv", index=False)
     # A weakened attack (PGD with one step and no random start) is caught on fresh runs.
     weak = Entry("pgd20", lambda eps, **kw: PGD(eps, steps=1, step_size=eps / 10, random_start=False), "weakened")
@@ -201,6 +211,18 @@ def test_gate_passes_then_catches_regressions(tmp_path: Path, monkeypatch: pytes
     assert _gate(tmp_path, "weak", "--tolerance", "0.02") == 1
     table = capsys.readouterr().out
     assert "FAIL" in table and "pgd20" in table
+
+
+@pytest.mark.parametrize("p, n, expected", [(0.5, 100, 0.15), (0.5, 10_000, 0.02), (0.0, 100, 0.02), (0.3, 500, 0.0615)])
+def test_auto_tolerance_is_three_standard_errors_with_a_floor(p: float, n: int, expected: float) -> None:
+    assert auto_tolerance(p, n) == pytest.approx(expected, abs=5e-4)
+
+
+@pytest.mark.parametrize("value", ["-0.1", "abc", "nan"])
+def test_gate_bad_tolerance_exits_2(tmp_path: Path, value: str) -> None:
+    (tmp_path / "preset.yaml").write_text(GATE_PRESET)
+    assert _gate(tmp_path, "runs", "--tolerance", value) == 2
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("content, message", [

@@ -19,7 +19,7 @@ def test_run_id_is_pinned() -> None:
 
 
 def test_defaults_are_left_out_of_the_hash() -> None:
-    spec = RunSpec(width=1.0, sparsity=0.9)
+    spec = RunSpec(width=0.5, sparsity=0.9)
     assert spec.canonical() == {}
     assert spec.run_id == RunSpec().run_id
     assert RunSpec(width=2.0).canonical() == {"width": 2.0}

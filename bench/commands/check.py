@@ -3,8 +3,22 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Optional
 
 from bench.cli import COMMANDS
+
+
+def _tolerance(text: str) -> Optional[float]:
+    """'auto' (None) or a non-negative fraction."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--tolerance must be 'auto' or a fraction >= 0, got {text!r}") from None
+    if not (value >= 0):
+        raise argparse.ArgumentTypeError(f"--tolerance must be 'auto' or a fraction >= 0, got {text!r}")
+    return value
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -18,9 +32,11 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", type=Path, default=REFERENCE_DIR / "reference.csv", help="reference CSV")
     p.add_argument("--preset", type=Path, default=REFERENCE_DIR / "preset.yaml", help="sweep file of the reference specs")
     p.add_argument("--out", type=Path, default=Path("results") / "check", help="where the check's runs go [default: results/check]")
-    p.add_argument("--tolerance", type=float, default=0.02,
-                   help="absolute tolerance on accuracies, as a fraction (0.01 = 1 point); a row's own 'tolerance' "
-                        "column overrides it [default: 0.02; runs are bit-identical on the same CPU, the slack covers other CPUs and CUDA]")
+    p.add_argument("--tolerance", type=_tolerance, default=None,
+                   help="absolute tolerance on accuracies, as a fraction (0.01 = 1 point), or 'auto': 3 binomial "
+                        "standard errors of each reference value at its n_eval, at least 0.02; a row's own 'tolerance' "
+                        "column overrides it [default: auto; runs are bit-identical on one CPU, other CPUs and CUDA "
+                        "move them like a reseed]")
     p.add_argument("--update", action="store_true", help="rewrite the reference from this checkout's results and say what changed")
     p.add_argument("--data-root", default=None, help="folder with full datasets (or set $BENCH_DATA_ROOT)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
