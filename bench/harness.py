@@ -30,7 +30,7 @@ from bench.train import Compute, TrainingDivergedError
 
 
 # AutoAttack's default subset on the CPU (first N test examples); CUDA uses n_eval.
-CPU_AUTOATTACK_EXAMPLES = 200
+CPU_AUTOATTACK_EXAMPLES = 100
 
 
 def resolve_device(name: str) -> torch.device:

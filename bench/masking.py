@@ -76,14 +76,24 @@ def n_zeros_for(numel: int, sparsity: float) -> int:
 
 
 def topk_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """0/1 mask keeping the highest scores, zeroing ``round(sparsity * numel)``."""
+    """0/1 mask keeping the highest scores, zeroing ``round(sparsity * numel)``.
+
+    Ties at the threshold are zeroed in index order, exactly as a stable
+    ascending sort would, but in linear time (``kthvalue``) instead of a full
+    sort: the mask is recomputed at every optimiser step of RST and HYDRA.
+    """
     flat = scores.detach().flatten()
     n_zero = n_zeros_for(flat.numel(), sparsity)
-    mask = torch.ones_like(flat)
-    if n_zero > 0:
-        # Stable sort so ties resolve deterministically.
-        order = torch.sort(flat, stable=True).indices
-        mask[order[:n_zero]] = 0.0
+    if n_zero == 0:
+        return torch.ones_like(scores)
+    # Everything strictly above the n_zero-th smallest score survives.
+    threshold = torch.kthvalue(flat, n_zero).values
+    mask = (flat > threshold).to(flat.dtype)
+    # Of the scores equal to the threshold, the first ones (by index) fill the
+    # remaining zeros; the later ones survive.
+    tied = (flat == threshold).nonzero().flatten()
+    n_tied_zero = n_zero - int((flat < threshold).sum())
+    mask[tied[n_tied_zero:]] = 1.0
     return mask.view_as(scores)
 
 

@@ -218,7 +218,7 @@ class ZooSpec:
     seed: int = _f(0, "seed of the attacks' random starts")
     attacks: Tuple[str, ...] = _f(("pgd20", "cw20", "autoattack"), "comma-separated attacks (see `bench list`)", runtime=True)
     n_eval: int = _f(1000, "test examples for clean accuracy, PGD and CW (0 = whole test set)", runtime=True)
-    n_eval_aa: Optional[int] = _f(None, "test examples for AutoAttack; default 200 on CPU, n_eval on CUDA", runtime=True)
+    n_eval_aa: Optional[int] = _f(None, "test examples for AutoAttack; default 100 on CPU, n_eval on CUDA", runtime=True)
     device: str = _f("auto", "auto | cpu | cuda | cuda:N", runtime=True)
 
     def __post_init__(self) -> None:

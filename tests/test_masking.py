@@ -29,6 +29,19 @@ def test_topk_keeps_highest_scores() -> None:
     assert topk_mask(scores, 0.5).tolist() == [[0.0, 1.0], [1.0, 0.0]]
 
 
+@pytest.mark.parametrize("sparsity", [0.0, 0.1, 0.5, 0.9, 0.97])
+def test_topk_equals_a_stable_sort_with_ties(sparsity: float) -> None:
+    # Few distinct values force many ties at the threshold; -inf (already pruned) always loses.
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        scores = torch.randint(0, 4, (300,), generator=gen).float()
+        scores[:7] = float("-inf")
+        n_zero = round(sparsity * scores.numel())
+        expected = torch.ones(300)
+        expected[torch.sort(scores, stable=True).indices[:n_zero]] = 0.0
+        assert torch.equal(topk_mask(scores, sparsity), expected)
+
+
 def test_magnitude_masks_only_shrink(tiny_model: torch.nn.Module) -> None:
     previous = None
     for s in (0.2, 0.5, 0.8, 0.95):
