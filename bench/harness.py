@@ -33,6 +33,13 @@ from bench.train import Compute, TrainingDivergedError
 CPU_AUTOATTACK_EXAMPLES = 100
 
 
+def autoattack_examples(requested: Optional[int], n_eval: int, device: torch.device) -> int:
+    """AutoAttack's example count: the one asked for, else the CPU subset, else ``n_eval``."""
+    if requested is not None:
+        return requested
+    return CPU_AUTOATTACK_EXAMPLES if device.type == "cpu" else n_eval
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' picks CUDA when present; asking for CUDA without a GPU is an error."""
     if name == "auto":
@@ -186,9 +193,7 @@ def evaluate_run(spec: RunSpec, data: Any, device: torch.device, run_dir: Path, 
                  cascade: bool = True) -> List[AttackResult]:
     """Stage 2: evaluate the ticket (cascade, sanity flags); finished work comes from ``<run>/eval/``."""
     n = spec.n_eval if n_eval is None else n_eval
-    n_aa = n_eval_aa if n_eval_aa is not None else spec.n_eval_aa
-    if n_aa is None:
-        n_aa = CPU_AUTOATTACK_EXAMPLES if device.type == "cpu" else n
+    n_aa = autoattack_examples(n_eval_aa if n_eval_aa is not None else spec.n_eval_aa, n, device)
     # A method with its own evaluation (randomised tickets) takes over here.
     chosen = tuple(attacks if attacks is not None else spec.eval_attacks)
     own = get_method(spec.method).evaluate_ticket(EvalRequest(spec, data, device, run_dir, model, meta, chosen, n, n_aa, cascade))

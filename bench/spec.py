@@ -58,7 +58,7 @@ class RunSpec:
     n_train: int = _f(0, "use only the first N training examples after the validation split (0 = all)")
     eval_attacks: Tuple[str, ...] = _f(("pgd20", "cw20", "autoattack"), "comma-separated attacks to evaluate (see `bench list`)", runtime=True)
     n_eval: int = _f(1000, "test examples for clean accuracy, PGD and CW (0 = whole test set)", runtime=True)
-    n_eval_aa: Optional[int] = _f(None, "test examples for AutoAttack; default 100 on CPU (it costs ~100x PGD-20), n_eval on CUDA", runtime=True)
+    n_eval_aa: Optional[int] = _f(None, "test examples for AutoAttack; default 100 on CPU (over 100x the cost of PGD-20 per example), n_eval on CUDA", runtime=True)
     device: str = _f("auto", "auto | cpu | cuda | cuda:N", runtime=True)
     hparams: Any = _f(None, "method-specific hyperparameters (a dataclass; flags listed below)")
 

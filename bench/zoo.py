@@ -37,7 +37,7 @@ import torch.nn as nn
 
 from bench.data import Split
 from bench.evaluate import AttackResult, evaluate, worst_case
-from bench.harness import CPU_AUTOATTACK_EXAMPLES
+from bench.harness import autoattack_examples
 from bench.masking import MaskedMixin
 from bench.results import append_rows, git_commit
 
@@ -310,7 +310,7 @@ def run_zoo(spec: ZooSpec, out: Union[str, Path], model_dir: Union[str, Path], *
     (run_dir / "spec.json").write_text(json.dumps(spec.to_dict(), indent=1))
     # Stages: sparsity, then every attack (each cached), then the worst case.
     meta = _measure(model, run_dir, spec)
-    n_aa = spec.n_eval_aa if spec.n_eval_aa is not None else (CPU_AUTOATTACK_EXAMPLES if device.type == "cpu" else spec.n_eval)
+    n_aa = autoattack_examples(spec.n_eval_aa, spec.n_eval, device)
     results = evaluate(model, test, spec.attacks, spec.eps, spec.n_eval, n_aa, device, run_dir / "eval", seed=spec.seed)
     wc = worst_case(results)
     results = results + ([wc] if wc is not None and len(results) > 1 else [])
