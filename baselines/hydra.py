@@ -26,11 +26,10 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from baselines.dense_at import check_epochs, dense_stage, stage_epochs, train_weights
-from baselines.lwm import check_lr_scale
 from bench.masking import prunable_layers, score_mask_refresher, set_trainable
 from bench.methods import Method, RunContext, register
 from bench.spec import RunSpec
+from bench.stages import check_epochs, check_lr_scale, dense_stage, stage_epochs, train_weights
 
 
 @dataclass(frozen=True)

@@ -13,34 +13,21 @@ from typing import Optional
 
 import torch.nn as nn
 
-from baselines.dense_at import check_epochs, dense_stage, stage_epochs, train_weights
+from bench.config import spec_field
 from bench.masking import apply_masks, magnitude_scores
 from bench.methods import Method, RunContext, register
 from bench.spec import RunSpec
-
-SCOPES = ("layer", "global")
+from bench.stages import PRUNE_SCOPES, check_epochs, check_lr_scale, dense_stage, stage_epochs, train_weights
 
 
 @dataclass(frozen=True)
 class LWMHparams:
     """LWM hyperparameters."""
 
-    scope: str = field(default="layer", metadata={"help": "magnitude ranking: layer (same sparsity per layer) | global"})
+    scope: str = spec_field("layer", "magnitude ranking: layer (same sparsity per layer) | global", choices=PRUNE_SCOPES)
     pretrain_epochs: Optional[int] = field(default=None, metadata={"help": "dense AT epochs (none = --epochs)"})
     finetune_epochs: Optional[int] = field(default=None, metadata={"help": "AT fine-tuning epochs after pruning (none = --epochs)"})
     finetune_lr_scale: float = field(default=0.1, metadata={"help": "fine-tuning learning rate as a fraction of --lr"})
-
-
-def check_scope(scope: str) -> None:
-    """Pruning scope must be layer or global."""
-    if scope not in SCOPES:
-        raise ValueError(f"unknown pruning scope {scope!r}; choices: {', '.join(SCOPES)}")
-
-
-def check_lr_scale(scale: float) -> None:
-    """Fine-tuning learning-rate scale must be positive."""
-    if not scale > 0:
-        raise ValueError(f"finetune_lr_scale must be > 0, got {scale}")
 
 
 @register("lwm", "least weight magnitude: dense AT, one-shot |w| pruning, AT fine-tuning")
@@ -51,9 +38,8 @@ class LWM(Method):
     bn_affine = True
 
     def validate(self, spec: RunSpec) -> None:
-        """Scope, per-stage epochs and the fine-tuning lr must be valid."""
+        """Per-stage epochs and the fine-tuning lr must be valid (the scope is a checked choice)."""
         hp = spec.hparams
-        check_scope(hp.scope)
         check_epochs(pretrain_epochs=hp.pretrain_epochs, finetune_epochs=hp.finetune_epochs)
         check_lr_scale(hp.finetune_lr_scale)
 

@@ -24,7 +24,12 @@ from typing import List, Optional, Sequence, Tuple
 
 import pandas as pd
 
+from bench.data import DataNotFoundError, load_data
+from bench.executors.local import LocalExecutor
+from bench.io import atomic_with
 from bench.results import read_rows
+from bench.spec import RunSpec
+from bench.sweep import load_sweep, run_sweep
 
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "results" / "reference"
 KEY = ("run_id", "attack", "n_eval")
@@ -155,9 +160,6 @@ def describe_update(old: Optional[pd.DataFrame], new: pd.DataFrame) -> str:
 def run_check(preset: Path, reference: Path, out: Path, tolerance: Optional[float], update: bool = False,
               data_root: Optional[str] = None, progress: bool = True) -> Tuple[int, str]:
     """Run/reuse the preset's specs, then compare or update. Returns (exit code, report)."""
-    from bench.executors.local import LocalExecutor
-    from bench.sweep import load_sweep, run_sweep
-
     sweep = load_sweep(preset)
     old = read_reference(reference) if reference.exists() else None
     if old is None and not update:
@@ -176,22 +178,17 @@ def run_check(preset: Path, reference: Path, out: Path, tolerance: Optional[floa
             # Rows this machine cannot reproduce (no data) are kept as they were.
             kept = old[old["run_id"].isin(no_data)]
             new = pd.concat([new, kept[[c for c in new.columns if c in kept.columns]]], ignore_index=True)
-        reference.parent.mkdir(parents=True, exist_ok=True)
-        tmp = reference.with_suffix(".tmp")
-        new.to_csv(tmp, index=False)
-        tmp.replace(reference)
+        atomic_with(reference, lambda tmp: new.to_csv(tmp, index=False))
         return (1 if summary.failed else 0), f"{summary.text()}\nupdated {reference}:\n{describe_update(old, new)}"
     result = compare(old, now, tolerance, no_data)
     note = f"\nno data here for run(s) {', '.join(no_data)}: their rows are not checked" if no_data else ""
     return (0 if result.passed else 1), f"{summary.text()}\n{result.text()}{note}"
 
 
-def _data_available(spec: "object", data_root: Optional[str]) -> bool:
+def _data_available(spec: RunSpec, data_root: Optional[str]) -> bool:
     """Whether the spec's data can be loaded here (MNIST needs ../shared or a data root)."""
-    from bench.data import DataNotFoundError, load_data
-
     try:
-        load_data(spec.dataset, spec.data_source, data_root)  # type: ignore[attr-defined]
+        load_data(spec.dataset, spec.data_source, data_root)
     except DataNotFoundError:
         return False
     return True

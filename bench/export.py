@@ -34,6 +34,9 @@ from typing import Any, Dict, List, Optional, Union
 
 import pandas as pd
 
+from bench.io import atomic_write, slug
+from bench.results import format_eps
+
 ROBUSTBENCH_FIELDS = ("link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",
                       "architecture", "eps", "clean_acc", "reported", "autoattack_acc", "external", "footnote", "unreliable")
 EXTRA_FIELDS = ("sparsity", "target_sparsity", "density", "width", "method", "randomized", "eot_iter", "non_adaptive",
@@ -42,14 +45,6 @@ EXTRA_FIELDS = ("sparsity", "target_sparsity", "density", "width", "method", "ra
 NOT_ROBUSTNESS_FLAGS = frozenset({"sparsity_off_target"})
 ARCH_NAMES = {"resnet18": "ResNet-18", "wrn-28-4": "WideResNet-28-4", "wrn-28-10": "WideResNet-28-10",
               "wrn-34-10": "WideResNet-34-10", "convnet": "ConvNet", "mlp": "MLP"}
-
-
-def eps_text(eps: float) -> str:
-    """RobustBench's eps string: '8/255' when eps is a whole number of 1/255 steps, else the decimal."""
-    steps = eps * 255
-    if abs(steps - round(steps)) < 1e-6 and round(steps) > 0:
-        return f"{int(round(steps))}/255"
-    return f"{eps:.6g}"
 
 
 def percent(acc: Optional[float]) -> Optional[str]:
@@ -128,7 +123,7 @@ def model_info(rows: pd.DataFrame, threat: str = "Linf") -> Dict[str, Any]:
         "dataset": str(first["dataset"]),
         "venue": "N/A",
         "architecture": f"{arch}{width_text}",
-        "eps": eps_text(float(first["eps"])),
+        "eps": format_eps(float(first["eps"])),
         "clean_acc": percent(_number(largest["clean_acc"])),
         "reported": percent(_number(pgd["robust_acc"])) if pgd is not None else None,
         "autoattack_acc": percent(_number(aa["robust_acc"])) if aa is not None else None,
@@ -156,11 +151,6 @@ def model_info(rows: pd.DataFrame, threat: str = "Linf") -> Dict[str, Any]:
     }
 
 
-def _slug(text: str) -> str:
-    """A file-name-safe version of ``text``."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
-
-
 def export_robustbench_json(rows_df: pd.DataFrame, out_dir: Union[str, Path], include_zoo: bool = False) -> List[Path]:
     """Write ``out_dir/<dataset>/<threat>/<method>_<arch>_<run_id>.json`` per run; returns the paths.
 
@@ -178,10 +168,7 @@ def export_robustbench_json(rows_df: pd.DataFrame, out_dir: Union[str, Path], in
     for run_id, rows in df.groupby("run_id", sort=True):
         threat = str(rows["norm"].iloc[0]) if "norm" in rows and str(rows["norm"].iloc[0]) else "Linf"
         info = model_info(rows, threat)
-        path = out_dir / info["dataset"] / threat / f"{_slug(info['method'])}_{_slug(str(rows['arch'].iloc[0]))}_{run_id}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info, indent=2) + "\n")
-        tmp.replace(path)
+        path = out_dir / info["dataset"] / threat / f"{slug(info['method'])}_{slug(str(rows['arch'].iloc[0]))}_{run_id}.json"
+        atomic_write(path, json.dumps(info, indent=2) + "\n")
         paths.append(path)
     return paths

@@ -15,13 +15,13 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import pandas as pd
 
 from bench.export import export_robustbench_json
+from bench.results import parse_eps
 
 THREATS = ("Linf", "L2")
 PERCENT_RE = re.compile(r"^\d{1,3}(\.\d+)?$")
@@ -84,14 +84,6 @@ class Entry:
 def _pct(value: Optional[str]) -> Optional[float]:
     """A RobustBench percent string as a float (None stays None)."""
     return None if value is None else float(value)
-
-
-def parse_eps(text: str) -> float:
-    """'8/255' or '0.1' as a float."""
-    try:
-        return float(Fraction(text.strip())) if "/" in text else float(text)
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"cannot read eps {text!r} (expected e.g. '8/255' or '0.1')") from None
 
 
 def validate_entry(info: Any, where: str) -> Dict[str, Any]:

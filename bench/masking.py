@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bench.io import tensor_digest
+
 
 class MaskedMixin:
     """Adds ``mask`` and ``scores`` to a layer that has a ``weight``."""
@@ -168,3 +170,9 @@ def iter_masks(model: nn.Module) -> Iterator[Tuple[str, torch.Tensor]]:
     """(layer name, mask) pairs."""
     for name, layer in prunable_layers(model):
         yield name, layer.mask
+
+
+def frozen_fingerprint(model: nn.Module) -> Dict[str, str]:
+    """Digests of the masked layers' weights; a method that freezes weights stores this in
+    ``ctx.info["frozen_fingerprint"]`` right after initialising them (see docs/flags.md)."""
+    return {f"{name}.weight": tensor_digest(layer.weight) for name, layer in prunable_layers(model)}

@@ -1,38 +1,34 @@
-"""Method registry and the context every method runs in.
+"""Method base class and the context every method runs in.
 
 A method is one file in ``tickets/`` or ``baselines/`` with a class decorated
-by ``@METHODS.register(name, description)``. It declares its hyperparameter
-dataclass (``Hparams``), whether BatchNorm is affine, and ``find_ticket``,
-which uses the shared pieces of :class:`RunContext` (model builder, training
-loop, shared stages). Files in those packages are discovered automatically,
-so a new method shows up in the CLI, tests and tables with no other edit.
+by ``@register(name, description)``. It declares its hyperparameter
+dataclass (``Hparams``, fields made with ``bench.config.spec_field``;
+``choices=`` are checked for it), whether BatchNorm is affine, and
+``find_ticket``, which uses the shared pieces of :class:`RunContext` (model
+builder, training loop, shared stages) and :mod:`bench.stages`. The method
+registry (:data:`bench.spec.METHODS`) imports every file of those packages on
+first use, so a new method shows up in the CLI, tests and tables with no
+other edit. No method file imports another.
 """
 from __future__ import annotations
 
 import abc
-import dataclasses
-import hashlib
-import importlib
 import json
-import pkgutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional, Tuple, Type, Union
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple, Type, Union
 
 import torch
 import torch.nn as nn
 from filelock import FileLock
 
-from bench.registry import Registry
-
-if TYPE_CHECKING:
-    from bench.data import DataBundle
-    from bench.evaluate import AttackResult
-    from bench.models import Classifier
-    from bench.spec import RunSpec
-    from bench.train import Compute, TrainConfig, TrainResult
-
+from bench import paths
+from bench.data import DataBundle, dataset_info
+from bench.io import atomic_json, atomic_save, atomic_write, digest
+from bench.models import Classifier, ModelConfig, build_model
+from bench.spec import METHODS, NoHparams, RunSpec
+from bench.train import Compute, TrainConfig, TrainResult, train
 
 class Method(abc.ABC):
     """Base class of a ticket-finding method."""
@@ -41,33 +37,30 @@ class Method(abc.ABC):
     bn_affine: ClassVar[bool] = True
     randomized: ClassVar[bool] = False
 
-    def validate(self, spec: "RunSpec") -> None:
+    def validate(self, spec: RunSpec) -> None:
         """Raise ``ValueError`` for specs this method cannot run."""
 
     @abc.abstractmethod
     def find_ticket(self, ctx: "RunContext") -> nn.Module:
         """Return the ticket (a masked model with final weights and masks)."""
 
-    def build_empty(self, spec: "RunSpec", device: Union[str, torch.device] = "cpu") -> nn.Module:
+    def build_empty(self, spec: RunSpec, device: Union[str, torch.device] = "cpu") -> nn.Module:
         """The untrained module ``ticket.pt`` loads into: the spec's architecture with this method's BatchNorm."""
-        from bench.data import dataset_info
-        from bench.models import ModelConfig, build_model
-
         info = dataset_info(spec.dataset)
         cfg = ModelConfig(info.in_channels, info.num_classes, info.image_size, info.mean, info.std, spec.width, self.bn_affine)
         return build_model(spec.arch, cfg).to(device)
 
-    def evaluate_ticket(self, request: "EvalRequest") -> Optional[List["AttackResult"]]:
-        """A method's own evaluation (randomised tickets); ``None`` means the harness's standard cascade."""
-        return None
+    def inference_draws(self, spec: RunSpec) -> int:
+        """Inference draws every accuracy of a randomised ticket averages over (1 for deterministic tickets)."""
+        return 1
 
 
 @dataclass(frozen=True)
 class EvalRequest:
     """Everything an evaluation needs: the run, its ticket and the evaluation settings."""
 
-    spec: "RunSpec"
-    data: "DataBundle"
+    spec: RunSpec
+    data: DataBundle
     device: torch.device
     run_dir: Path
     model: nn.Module
@@ -78,25 +71,11 @@ class EvalRequest:
     cascade: bool
 
 
-METHODS: Registry[Method] = Registry("method")
-PLUGIN_PACKAGES = ("tickets", "baselines")
-
-
-def discover() -> None:
-    """Import every module of the method packages (each registers itself)."""
-    for pkg_name in PLUGIN_PACKAGES:
-        pkg = importlib.import_module(pkg_name)
-        for info in pkgutil.iter_modules(pkg.__path__):
-            importlib.import_module(f"{pkg_name}.{info.name}")
-
-
 def register(name: str, description: str) -> Callable[[Type[Method]], Type[Method]]:
     """Class decorator: register an instance of the method class."""
 
     def deco(cls: Type[Method]) -> Type[Method]:
         if not hasattr(cls, "Hparams"):
-            from bench.spec import NoHparams
-
             cls.Hparams = NoHparams
         METHODS.add(name, cls(), description)
         return cls
@@ -106,20 +85,20 @@ def register(name: str, description: str) -> Callable[[Type[Method]], Type[Metho
 
 def get_method(name: str) -> Method:
     """The registered method ``name`` (ValueError listing choices if unknown)."""
-    discover()
-    return METHODS.get(name)
+    method: Method = METHODS.get(name)
+    return method
 
 
 @dataclass
 class RunContext:
     """What a method gets: spec, data, device, folders and the shared stages."""
 
-    spec: "RunSpec"
-    data: "DataBundle"
+    spec: RunSpec
+    data: DataBundle
     device: torch.device
     run_dir: Path
     stages_dir: Path
-    compute: "Compute"
+    compute: Compute
     info: Dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -127,31 +106,20 @@ class RunContext:
         """The method's hyperparameters."""
         return self.spec.hparams
 
-    def build_model(self, bn_affine: bool = True, seed_offset: int = 0) -> "Classifier":
+    def build_model(self, bn_affine: bool = True, seed_offset: int = 0) -> Classifier:
         """The spec's architecture from masked layers, seeded, on the device."""
-        from bench.models import ModelConfig, build_model
-
         i = self.data.info
         torch.manual_seed(self.spec.seed + seed_offset)
         cfg = ModelConfig(i.in_channels, i.num_classes, i.image_size, i.mean, i.std, self.spec.width, bn_affine)
         return build_model(self.spec.arch, cfg).to(self.device)
 
-    def train_config(self, **overrides: Any) -> "TrainConfig":
+    def train_config(self, **overrides: Any) -> TrainConfig:
         """Training settings from the spec, with per-stage overrides (epochs, lr...)."""
-        from bench.train import TrainConfig
+        return TrainConfig.from_spec(self.spec, self.data.info.augment, **overrides)
 
-        s = self.spec
-        cfg = TrainConfig(epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, optimizer=s.optimizer,
-                          momentum=s.momentum, weight_decay=s.weight_decay, lr_schedule=s.lr_schedule,
-                          trainer=s.trainer, trades_beta=s.trades_beta, eps=float(s.eps), steps=s.train_steps,
-                          step_size=s.step_size, augment=self.data.info.augment)
-        return dataclasses.replace(cfg, **overrides)
-
-    def train(self, model: nn.Module, params: List[torch.Tensor], cfg: "TrainConfig", stage_dir: Path,
-              refresh_masks: Optional[Callable[[], None]] = None, desc: str = "train") -> "TrainResult":
+    def train(self, model: nn.Module, params: List[torch.Tensor], cfg: TrainConfig, stage_dir: Path,
+              refresh_masks: Optional[Callable[[], None]] = None, desc: str = "train") -> TrainResult:
         """Run the shared training loop and add its compute to this run's total."""
-        from bench.train import train
-
         result = train(model, params, self.data, cfg, self.device, stage_dir, self.spec.seed, refresh_masks, desc)
         self.compute.add(result.compute)
         self.info.setdefault("stages", []).append({"stage": desc, "best_epoch": result.best_epoch,
@@ -160,8 +128,7 @@ class RunContext:
 
     def stage_path(self, name: str, key: Dict[str, Any]) -> Path:
         """Folder of the shared stage ``name`` keyed by the hash of ``key``."""
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
-        return self.stages_dir / f"{name}-{digest}"
+        return paths.stage_dir(self.stages_dir, name, digest(key))
 
     def shared_stage(self, name: str, key: Dict[str, Any], build: Callable[[Path], nn.Module],
                      make_empty: Callable[[], nn.Module]) -> nn.Module:
@@ -171,25 +138,24 @@ class RunContext:
         later runs with the same key load ``model.pt`` instead of training again.
         """
         stage_dir = self.stage_path(name, key)
-        final = stage_dir / "model.pt"
+        final = paths.stage_model(stage_dir)
         stage_dir.mkdir(parents=True, exist_ok=True)
         # One builder at a time: a concurrent run waits, then loads the result.
-        with FileLock(str(stage_dir / ".lock")):
+        with FileLock(str(paths.stage_lock(stage_dir))):
             if final.exists():
                 model = make_empty()
                 model.load_state_dict(torch.load(final, map_location=self.device, weights_only=True))
-                meta = json.loads((stage_dir / "stage.json").read_text())
+                meta = json.loads(paths.stage_meta(stage_dir).read_text())
                 self.info.setdefault("reused_stages", []).append(stage_dir.name)
                 self.info.setdefault("stage_compute", []).append(meta["compute"])
                 return model
-            (stage_dir / "key.json").write_text(json.dumps(key, sort_keys=True, indent=1, default=str))
+            atomic_write(paths.stage_key(stage_dir), json.dumps(key, sort_keys=True, indent=1, default=str))
             before = (self.compute.seconds, self.compute.passes)
             t0 = time.perf_counter()
             model = build(stage_dir)
             spent = {"seconds": self.compute.seconds - before[0], "passes": self.compute.passes - before[1],
                      "wall": time.perf_counter() - t0}
-            tmp = stage_dir / "model.pt.tmp"
-            torch.save(model.state_dict(), tmp)
-            (stage_dir / "stage.json").write_text(json.dumps({"compute": spent}))
-            tmp.replace(final)
+            # The compute record first: the model's existence marks the stage finished.
+            atomic_json(paths.stage_meta(stage_dir), {"compute": spent}, indent=0)
+            atomic_save(final, model.state_dict())
             return model

@@ -19,7 +19,8 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bench.tables import check_cells, format_eps, span, latest_rows
+from bench.results import format_eps
+from bench.tables import check_cells, latest_rows, span
 
 KINDS = ("sparsity", "width", "scatter")
 FONT = 10

@@ -29,39 +29,32 @@ run seed, the attack and the chunk, so an evaluation is reproducible.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import io
 import json
-import os
-import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
 
-from bench.attacks import Attack, AutoAttackRunner, EnsemblePGD, SwitchModel, make_attack
+from bench import paths
+from bench.attacks import Attack, SwitchModel, make_attack
 from bench.data import Split, to_float
-from bench.evaluate import AttackResult, _meta_flags, _probe_flags, check_budget, model_fingerprint
-
-if TYPE_CHECKING:
-    from bench.methods import EvalRequest
+from bench.evaluate import attack_chunks, attack_store_path, model_folder
+from bench.flags import after_attack_flags, meta_flags, probe_flags
+from bench.io import atomic_json, atomic_write, digest, model_fingerprint
+from bench.methods import EvalRequest
+from bench.results import AttackResult
+from bench.store import Store
 
 TRANSFER_ATTACK = "pgd20"
 
 
 def mix_seed(*parts: Any) -> int:
     """A 60-bit seed from any JSON-able parts (stable across runs and machines)."""
-    return int(hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:15], 16)
-
-
-def is_adaptive(attack: Attack) -> bool:
-    """Whether an attack accounts for the randomness (EOT gradients or the whole candidate ensemble)."""
-    return bool(getattr(attack, "uses_eot", False)) or isinstance(attack, EnsemblePGD)
+    return int(digest(list(parts), 15), 16)
 
 
 def mean_std(correct: torch.Tensor) -> Tuple[float, float]:
@@ -71,42 +64,9 @@ def mean_std(correct: torch.Tensor) -> Tuple[float, float]:
     return float(acc.mean()), std
 
 
-class DrawStore:
-    """Per-example, per-draw correctness of one evaluation item, saved atomically (npz + json)."""
-
-    def __init__(self, path: Optional[Path], draws: int, meta: Dict[str, Any]) -> None:
-        self.path, self.meta = path, dict(meta)
-        self.tried = torch.zeros(0, dtype=torch.bool)
-        self.correct = torch.zeros(draws, 0, dtype=torch.bool)
-        if path is not None and path.with_suffix(".npz").exists():
-            with np.load(path.with_suffix(".npz"), allow_pickle=False) as data:
-                self.tried, self.correct = torch.from_numpy(data["tried"].copy()), torch.from_numpy(data["correct"].copy())
-            self.meta = {**meta, **json.loads(path.with_suffix(".json").read_text())}
-
-    @property
-    def seconds(self) -> float:
-        """Seconds spent so far (all sessions)."""
-        return float(self.meta.get("seconds", 0.0))
-
-    def grow(self, n: int) -> None:
-        """Make the arrays at least ``n`` examples long."""
-        extra = n - len(self.tried)
-        if extra > 0:
-            self.tried = torch.cat([self.tried, torch.zeros(extra, dtype=torch.bool)])
-            self.correct = torch.cat([self.correct, torch.zeros(len(self.correct), extra, dtype=torch.bool)], 1)
-
-    def save(self, seconds: float) -> None:
-        """Add ``seconds`` and write arrays, then the JSON side-car."""
-        self.meta["seconds"] = self.seconds + seconds
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        np.savez(buf, tried=self.tried.numpy(), correct=self.correct.numpy())
-        for suffix, blob in ((".npz", buf.getvalue()), (".json", json.dumps(self.meta, indent=1, default=str).encode())):
-            tmp = self.path.with_name(f".{self.path.name}{suffix}.{os.getpid()}.tmp")
-            tmp.write_bytes(blob)
-            tmp.replace(self.path.with_suffix(suffix))
+def draw_store(path: Optional[Path], draws: int, meta: Dict[str, Any]) -> Store:
+    """Per-example, per-draw correctness of one evaluation item: ``tried`` (n) and ``correct`` (draws x n)."""
+    return Store(path, {"tried": (torch.bool, False, ()), "correct": (torch.bool, False, (draws,))}, meta)
 
 
 @torch.no_grad()
@@ -119,52 +79,42 @@ def draw_correct(switch: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds: Seq
     return torch.stack(rows)
 
 
-def _slug(name: str) -> str:
-    """File-name-safe name."""
-    return re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
-
-
-def _attack_digest(attack: Attack) -> str:
-    """Hash of every setting of an attack (seed included)."""
-    config = {"class": type(attack).__name__, **dataclasses.asdict(attack)}
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
 def clean_draws(switch: nn.Module, test: Split, n: int, draws: int, seed: int, device: torch.device,
-                batch_size: int, store: DrawStore) -> torch.Tensor:
+                batch_size: int, store: Store) -> torch.Tensor:
     """(draws, n) clean correctness, computing only examples not stored yet."""
     store.grow(n)
-    todo = (~store.tried[:n]).nonzero().squeeze(1)
+    todo = (~store["tried"][:n]).nonzero().squeeze(1)
     for start in range(0, len(todo), batch_size):
         sel = todo[start : start + batch_size]
         t0 = time.perf_counter()
         x, y = to_float(test.x[sel], device), test.y[sel].to(device)
-        store.correct[:, sel] = draw_correct(switch, x, y, [mix_seed(seed, "clean", d, int(sel[0])) for d in range(draws)])
-        store.tried[sel] = True
-        store.save(time.perf_counter() - t0)
-    return store.correct[:, :n].clone()
+        store["correct"][:, sel] = draw_correct(switch, x, y, [mix_seed(seed, "clean", d, int(sel[0])) for d in range(draws)])
+        store["tried"][sel] = True
+        store.add_seconds(time.perf_counter() - t0)
+        store.save()
+    return store["correct"][:, :n].clone()
 
 
 def attack_draws(switch: nn.Module, test: Split, name: str, attack: Attack, need: torch.Tensor, draws: int, seed: int,
-                 device: torch.device, batch_size: int, store: DrawStore) -> torch.Tensor:
+                 device: torch.device, batch_size: int, store: Store) -> torch.Tensor:
     """(draws, len(need)) correctness at the adversarial points of the examples in ``need`` (False elsewhere)."""
     n = len(need)
     store.grow(n)
-    todo = (need & ~store.tried[:n]).nonzero().squeeze(1)
-    eps = float(attack.settings()["eps"])
-    chunk = attack.batch_size if isinstance(attack, AutoAttackRunner) else batch_size
-    for start in range(0, len(todo), chunk):
-        sel = todo[start : start + chunk]
-        x, y = to_float(test.x[sel], device), test.y[sel].to(device)
-        t0 = time.perf_counter()
-        # The switch's draws inside the attack, then at the adversarial points, are seeded per chunk.
+    todo = (need & ~store["tried"][:n]).nonzero().squeeze(1)
+
+    # The switch's draws inside the attack, then at the adversarial points, are seeded per chunk.
+    def reseed(sel: torch.Tensor) -> None:
         switch.reseed(mix_seed(seed, "attack", name, int(sel[0])))
-        x_adv = attack(switch, x, y)
-        check_budget(x, x_adv, eps)
-        store.correct[:, sel] = draw_correct(switch, x_adv, y, [mix_seed(seed, "adv", name, d, int(sel[0])) for d in range(draws)])
-        store.tried[sel] = True
-        store.save(time.perf_counter() - t0)
-    return store.correct[:, :n] & need
+
+    for chunk in attack_chunks(switch, test, attack, todo, device, batch_size, before=reseed):
+        t0 = time.perf_counter()
+        sel = chunk.sel
+        store["correct"][:, sel] = draw_correct(switch, chunk.x_adv, chunk.y,
+                                                [mix_seed(seed, "adv", name, d, int(sel[0])) for d in range(draws)])
+        store["tried"][sel] = True
+        store.add_seconds(chunk.seconds + time.perf_counter() - t0)
+        store.save()
+    return store["correct"][:, :n] & need
 
 
 def switch_worst_case(robust: Dict[str, torch.Tensor], clean: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -236,19 +186,17 @@ def write_transfer(switch: nn.Module, test: Split, n: int, eps: float, seed: int
                    run_dir: Path, model_digest: str) -> pd.DataFrame:
     """``<run>/transfer.csv`` and ``transfer.md`` (recomputed only when examples, seed or ticket change)."""
     key = {"n": n, "eps": eps, "seed": seed, "attack": TRANSFER_ATTACK, "model": model_digest}
-    csv_path, key_path = run_dir / "transfer.csv", run_dir / "transfer.json"
+    csv_path, key_path = paths.transfer(run_dir, "csv"), paths.transfer(run_dir, "json")
     if csv_path.exists() and key_path.exists() and json.loads(key_path.read_text()) == key:
         return pd.read_csv(csv_path, index_col=0)
     frame = transfer_frame(transfer_matrix(switch, test, n, eps, seed, device), switch.sparsities)
-    for path, text in ((csv_path, frame.to_csv()), (run_dir / "transfer.md", transfer_markdown(frame, n)),
-                       (key_path, json.dumps(key, indent=1))):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+    atomic_write(csv_path, frame.to_csv())
+    atomic_write(paths.transfer(run_dir, "md"), transfer_markdown(frame, n))
+    atomic_json(key_path, key)
     return frame
 
 
-def evaluate_switch(req: "EvalRequest", draws: int, batch_size: int = 500) -> List[AttackResult]:
+def evaluate_switch(req: EvalRequest, draws: int, batch_size: int = 500) -> List[AttackResult]:
     """Every requested attack on a random switch, accuracies over ``draws`` draws, then ``worst_case``."""
     model, test, device, seed = req.model, req.data.test, req.device, req.spec.seed
     if not isinstance(model, SwitchModel):
@@ -259,14 +207,14 @@ def evaluate_switch(req: "EvalRequest", draws: int, batch_size: int = 500) -> Li
     sizes = {name: len(test.head(req.n_eval_aa if a.cascade_only else req.n_eval)) for name, a in attacks}
     n_all = max(sizes.values(), default=len(test.head(req.n_eval)))
     before = model_fingerprint(model)
-    digest = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:12]
-    folder = req.run_dir / "eval" / digest
+    folder = model_folder(paths.eval_root(req.run_dir), model)
+    assert folder is not None  # a run folder always has an evaluation cache
 
     # Clean correctness over draws, then the probe and meta checks (EOT-style randomness is expected here).
-    clean_store = DrawStore(folder / f"switch-clean-d{draws}", draws, {"what": "clean", "draws": draws})
+    clean_store = draw_store(folder / f"switch-clean-d{draws}", draws, {"what": "clean", "draws": draws})
     clean = clean_draws(model, test, n_all, draws, seed, device, batch_size, clean_store)
-    run_flags: Set[str] = _probe_flags(model, test, clean[0], device, any_eot=True) | _meta_flags(req.meta, model)
-    adaptive_any = any(is_adaptive(a) for _, a in attacks)
+    run_flags = probe_flags(model, test, clean[0], device, any_adaptive=True) | meta_flags(req.meta, model)
+    adaptive_any = any(a.adaptive for _, a in attacks)
     if not adaptive_any:
         run_flags.add("non_adaptive")
 
@@ -275,20 +223,14 @@ def evaluate_switch(req: "EvalRequest", draws: int, batch_size: int = 500) -> Li
     seconds: Dict[str, float] = {}
     for name, attack in attacks:
         n = sizes[name]
-        store = DrawStore(folder / f"switch-{_slug(name)}-{_attack_digest(attack)}-d{draws}", draws,
-                          {"attack": name, "settings": attack.settings(), "draws": draws})
+        store = draw_store(attack_store_path(folder, "switch-", name, attack, f"-d{draws}"), draws,
+                           {"attack": name, "settings": attack.settings(), "draws": draws})
         adv_ok = attack_draws(model, test, name, attack, clean[:, :n].any(0), draws, seed, device, batch_size, store)
         robust[name] = clean[:, :n] & adv_ok
         seconds[name] = store.seconds
 
     # Checks after attacking: nothing in the switch changed.
-    after = model_fingerprint(model)
-    changed = [k for k in before if after.get(k) != before[k]]
-    buffers = {k for k, _ in model.named_buffers()}
-    if any(k in buffers for k in changed) or any(m.training for m in model.modules()):
-        run_flags.add("train_mode")
-    if any(k not in buffers for k in changed):
-        run_flags.add("frozen_moved")
+    run_flags |= after_attack_flags(model, before)
     flags = tuple(sorted(run_flags))
     common = {"draws": draws, "randomized": True, "non_adaptive": not adaptive_any}
 
@@ -300,7 +242,7 @@ def evaluate_switch(req: "EvalRequest", draws: int, batch_size: int = 500) -> Li
         results.append(AttackResult(name, {**attack.settings(), "cascade": False}, n, c_mean, r_mean, seconds[name],
                                     robust[name].all(0), "alone", flags,
                                     {**common, "clean_std": round(c_std, 6), "robust_std": round(r_std, 6),
-                                     "adaptive": is_adaptive(attack)}))
+                                     "adaptive": attack.adaptive}))
     if results:
         per_draw, _choice = switch_worst_case(robust, clean)
         n = per_draw.shape[1]
@@ -313,5 +255,5 @@ def evaluate_switch(req: "EvalRequest", draws: int, batch_size: int = 500) -> Li
                                     {**common, "clean_std": round(c_std, 6), "robust_std": round(r_std, 6),
                                      "adaptive": adaptive_any}))
     # The candidates' transfer matrix on the PGD examples.
-    write_transfer(model, test, len(test.head(req.n_eval)), eps, seed, device, req.run_dir, digest)
+    write_transfer(model, test, len(test.head(req.n_eval)), eps, seed, device, req.run_dir, folder.name)
     return results

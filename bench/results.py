@@ -1,13 +1,18 @@
-"""Tidy result rows: one row per run x attack, appended atomically under a file lock."""
+"""Tidy result rows: one row per run x attack, built in one place and appended atomically under a file lock."""
 from __future__ import annotations
 
-import os
 import subprocess
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from fractions import Fraction
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import pandas as pd
+import torch
 from filelock import FileLock
+
+from bench.io import atomic_with
 
 KEY_COLUMNS = ("run_id", "attack", "n_eval", "eps", "version", "scope")
 LEADING_COLUMNS = (
@@ -16,6 +21,66 @@ LEADING_COLUMNS = (
     "clean_acc", "robust_acc", "flags", "status", "seconds", "train_seconds", "train_passes",
     "created_at", "git_commit", "torch_version", "device",
 )
+
+
+# Per-row statistics that become CSV columns when an evaluation provides them (randomised tickets).
+ROW_STATS = ("draws", "clean_std", "robust_std", "randomized", "adaptive", "non_adaptive")
+
+
+@dataclass
+class AttackResult:
+    """Outcome of one attack on the first ``n_eval`` test examples."""
+
+    attack: str
+    settings: Dict[str, Any]
+    n_eval: int
+    clean_acc: float
+    robust_acc: float
+    seconds: float
+    robust: torch.Tensor
+    scope: str = "alone"
+    flags: Tuple[str, ...] = ()
+    stats: Dict[str, Any] = field(default_factory=dict)
+
+
+def result_rows(head: Mapping[str, Any], results: Sequence[AttackResult], tail: Mapping[str, Any],
+                device: torch.device) -> List[Dict[str, Any]]:
+    """One tidy row per result: ``head`` (identity columns), the attack's settings and accuracies, ``tail``, provenance.
+
+    Tickets and zoo models both go through here, so their rows agree column for column.
+    """
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    commit = git_commit()
+    rows = []
+    for r in results:
+        s = r.settings
+        rows.append({
+            **head,
+            "attack": r.attack, "norm": s.get("norm", "Linf"), "eps": s["eps"], "steps": s.get("steps", ""),
+            "step_size": s.get("step_size", ""), "restarts": s.get("restarts", ""), "eot_samples": s.get("eot_samples", ""),
+            "version": s.get("version", ""), "scope": r.scope, "n_eval": r.n_eval, "clean_acc": round(r.clean_acc, 6),
+            "robust_acc": round(r.robust_acc, 6), **{k: r.stats[k] for k in ROW_STATS if k in r.stats},
+            "flags": ";".join(r.flags), "status": "ok", "seconds": round(r.seconds, 3),
+            **tail,
+            "created_at": now, "git_commit": commit, "torch_version": torch.__version__, "device": device.type,
+        })
+    return rows
+
+
+def format_eps(eps: float) -> str:
+    """The one eps formatter: '8/255' when eps is a whole number of 1/255 steps, else the decimal ('0.1')."""
+    steps = eps * 255
+    if abs(steps - round(steps)) < 1e-6 and round(steps) > 0:
+        return f"{int(round(steps))}/255"
+    return f"{eps:.6g}"
+
+
+def parse_eps(text: str) -> float:
+    """'8/255' or '0.1' as a float (the inverse of :func:`format_eps`)."""
+    try:
+        return float(Fraction(text.strip())) if "/" in text else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"cannot read eps {text!r} (expected e.g. '8/255' or '0.1')") from None
 
 
 def git_commit() -> str:
@@ -60,9 +125,7 @@ def append_rows(csv_path: Path, rows: List[Dict[str, Any]]) -> int:
             return 0
         merged = pd.concat([old, pd.DataFrame(new)], ignore_index=True).fillna("")
         merged = merged[_ordered(list(merged.columns))]
-        tmp = csv_path.with_name(f".{csv_path.name}.{os.getpid()}.tmp")
-        merged.to_csv(tmp, index=False)
-        os.replace(tmp, csv_path)
+        atomic_with(csv_path, lambda tmp: merged.to_csv(tmp, index=False))
         return len(new)
 
 

@@ -11,19 +11,23 @@ run.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
-import typing
-from dataclasses import dataclass, field, fields
-from typing import Any, Dict, Mapping, Optional, Tuple, Type
+from dataclasses import dataclass, fields
+from typing import Any, Dict, Mapping, Optional, Tuple
 
-import yaml
+from bench.attacks import ATTACKS
+from bench.config import build_dataclass, check_choices, non_default, spec_field
+from bench.data import DATASETS, DATA_SOURCES, dataset_info, resolve_source
+from bench.io import digest
+from bench.models import MODELS
+from bench.registry import Registry
+from bench.trainers import TRAINERS
 
-
-def _f(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field with a help text (shown by ``bench run --help``)."""
-    return field(default=default, metadata={"help": help, **kw})
+# The method registry: every module of these packages registers its method (see bench/methods.py).
+METHODS: Registry[Any] = Registry("method", plugins=("tickets", "baselines"))
+OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("cosine", "step", "constant")
+_f = spec_field
 
 
 @dataclass(frozen=True)
@@ -35,21 +39,22 @@ class NoHparams:
 class RunSpec:
     """Everything that defines one run; each field is a CSV key column."""
 
-    method: str = _f("rst", "ticket-finding method (see `bench list`)")
-    dataset: str = _f("fashion-mnist", "dataset (see `bench list`)")
-    data_source: str = _f("auto", "auto | embedded | full: 'auto' uses the embedded subset when the dataset ships one")
-    arch: str = _f("convnet", "architecture (see `bench list`)")
+    method: str = _f("rst", "ticket-finding method (see `bench list`)", choices=METHODS)
+    dataset: str = _f("fashion-mnist", "dataset (see `bench list`)", choices=DATASETS)
+    data_source: str = _f("auto", "auto | embedded | full: 'auto' uses the embedded subset when the dataset ships one",
+                          choices=DATA_SOURCES)
+    arch: str = _f("convnet", "architecture (see `bench list`)", choices=MODELS)
     width: float = _f(0.5, "width multiplier on every layer's channels/units (1.0 = the standard net; the default 0.5 keeps the default run CPU-sized)")
     sparsity: float = _f(0.9, "target fraction of ZEROS among prunable weights, in [0, 1): 0.9 keeps 10%")
     seed: int = _f(0, "random seed (weights, data order, validation split, attack starts)")
     epochs: int = _f(8, "training epochs of the method's main stage")
     batch_size: int = _f(128, "training batch size (examples)")
-    optimizer: str = _f("sgd", "sgd | adam")
+    optimizer: str = _f("sgd", "sgd | adam", choices=OPTIMIZERS)
     lr: float = _f(0.1, "initial learning rate")
     momentum: float = _f(0.9, "SGD momentum")
     weight_decay: float = _f(5e-4, "weight decay (L2), applied to trained tensors")
-    lr_schedule: str = _f("cosine", "cosine | step (x0.1 at 50% and 75% of epochs) | constant")
-    trainer: str = _f("pgd", "adversarial training loss: pgd (Madry) | trades | clean")
+    lr_schedule: str = _f("cosine", "cosine | step (x0.1 at 50% and 75% of epochs) | constant", choices=LR_SCHEDULES)
+    trainer: str = _f("pgd", "adversarial training loss (see `bench list`): pgd (Madry) | trades | clean", choices=TRAINERS)
     trades_beta: float = _f(6.0, "TRADES beta (only with --trainer trades)")
     eps: Optional[float] = _f(None, "L-inf budget in [0,1] pixel units; default per dataset (0.1 Fashion-MNIST, 0.3 MNIST, 8/255 CIFAR/SVHN)")
     train_steps: int = _f(7, "PGD steps used to craft training examples")
@@ -63,16 +68,10 @@ class RunSpec:
     hparams: Any = _f(None, "method-specific hyperparameters (a dataclass; flags listed below)")
 
     def __post_init__(self) -> None:
-        from bench.methods import get_method
-
-        # Validate user input with clear errors (never asserts).
-        method = get_method(self.method)
-        from bench.data import dataset_info, resolve_source
-        from bench.models import MODELS
-
-        dataset_info(self.dataset)
+        # Validate user input with clear errors (never asserts): choices first, then ranges.
+        check_choices(self)
+        method = METHODS.get(self.method)
         resolve_source(self.dataset, self.data_source)
-        MODELS.get(self.arch)
         _check(isinstance(self.sparsity, (int, float)) and math.isfinite(self.sparsity) and 0.0 <= self.sparsity < 1.0,
                f"sparsity must be in [0, 1) (fraction of zeros), got {self.sparsity}")
         _check(self.width > 0 and math.isfinite(self.width), f"width must be > 0, got {self.width}")
@@ -86,13 +85,8 @@ class RunSpec:
         _check(self.n_train >= 0, f"n_train must be >= 0, got {self.n_train}")
         _check(self.n_eval >= 0, f"n_eval must be >= 0, got {self.n_eval}")
         _check(self.n_eval_aa is None or self.n_eval_aa >= 0, f"n_eval_aa must be >= 0, got {self.n_eval_aa}")
-        _check(self.optimizer in ("sgd", "adam"), f"unknown optimizer {self.optimizer!r}; choices: sgd, adam")
-        _check(self.lr_schedule in ("cosine", "step", "constant"), f"unknown lr_schedule {self.lr_schedule!r}; choices: cosine, step, constant")
-        _check(self.trainer in ("pgd", "trades", "clean"), f"unknown trainer {self.trainer!r}; choices: pgd, trades, clean")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                f"unknown device {self.device!r}; choices: auto, cpu, cuda, cuda:N")
-        from bench.attacks import ATTACKS
-
         if isinstance(self.eval_attacks, str):
             object.__setattr__(self, "eval_attacks", tuple(a for a in self.eval_attacks.split(",") if a))
         for name in self.eval_attacks:
@@ -104,12 +98,11 @@ class RunSpec:
             object.__setattr__(self, "hparams", build_dataclass(method.Hparams, self.hparams, f"{self.method} hparams"))
         elif not isinstance(self.hparams, method.Hparams):
             raise ValueError(f"hparams for {self.method!r} must be {method.Hparams.__name__}, got {type(self.hparams).__name__}")
+        check_choices(self.hparams, self.method)
         method.validate(self)
 
     def resolve(self) -> "RunSpec":
         """Fill dataset-dependent defaults (eps) so the stored spec is explicit."""
-        from bench.data import dataset_info
-
         if self.eps is None:
             return dataclasses.replace(self, eps=dataset_info(self.dataset).default_eps)
         return self
@@ -136,7 +129,7 @@ class RunSpec:
             value = getattr(self, f.name)
             if value != f.default:
                 out[f.name] = value
-        hp = {f.name: getattr(self.hparams, f.name) for f in fields(self.hparams) if getattr(self.hparams, f.name) != f.default}
+        hp = non_default(self.hparams)
         if hp:
             out["hparams"] = hp
         return out
@@ -144,8 +137,7 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         """Stable short hash of the canonical spec; names the run folder."""
-        blob = json.dumps(self.canonical(), sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return digest(self.canonical())
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "RunSpec":
@@ -157,73 +149,3 @@ def _check(ok: bool, message: str) -> None:
     """Raise ``ValueError(message)`` unless ``ok``."""
     if not ok:
         raise ValueError(message)
-
-
-def field_types(cls: Type[Any]) -> Dict[str, Any]:
-    """Resolved type annotations of a dataclass."""
-    return typing.get_type_hints(cls)
-
-
-def coerce(value: Any, tp: Any, name: str) -> Any:
-    """Convert a YAML/CLI value to the annotated type, with a clear error."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin is typing.Union and type(None) in args:
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
-            return None
-        inner = [a for a in args if a is not type(None)][0]
-        return coerce(value, inner, name)
-    if origin in (tuple, Tuple):
-        items = value.split(",") if isinstance(value, str) else list(value)
-        return tuple(str(i).strip() for i in items if str(i).strip())
-    try:
-        if tp is bool:
-            if isinstance(value, str):
-                if value.lower() in ("true", "yes", "1"):
-                    return True
-                if value.lower() in ("false", "no", "0"):
-                    return False
-                raise ValueError
-            return bool(value)
-        if tp is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if tp is float:
-            return float(value)
-        if tp is str:
-            return str(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: cannot read {value!r} as {getattr(tp, '__name__', tp)}") from None
-    return value
-
-
-def build_dataclass(cls: Type[Any], data: Mapping[str, Any], what: str) -> Any:
-    """Instantiate ``cls`` from ``data``; unknown keys raise ``ValueError``."""
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{what} must be a mapping, got {type(data).__name__}")
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"unknown {what} key(s): {', '.join(map(str, unknown))}; allowed: {', '.join(sorted(names))}")
-    types = field_types(cls)
-    kwargs = {k: (v if k == "hparams" else coerce(v, types[k], k)) for k, v in data.items()}
-    return cls(**kwargs)
-
-
-def load_yaml(path: str) -> Dict[str, Any]:
-    """Read a YAML preset with the safe loader; it must be a mapping."""
-    try:
-        with open(path) as fh:
-            data = yaml.safe_load(fh)
-    except FileNotFoundError:
-        raise ValueError(f"config file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValueError(f"config {path} must be a YAML mapping of spec fields")
-    return data

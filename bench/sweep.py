@@ -17,10 +17,8 @@ from __future__ import annotations
 import abc
 import argparse
 import dataclasses
-import importlib
 import itertools
 import os
-import pkgutil
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -30,8 +28,12 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import pandas as pd
 from tqdm.auto import tqdm
 
+from bench import paths
+from bench.config import load_yaml
+from bench.harness import run_spec
+from bench.io import atomic_with, atomic_write
 from bench.registry import Registry
-from bench.spec import RunSpec, load_yaml
+from bench.spec import RunSpec
 
 SWEEP_KEYS = ("name", "description", "fixed", "grid")
 STATUS_COLUMNS = ("run_id", "status", "seconds", "error", "method", "dataset", "arch", "width", "sparsity", "seed")
@@ -207,8 +209,7 @@ def is_done(spec: RunSpec, out: Union[str, Path], pairs: Optional[Set[Tuple[str,
     ``pairs`` (from :func:`finished_pairs`) saves re-reading runs.csv for each spec.
     """
     spec = spec.resolve()
-    run_dir = Path(out) / "runs" / spec.run_id
-    if not ((run_dir / "ticket.pt").exists() and (run_dir / "meta.json").exists()):
+    if not paths.ticket_finished(paths.run_dir(out, spec.run_id)):
         return False
     pairs = finished_pairs(out) if pairs is None else pairs
     return all((spec.run_id, attack) in pairs for attack in spec.eval_attacks)
@@ -223,16 +224,12 @@ def run_job(job: SweepJob) -> JobResult:
 
     The full traceback is written to ``<out>/runs/<run_id>/error.txt``.
     """
-    from bench import harness
-
     t0 = time.perf_counter()
     run_id = job.spec.run_id
     try:
-        rows = harness.run_spec(job.spec, job.out, job.data_root, show=False)
+        rows = run_spec(job.spec, job.out, job.data_root, show=False)
     except Exception as exc:  # noqa: BLE001 - recorded as a failed run, the sweep goes on
-        run_dir = Path(job.out) / "runs" / run_id
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "error.txt").write_text(traceback.format_exc())
+        atomic_write(paths.error(paths.run_dir(job.out, run_id)), traceback.format_exc())
         message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
         return JobResult(job.index, run_id, "failed", time.perf_counter() - t0, error=message)
     return JobResult(job.index, run_id, "done", time.perf_counter() - t0, rows_added=len(rows))
@@ -264,20 +261,16 @@ class Executor(abc.ABC):
         """Run every job; yield each result when it is known (any order)."""
 
 
-EXECUTORS: Registry[Type[Executor]] = Registry("executor")
+EXECUTORS: Registry[Type[Executor]] = Registry("executor", plugins=("bench.executors",))
 
 
 def discover_executors() -> None:
-    """Import every module of ``bench.executors`` (each registers its executor)."""
-    import bench.executors
-
-    for info in pkgutil.iter_modules(bench.executors.__path__):
-        importlib.import_module(f"bench.executors.{info.name}")
+    """Import every module of ``bench.executors`` (each registers its executor; once)."""
+    EXECUTORS.discover()
 
 
 def get_executor(name: str) -> Type[Executor]:
     """The executor class registered as ``name`` (ValueError listing choices)."""
-    discover_executors()
     return EXECUTORS.get(name)
 
 
@@ -292,10 +285,8 @@ def _status_path(out: Path, name: str) -> Path:
 
 def _write_status(path: Path, table: Dict[str, Dict[str, Any]]) -> None:
     """Atomically rewrite the sweep status CSV."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pd.DataFrame(list(table.values()), columns=list(STATUS_COLUMNS)).to_csv(tmp, index=False)
-    tmp.replace(path)
+    frame = pd.DataFrame(list(table.values()), columns=list(STATUS_COLUMNS))
+    atomic_with(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def _status_row(spec: RunSpec, status: str, seconds: float = 0.0, error: str = "") -> Dict[str, Any]:

@@ -18,13 +18,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import pandas as pd
 
-from bench.results import read_rows
+from bench.results import format_eps, read_rows
 
 # Columns that define a run (besides the row/column keys and the seed); a table cell
 # must not mix values of these.
@@ -127,14 +126,6 @@ def check_cells(rows: pd.DataFrame, keys: List[str]) -> None:
         hint = "; ".join(f"{c} in {v}" for c, v in examples.items())
         raise ValueError(f"table cells would mix runs that differ in {', '.join(varying)} ({hint}); "
                          f"filter with --where (e.g. --where {varying[0]}={examples[varying[0]][0]})")
-
-
-def format_eps(eps: float) -> str:
-    """8/255-style when eps is a small fraction of 255, else the decimal."""
-    frac = Fraction(eps).limit_denominator(255)
-    if frac.denominator == 255 and math.isclose(float(frac), eps, rel_tol=1e-6):
-        return f"{frac.numerator}/255"
-    return f"{eps:g}"
 
 
 def span(values: pd.Series, unit: str = "") -> str:

@@ -14,24 +14,38 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from bench import paths
 from bench.attacks import PGD
 from bench.data import DataBundle, Split, batches
+from bench.io import atomic_save
+from bench.spec import RunSpec
+from bench.trainers import TRAINERS
 
 
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN/inf or exploded."""
 
 
+# RunSpec fields a training stage reads; TrainConfig has a field of the same name for each.
+SPEC_TRAIN_FIELDS = ("epochs", "lr", "batch_size", "optimizer", "momentum", "weight_decay", "lr_schedule",
+                     "trainer", "trades_beta", "eps", "train_steps", "train_step_size")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation and training-attack settings of one stage."""
+    """Optimisation and training-attack settings of one stage: the spec's training fields, resolved.
+
+    Built with :meth:`from_spec` (every field named in ``SPEC_TRAIN_FIELDS``
+    is read from the spec under the same name; ``eps`` and
+    ``train_step_size`` resolved to numbers); a stage overrides some with
+    ``dataclasses.replace`` (epochs, lr...).
+    """
 
     epochs: int
     lr: float
@@ -43,10 +57,19 @@ class TrainConfig:
     trainer: str = "pgd"
     trades_beta: float = 6.0
     eps: float = 0.1
-    steps: int = 7
-    step_size: float = 0.025
+    train_steps: int = 7
+    train_step_size: float = 0.025
     augment: bool = False
     n_val: int = 1000
+
+    @classmethod
+    def from_spec(cls, spec: RunSpec, augment: bool, **overrides: Any) -> "TrainConfig":
+        """The stage settings of ``spec`` (resolved eps and step size), with per-stage overrides."""
+        resolved = spec.resolve()
+        values = {name: getattr(resolved, name) for name in SPEC_TRAIN_FIELDS}
+        values["eps"] = float(resolved.eps)
+        values["train_step_size"] = resolved.step_size
+        return dataclasses.replace(cls(**values, augment=augment), **overrides)
 
 
 @dataclass
@@ -90,48 +113,21 @@ def _optimizer(params: List[torch.Tensor], cfg: TrainConfig) -> torch.optim.Opti
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def _trades_adv(model: nn.Module, x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
-    """TRADES inner maximisation: PGD on KL(f(x') || f(x))."""
-    with torch.no_grad():
-        p_clean = F.softmax(model(x), 1)
-    x_adv = (x + 0.001 * torch.randn(x.shape, generator=gen).to(x.device)).clamp(0, 1)
-    for _ in range(cfg.steps):
-        x_adv.requires_grad_(True)
-        kl = F.kl_div(F.log_softmax(model(x_adv), 1), p_clean, reduction="sum")
-        grad = torch.autograd.grad(kl, x_adv)[0]
-        x_adv = x_adv.detach() + cfg.step_size * grad.sign()
-        x_adv = torch.min(torch.max(x_adv, x - cfg.eps), x + cfg.eps).clamp(0, 1)
-    return x_adv.detach()
-
-
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,
                cfg: TrainConfig, attack: PGD, gen: torch.Generator) -> Tuple[float, int]:
-    """One optimiser step: craft training examples (eval mode), then update (train mode).
+    """One optimiser step: the trainer crafts training inputs (eval mode), then the update (train mode).
 
     Returns the loss and the forward+backward example passes spent. A
     non-finite loss is returned before any update, so the caller can stop.
     """
+    trainer = TRAINERS.get(cfg.trainer)
     # Inner maximisation on the current (masked) network.
     model.eval()
-    passes = 0
-    if cfg.trainer == "pgd" and cfg.steps > 0:
-        x_in = attack(model, x, y)
-        passes += len(x) * cfg.steps
-    elif cfg.trainer == "trades" and cfg.steps > 0:
-        x_in = _trades_adv(model, x, cfg, gen)
-        passes += len(x) * (cfg.steps + 1)
-    else:
-        x_in = x
+    x_in, passes = trainer.craft(model, x, y, cfg, attack, gen)
     # Outer minimisation on the trainable tensors.
     model.train()
-    if cfg.trainer == "trades":
-        logits = model(x)
-        loss = F.cross_entropy(logits, y) + cfg.trades_beta * F.kl_div(
-            F.log_softmax(model(x_in), 1), F.softmax(logits, 1), reduction="batchmean")
-        passes += 2 * len(x)
-    else:
-        loss = F.cross_entropy(model(x_in), y)
-        passes += len(x)
+    loss, loss_passes = trainer.loss(model, x, x_in, y, cfg)
+    passes += loss_passes
     if not torch.isfinite(loss):
         return float(loss.item()), passes
     opt.zero_grad(set_to_none=True)
@@ -147,6 +143,11 @@ def accuracy(model: nn.Module, split: Split, device: torch.device, batch_size: i
     for x, y in batches(split, batch_size, device):
         correct += int((model(x).argmax(1) == y).sum())
     return correct / max(1, len(split))
+
+
+def training_attack(cfg: TrainConfig, seed: int) -> PGD:
+    """The training PGD of a stage: the last iterate of ``train_steps`` steps (no early stop)."""
+    return PGD(cfg.eps, steps=max(cfg.train_steps, 1), step_size=cfg.train_step_size, early_stop=False, seed=seed)
 
 
 def robust_accuracy(model: nn.Module, split: Split, attack: Callable, device: torch.device, batch_size: int = 500) -> float:
@@ -176,13 +177,13 @@ def train(
     optimiser step and once before evaluation.
     """
     stage_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = stage_dir / "last.pt"
+    ckpt_path = paths.checkpoint(stage_dir)
     refresh = refresh_masks or (lambda: None)
     opt = _optimizer(params, cfg)
     steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
     sched = _scheduler(opt, cfg, steps_per_epoch)
-    attack = PGD(cfg.eps, steps=cfg.steps, step_size=cfg.step_size, early_stop=False, seed=seed)
-    val_attack = PGD(cfg.eps, steps=max(cfg.steps, 1), step_size=cfg.step_size, seed=seed + 1)
+    attack = training_attack(cfg, seed)
+    val_attack = PGD(cfg.eps, steps=max(cfg.train_steps, 1), step_size=cfg.train_step_size, seed=seed + 1)
     val = data.val.head(cfg.n_val)
     compute = Compute()
     history: List[Dict[str, float]] = []
@@ -220,18 +221,16 @@ def train(
         refresh()
         model.eval()
         val_clean = accuracy(model, val, device)
-        val_robust = robust_accuracy(model, val, val_attack, device) if cfg.trainer != "clean" else val_clean
+        val_robust = robust_accuracy(model, val, val_attack, device) if TRAINERS.get(cfg.trainer).adversarial else val_clean
         compute.seconds += time.perf_counter() - t0
         history.append({"epoch": epoch, "loss": sum(losses) / max(1, len(losses)), "val_clean": val_clean, "val_robust": val_robust})
         if val_robust > best["val_robust"]:
             best = {"epoch": epoch, "val_robust": val_robust, "val_clean": val_clean}
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         # Atomic per-epoch checkpoint (resume point).
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "best_state": best_state, "epoch": epoch, "best": best, "seconds": compute.seconds,
-                    "passes": compute.passes, "history": history}, tmp)
-        tmp.replace(ckpt_path)
+        atomic_save(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                                "best_state": best_state, "epoch": epoch, "best": best, "seconds": compute.seconds,
+                                "passes": compute.passes, "history": history})
 
     model.load_state_dict(best_state)
     refresh()

@@ -19,14 +19,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
-import hashlib
 import importlib
 import json
 import pickle
 import sys
 import warnings
-from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
@@ -35,11 +33,15 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from bench.data import Split
-from bench.evaluate import AttackResult, evaluate, worst_case
-from bench.harness import autoattack_examples
+from bench import paths
+from bench.attacks import ATTACKS
+from bench.config import spec_field
+from bench.data import Split, load_data
+from bench.evaluate import evaluate, with_worst_case
+from bench.harness import autoattack_examples, resolve_device
+from bench.io import atomic_json, digest
 from bench.masking import MaskedMixin
-from bench.results import append_rows, git_commit
+from bench.results import AttackResult, append_rows, result_rows
 
 INSTALL_HINT = "pip install -e '.[robustbench]'  (see docs/robustbench.md)"
 EVAL_DATASETS = ("cifar10", "cifar100")
@@ -202,9 +204,7 @@ def weight_sparsity(model: nn.Module) -> Tuple[float, Dict[str, float], int]:
     return zeros / max(total, 1), per_layer, total
 
 
-def _f(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field with a help text."""
-    return field(default=default, metadata={"help": help, **kw})
+_f = spec_field
 
 
 @dataclass(frozen=True)
@@ -222,8 +222,6 @@ class ZooSpec:
     device: str = _f("auto", "auto | cpu | cuda | cuda:N", runtime=True)
 
     def __post_init__(self) -> None:
-        from bench.attacks import ATTACKS
-
         # Validate user input with clear errors (never asserts).
         if isinstance(self.attacks, str):
             object.__setattr__(self, "attacks", tuple(a for a in self.attacks.split(",") if a))
@@ -245,8 +243,7 @@ class ZooSpec:
     @property
     def run_id(self) -> str:
         """Stable short hash of the identity fields; names the evaluation folder."""
-        blob = json.dumps(self.canonical(), sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return digest(self.canonical())
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain JSON-able dict of every field."""
@@ -255,38 +252,22 @@ class ZooSpec:
 
 def _measure(model: nn.Module, run_dir: Path, spec: ZooSpec) -> Dict[str, Any]:
     """Stage 1: measured sparsity and size of the loaded model (cached in ``meta.json``)."""
-    meta_path = run_dir / "meta.json"
+    meta_path = paths.meta(run_dir)
     if meta_path.exists():
         return json.loads(meta_path.read_text())
     sparsity, per_layer, n_weights = weight_sparsity(model)
     meta = {"model": spec.model, "arch": type(model).__name__, "measured_sparsity": sparsity, "layer_sparsity": per_layer,
             "n_weights": n_weights, "n_params": sum(p.numel() for p in model.parameters())}
-    tmp = meta_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    tmp.replace(meta_path)
+    atomic_json(meta_path, meta)
     return meta
 
 
 def zoo_rows(spec: ZooSpec, meta: Dict[str, Any], results: List[AttackResult], device: torch.device) -> List[Dict[str, Any]]:
-    """Tidy rows like the harness's, with ``method`` = zoo and no target sparsity."""
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    rows = []
-    for r in results:
-        s = r.settings
-        # Sanity flags exist once the evaluation suite records them; older results carry none.
-        flags = ";".join(getattr(r, "flags", ()))
-        rows.append({
-            "run_id": spec.run_id, "method": "zoo", "dataset": spec.dataset, "arch": meta["arch"], "width": "",
-            "target_sparsity": "", "measured_sparsity": round(meta["measured_sparsity"], 6), "seed": spec.seed,
-            "attack": r.attack, "norm": s.get("norm", "Linf"), "eps": s["eps"], "steps": s.get("steps", ""),
-            "step_size": s.get("step_size", ""), "restarts": s.get("restarts", ""), "eot_samples": s.get("eot_samples", ""),
-            "version": s.get("version", ""), "n_eval": r.n_eval, "clean_acc": round(r.clean_acc, 6),
-            "robust_acc": round(r.robust_acc, 6), "flags": flags, "status": "ok", "seconds": round(r.seconds, 3),
-            "train_seconds": "", "train_passes": "", "model": spec.model, "threat": spec.threat,
-            "n_params": meta["n_params"], "created_at": now, "git_commit": git_commit(),
-            "torch_version": torch.__version__, "device": device.type,
-        })
-    return rows
+    """Tidy rows like a ticket's (the same row builder), with ``method`` = zoo and no target sparsity."""
+    head = {"run_id": spec.run_id, "method": "zoo", "dataset": spec.dataset, "arch": meta["arch"], "width": "",
+            "target_sparsity": "", "measured_sparsity": round(meta["measured_sparsity"], 6), "seed": spec.seed}
+    tail = {"train_seconds": "", "train_passes": "", "model": spec.model, "threat": spec.threat, "n_params": meta["n_params"]}
+    return result_rows(head, results, tail, device)
 
 
 def run_zoo(spec: ZooSpec, out: Union[str, Path], model_dir: Union[str, Path], *, test: Optional[Split] = None,
@@ -295,31 +276,25 @@ def run_zoo(spec: ZooSpec, out: Union[str, Path], model_dir: Union[str, Path], *
 
     ``test`` replaces the dataset's test split (an in-memory split of uint8 images).
     """
-    from bench.harness import resolve_device
-
     # Inputs: device, model, test data.
     out = Path(out)
     device = resolve_device(spec.device)
     model = load_zoo_model(spec.model, model_dir, spec.dataset, spec.threat, download).to(device)
     if test is None:
-        from bench.data import load_data
-
         test = load_data(spec.dataset, "full", data_root).test
-    run_dir = out / "zoo" / spec.run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "spec.json").write_text(json.dumps(spec.to_dict(), indent=1))
+    run_dir = paths.zoo_dir(out, spec.run_id)
+    atomic_json(paths.spec(run_dir), spec.to_dict())
     # Stages: sparsity, then every attack (each cached), then the worst case.
     meta = _measure(model, run_dir, spec)
     n_aa = autoattack_examples(spec.n_eval_aa, spec.n_eval, device)
-    results = evaluate(model, test, spec.attacks, spec.eps, spec.n_eval, n_aa, device, run_dir / "eval", seed=spec.seed)
-    wc = worst_case(results)
-    results = results + ([wc] if wc is not None and len(results) > 1 else [])
+    results = with_worst_case(evaluate(model, test, spec.attacks, spec.eps, spec.n_eval, n_aa, device,
+                                       paths.eval_root(run_dir), seed=spec.seed))
     rows = zoo_rows(spec, meta, results, device)
-    added = append_rows(out / "runs.csv", rows)
+    added = append_rows(paths.runs_csv(out), rows)
     df = pd.DataFrame(rows)
     if show:
         head = (f"zoo {spec.run_id}  model={spec.model} ({meta['arch']}, {meta['n_params']} params) dataset={spec.dataset} "
                 f"measured sparsity={meta['measured_sparsity']:.4f} eps={spec.eps:.4g}")
         table = df[["attack", "n_eval", "clean_acc", "robust_acc", "seconds"]].to_string(index=False, float_format=lambda v: f"{v:.4f}")
-        print(f"{head}\n{table}\n{added} new row(s) -> {out / 'runs.csv'}")
+        print(f"{head}\n{table}\n{added} new row(s) -> {paths.runs_csv(out)}")
     return df

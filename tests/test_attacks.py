@@ -143,7 +143,7 @@ def test_autoattack_breakdown_names_the_breaking_sub_attack() -> None:
     model, x, y = tiny()
     runner = make_attack("autoattack", EPS)
     assert isinstance(runner, AutoAttackRunner)
-    x_adv, broken_by = runner.run_detailed(model, x, y)
+    x_adv, broken_by = runner.detailed(model, x, y)
     hit = broken_by >= 0
     assert bool(fooled(model, x_adv, y)[hit].all())
     assert torch.equal(x_adv[~hit], x[~hit])

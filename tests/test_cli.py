@@ -79,9 +79,11 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 BAD_INPUTS = {
-    "unknown method": (["--method", "magic"], "unknown method 'magic'; choices:"),
-    "unknown dataset": (["--dataset", "imagenet"], "unknown dataset 'imagenet'; choices:"),
-    "unknown arch": (["--arch", "vgg99"], "unknown arch 'vgg99'; choices:"),
+    # Choices come from the registries through argparse, which names the flag and lists them.
+    "unknown method": (["--method", "magic"], "argument --method: invalid choice: 'magic' (choose from 'alth'"),
+    "unknown dataset": (["--dataset", "imagenet"], "argument --dataset: invalid choice: 'imagenet' (choose from 'cifar10'"),
+    "unknown arch": (["--arch", "vgg99"], "argument --arch: invalid choice: 'vgg99' (choose from 'convnet'"),
+    "unknown trainer": (["--trainer", "mart"], "argument --trainer: invalid choice: 'mart' (choose from 'clean'"),
     "unknown attack": (["--eval-attacks", "pgd20,zoo"], "unknown attack 'zoo'; choices:"),
     "sparsity 1": (["--sparsity", "1"], "sparsity must be in [0, 1)"),
     "sparsity nan": (["--sparsity", "nan"], "sparsity must be in [0, 1)"),

@@ -13,8 +13,12 @@ import torch.nn.functional as F
 from bench.attacks import PGD, AutoAttackRunner, make_attack
 from bench.cli import main
 from bench.data import Split, load_data, to_float
-from bench.evaluate import (FLAG_DESCRIPTIONS, AttackStore, AttackResult, _row_flags, evaluate, frozen_fingerprint,
-                            robust_flags, worst_case)
+from bench.evaluate import attack_store, evaluate, robust_flags, worst_case
+from bench.flags import FLAG_DESCRIPTIONS
+from bench.flags import row_flags as _row_flags
+from bench.masking import frozen_fingerprint
+from bench.results import AttackResult
+from bench.store import Store
 from bench.harness import summary
 from bench.models import ModelConfig, build_model
 
@@ -103,8 +107,8 @@ def test_rerun_repeats_no_attack(trained: Tuple[nn.Module, Split], tmp_path: Pat
     """A finished evaluation is read back from the run folder without attacking again."""
     model, test = trained
     first = evaluate(model, test, CASCADE, EPS, 100, 100, CPU, tmp_path)
-    CallCounter(monkeypatch, PGD, "__call__", fail_after=0)
-    CallCounter(monkeypatch, AutoAttackRunner, "run_detailed", fail_after=0)
+    CallCounter(monkeypatch, PGD, "perturb", fail_after=0)
+    CallCounter(monkeypatch, AutoAttackRunner, "perturb_detailed", fail_after=0)
     again = evaluate(model, test, CASCADE, EPS, 100, 100, CPU, tmp_path)
     for a, b in zip(first, again):
         assert (a.attack, a.robust_acc, a.scope) == (b.attack, b.robust_acc, b.scope)
@@ -118,11 +122,11 @@ def test_interrupted_evaluation_resumes_where_it_stopped(trained: Tuple[nn.Modul
     reference = evaluate(model, test, ["pgd20"], EPS, 120, 120, CPU, tmp_path / "ref", batch_size=16)
     chunks = -(-int(reference[0].stats["n_attacked"]) // 16)
     with monkeypatch.context() as m:
-        CallCounter(m, PGD, "__call__", fail_after=2)
+        CallCounter(m, PGD, "perturb", fail_after=2)
         with pytest.raises(KeyboardInterrupt):
             evaluate(model, test, ["pgd20"], EPS, 120, 120, CPU, tmp_path / "run", batch_size=16)
     with monkeypatch.context() as m:
-        counter = CallCounter(m, PGD, "__call__")
+        counter = CallCounter(m, PGD, "perturb")
         resumed = evaluate(model, test, ["pgd20"], EPS, 120, 120, CPU, tmp_path / "run", batch_size=16)
     assert counter.calls == chunks - 2
     assert torch.equal(resumed[0].robust, reference[0].robust)
@@ -134,13 +138,13 @@ def test_more_examples_attack_only_the_new_ones(trained: Tuple[nn.Module, Split]
     model, test = trained
     small = evaluate(model, test, ["pgd20"], EPS, 50, 50, CPU, tmp_path)
     seen: List[int] = []
-    original = PGD.__call__
+    original = PGD.perturb
 
     def spy(attack: PGD, m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         seen.append(len(x))
         return original(attack, m, x, y)
 
-    monkeypatch.setattr(PGD, "__call__", spy)
+    monkeypatch.setattr(PGD, "perturb", spy)
     big = evaluate(model, test, ["pgd20"], EPS, 80, 80, CPU, tmp_path)
     new_correct = int(big[0].stats["n_attacked"] - small[0].stats["n_attacked"])
     assert sum(seen) == new_correct
@@ -251,9 +255,9 @@ def frozen_fingerprint_layers(model: nn.Module) -> Iterator[nn.Module]:
     return (layer for _name, layer in prunable_layers(model))
 
 
-def _store(tried: List[bool], robust: List[bool], broken_by: List[int]) -> AttackStore:
+def _store(tried: List[bool], robust: List[bool], broken_by: List[int]) -> Store:
     """An in-memory store with given per-example outcomes."""
-    store = AttackStore(None, {})
+    store = attack_store(None, "pgd20", make_attack("pgd20", EPS))
     store.grow(len(tried))
     store["tried"][:] = torch.tensor(tried)
     store["robust"][:] = torch.tensor(robust)

@@ -11,13 +11,13 @@ import torch.nn as nn
 
 from bench.harness import find_or_load_ticket
 from bench.masking import n_zeros_for, prunable_layers
-from bench.methods import METHODS, RunContext, discover
+from bench.methods import RunContext
+from bench.spec import METHODS
 from bench.models import init_signed_kaiming_constant
 from bench.spec import RunSpec
 from bench.train import Compute
 from tickets.alth import level_sparsities, load_masks, prune_and_rewind
 
-discover()
 TINY: Dict[str, Any] = dict(arch="mlp", width=0.1, n_train=200, epochs=1, train_steps=1, batch_size=100,
                             eval_attacks=("pgd20",), n_eval=50, device="cpu")
 SPARSITY = {"dense-at": 0.0, "alth": 0.36}
@@ -26,8 +26,8 @@ SPARSITY = {"dense-at": 0.0, "alth": 0.36}
 def run(out: Path, **fields: Any) -> Tuple[nn.Module, Dict[str, Any], Path]:
     """Find (or load) the ticket of a tiny spec; returns model, meta and run folder."""
     spec = RunSpec(**{**TINY, **fields})
-    _spec, _data, _device, run_dir, model, meta = find_or_load_ticket(spec, out)
-    return model, meta, run_dir
+    ticket = find_or_load_ticket(spec, out)
+    return ticket.model, ticket.meta, ticket.run_dir
 
 
 def weights(model: nn.Module) -> Dict[str, torch.Tensor]:

@@ -143,7 +143,8 @@ def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_k1_ticket_loads_and_equals_the_rst_run(out: Path, tiny_bundle: DataBundle) -> None:
     """An R2S run with one candidate reuses the rst run; the saved switch gives the RST's logits exactly."""
     spec = RunSpec(**TINY, method="r2s", sparsity=0.7, hparams={"candidates": (0.7,)})
-    _s, data, _d, run_dir, _m, meta = find_or_load_ticket(spec, out)
+    ticket = find_or_load_ticket(spec, out)
+    data, run_dir, meta = ticket.data, ticket.run_dir, ticket.meta
     assert meta["candidate_sources"][0].startswith("run:")
     rst_dir = out / "runs" / meta["candidate_sources"][0].split(":")[1]
     switch, rst = load_ticket(run_dir), load_ticket(rst_dir)

@@ -6,7 +6,7 @@ import pytest
 from bench.attacks import ATTACKS
 from bench.cli import registry_listing
 from bench.data import DATASETS
-from bench.methods import METHODS, discover
+from bench.spec import METHODS
 from bench.models import MODELS
 from bench.registry import Registry
 
@@ -39,7 +39,6 @@ def test_decorator_returns_object_and_uses_docstring() -> None:
 
 @pytest.mark.parametrize("registry", [METHODS, DATASETS, MODELS, ATTACKS], ids=lambda r: r.family)
 def test_every_entry_has_description_and_is_listed(registry: Registry) -> None:
-    discover()
     listing = registry_listing()
     assert len(registry) > 0
     for name, entry in registry.items():

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.spec import RunSpec, load_yaml
+from bench.config import load_yaml
+from bench.spec import RunSpec
 
 
 def test_run_id_is_pinned() -> None:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench import harness
+import bench.sweep as sweep_mod
 from bench.cli import main
 from bench.executors.local import LocalExecutor
 from bench.spec import RunSpec
@@ -128,14 +128,14 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path: Path, monkeypatc
     out = tmp_path / "out"
     sweep = load_sweep(write_sweep(tmp_path, {"name": "f", "fixed": TINY, "grid": {"sparsity": [0.5, 0.9]}}))
     bad = sweep.specs[0].run_id
-    real = harness.run_spec
+    real = sweep_mod.run_spec
 
     def flaky(spec: RunSpec, *args: Any, **kwargs: Any) -> pd.DataFrame:
         if spec.run_id == bad:
             raise RuntimeError("boom: out of memory")
         return real(spec, *args, **kwargs)
 
-    monkeypatch.setattr(harness, "run_spec", flaky)
+    monkeypatch.setattr(sweep_mod, "run_spec", flaky)
     summary = run_sweep(sweep, out, LocalExecutor(jobs=1), progress=False)
     assert (summary.done, summary.failed) == (1, 1)
     assert summary.failures == [(bad, "RuntimeError: boom: out of memory")]
@@ -146,7 +146,7 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path: Path, monkeypatc
     assert "RuntimeError: boom" in (out / "runs" / bad / "error.txt").read_text()
     assert bad not in set(pd.read_csv(out / "runs.csv")["run_id"])
     # Rerun without the fault: only the failed run runs.
-    monkeypatch.setattr(harness, "run_spec", real)
+    monkeypatch.setattr(sweep_mod, "run_spec", real)
     again = run_sweep(sweep, out, LocalExecutor(jobs=1), progress=False)
     assert (again.done, again.skipped, again.failed) == (1, 1, 0)
     assert {bad} | {sweep.specs[1].run_id} == {rid for rid, _ in finished_pairs(out)}

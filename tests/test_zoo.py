@@ -229,7 +229,7 @@ def test_export_unreliable_follows_flags(zoo_run: Tuple) -> None:
 
 def test_eps_text_follows_robustbench() -> None:
     """Whole 1/255 steps are written as RobustBench does ('8/255'); other budgets as decimals."""
-    from bench.export import eps_text
+    from bench.results import format_eps as eps_text
 
     assert eps_text(8 / 255) == "8/255" and eps_text(0.5 / 255 * 2) == "1/255"
     assert eps_text(0.031) == "0.031" and eps_text(0.1) == "0.1" and eps_text(0.3) == "0.3"

@@ -31,7 +31,6 @@ and close to it otherwise.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,11 +39,12 @@ from typing import Any, Dict, List, Optional
 import torch
 import torch.nn as nn
 
-from baselines.dense_at import RECORD, check_epochs, dense_key, dense_stage, read_record, stage_epochs
-from baselines.lwm import check_scope
+from bench import paths
+from bench.config import spec_field
 from bench.masking import apply_masks, iter_masks, magnitude_scores, measured_sparsity, set_trainable
 from bench.methods import Method, RunContext, register
 from bench.spec import RunSpec
+from bench.stages import PRUNE_SCOPES, check_epochs, dense_key, dense_stage, read_record, stage_epochs, write_record
 
 REWINDS = ("init", "early", "none")
 MASKS = "masks.pt"
@@ -55,8 +55,8 @@ class ALTHHparams:
     """Adversarial lottery-ticket hyperparameters."""
 
     prune_fraction: float = field(default=0.2, metadata={"help": "fraction of the remaining weights pruned per level"})
-    scope: str = field(default="layer", metadata={"help": "magnitude ranking: layer (same sparsity per layer) | global"})
-    rewind: str = field(default="init", metadata={"help": "rewind survivors to: init | early (after rewind_epochs of AT) | none"})
+    scope: str = spec_field("layer", "magnitude ranking: layer (same sparsity per layer) | global", choices=PRUNE_SCOPES)
+    rewind: str = spec_field("init", "rewind survivors to: init | early (after rewind_epochs of AT) | none", choices=REWINDS)
     rewind_epochs: int = field(default=1, metadata={"help": "alth --rewind early: epochs of AT before the rewind point"})
     pretrain_epochs: Optional[int] = field(default=None, metadata={"help": "dense AT epochs (none = --epochs)"})
     level_epochs: Optional[int] = field(default=None, metadata={"help": "alth: AT retraining epochs per level (none = --epochs)"})
@@ -97,13 +97,10 @@ class ALTH(Method):
     bn_affine = True
 
     def validate(self, spec: RunSpec) -> None:
-        """Fraction in (0, 1), known scope and rewind point, valid epochs."""
+        """Fraction in (0, 1) and valid epochs (scope and rewind point are checked choices)."""
         hp = spec.hparams
         if not 0 < hp.prune_fraction < 1:
             raise ValueError(f"prune_fraction must be in (0, 1), got {hp.prune_fraction}")
-        check_scope(hp.scope)
-        if hp.rewind not in REWINDS:
-            raise ValueError(f"unknown rewind {hp.rewind!r}; choices: {', '.join(REWINDS)}")
         if hp.rewind_epochs < 1:
             raise ValueError(f"rewind_epochs must be >= 1, got {hp.rewind_epochs}")
         check_epochs(pretrain_epochs=hp.pretrain_epochs, level_epochs=hp.level_epochs)
@@ -124,7 +121,7 @@ class ALTH(Method):
             params = [p for p in model.parameters() if p.requires_grad]
             ctx.train(model, params, ctx.train_config(epochs=epochs, lr_schedule="constant"), stage_dir / "train",
                       desc="alth rewind point")
-            last = torch.load(stage_dir / "train" / "last.pt", map_location=ctx.device, weights_only=True)
+            last = torch.load(paths.checkpoint(stage_dir / "train"), map_location=ctx.device, weights_only=True)
             model.load_state_dict(last["model"])
             return model
 
@@ -156,7 +153,7 @@ class ALTH(Method):
                 record = {"level": level, "target_sparsity": sparsity, "measured_sparsity": measured_sparsity(previous),
                           "best_epoch": result["best_epoch"], "val_clean": result["val_clean"],
                           "val_robust": result["val_robust"]}
-                (stage_dir / RECORD).write_text(json.dumps(record))
+                write_record(stage_dir, record)
                 return previous
 
             model = ctx.shared_stage("alth-level", key, build, lambda: ctx.build_model(bn_affine=True))

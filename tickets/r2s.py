@@ -31,7 +31,6 @@ transfer matrix); see docs/r2s.md.
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,11 +40,13 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call
 
-from bench.evaluate import AttackResult, frozen_fingerprint
-from bench.masking import layer_sparsity, measured_sparsity
-from bench.methods import EvalRequest, Method, RunContext, get_method, register
+from bench import paths
+from bench.config import spec_field
+from bench.masking import frozen_fingerprint, layer_sparsity, measured_sparsity
+from bench.methods import Method, RunContext, get_method, register
 from bench.spec import RunSpec
-from tickets.rst import RSTHparams
+from bench.stages import WEIGHT_INITS
+from bench.ticket import empty_model, load_ticket, read_meta, read_spec
 
 # The paper's keep ratios 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.4, 0.6 as sparsities.
 DEFAULT_CANDIDATES = (0.97, 0.95, 0.93, 0.9, 0.85, 0.8, 0.6, 0.4)
@@ -58,9 +59,9 @@ class R2SHparams:
 
     candidates: Tuple[float, ...] = field(default=DEFAULT_CANDIDATES, metadata={
         "help": "r2s: candidate sparsities, comma-separated (--sparsity is always one of them)"})
-    granularity: str = field(default="call", metadata={"help": "r2s: a random candidate per forward call | per example"})
+    granularity: str = spec_field("call", "r2s: a random candidate per forward call | per example", choices=GRANULARITIES)
     draws: int = field(default=5, metadata={"help": "r2s: inference draws averaged for every accuracy (mean and std)"})
-    weight_init: str = field(default="signed-constant", metadata={"help": "rst frozen weights: signed-constant | kaiming-normal"})
+    weight_init: str = spec_field("signed-constant", "rst frozen weights: signed-constant | kaiming-normal", choices=WEIGHT_INITS)
 
     def __post_init__(self) -> None:
         # CLI/YAML give strings; store floats so equal candidate lists hash equally.
@@ -194,20 +195,18 @@ class EnsembleView(nn.Module):
 
 def rst_spec(spec: RunSpec, sparsity: float) -> RunSpec:
     """The ``rst`` spec of one candidate: this spec with method rst at ``sparsity``."""
-    return dataclasses.replace(spec, method="rst", sparsity=sparsity, hparams=RSTHparams(weight_init=spec.hparams.weight_init))
+    return dataclasses.replace(spec, method="rst", sparsity=sparsity, hparams={"weight_init": spec.hparams.weight_init})
 
 
 def find_candidate(ctx: RunContext, sparsity: float) -> Tuple[nn.Module, str]:
     """A candidate RST: a finished ``rst`` run of the same base spec, else a shared stage searched now."""
-    from bench.harness import empty_model, load_ticket
-
     spec = rst_spec(ctx.spec, sparsity)
     # A finished rst run of exactly this spec in the same output folder.
     run_dir = ctx.run_dir.parent / spec.run_id
-    if (run_dir / "ticket.pt").exists() and (run_dir / "meta.json").exists() and (run_dir / "spec.json").exists():
-        stored = RunSpec.from_dict(json.loads((run_dir / "spec.json").read_text()))
+    if paths.ticket_finished(run_dir):
+        stored = read_spec(run_dir)
         if stored.canonical() == spec.canonical():
-            meta = json.loads((run_dir / "meta.json").read_text())
+            meta = read_meta(run_dir)
             ctx.info.setdefault("stage_compute", []).append({"seconds": meta["train_seconds"], "passes": meta["train_passes"]})
             return load_ticket(run_dir, ctx.device), f"run:{spec.run_id}"
     # Otherwise RST's own search, as a stage other R2S runs can reuse.
@@ -241,7 +240,7 @@ class R2S(Method):
     randomized = True
 
     def validate(self, spec: RunSpec) -> None:
-        """Candidates in [0, 1) without repeats; known granularity, weight init and draws."""
+        """Candidates in [0, 1) without repeats and at least one draw (granularity and weight init are checked choices)."""
         hp = spec.hparams
         if not hp.candidates:
             raise ValueError("r2s needs at least one candidate sparsity (--candidates)")
@@ -250,12 +249,8 @@ class R2S(Method):
             raise ValueError(f"r2s candidates must be sparsities in [0, 1), got {bad}")
         if len(set(hp.candidates)) != len(hp.candidates):
             raise ValueError(f"r2s candidates must not repeat, got {list(hp.candidates)}")
-        if hp.granularity not in GRANULARITIES:
-            raise ValueError(f"unknown r2s granularity {hp.granularity!r}; choices: {', '.join(GRANULARITIES)}")
         if hp.draws < 1:
             raise ValueError(f"r2s draws must be >= 1, got {hp.draws}")
-        if hp.weight_init not in ("signed-constant", "kaiming-normal"):
-            raise ValueError(f"unknown rst weight_init {hp.weight_init!r}; choices: signed-constant, kaiming-normal")
 
     def build_empty(self, spec: RunSpec, device: Union[str, torch.device] = "cpu") -> nn.Module:
         """An untrained switch with the spec's candidates (what ``ticket.pt`` loads into)."""
@@ -284,9 +279,6 @@ class R2S(Method):
         })
         return switch
 
-    def evaluate_ticket(self, request: EvalRequest) -> Optional[List[AttackResult]]:
-        """Non-adaptive and adaptive attacks over inference draws, plus the candidates' transfer matrix."""
-        from bench.randomized import evaluate_switch
-
-        return evaluate_switch(request, request.spec.hparams.draws)
-
+    def inference_draws(self, spec: RunSpec) -> int:
+        """Every accuracy of a switch is the mean over ``draws`` inference draws."""
+        return int(spec.hparams.draws)

@@ -20,20 +20,19 @@ The mask keeps the same fraction in every layer, like RST and HYDRA.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from baselines.dense_at import train_weights
-from bench.attacks import PGD
+from bench.config import spec_field
 from bench.data import batches
-from bench.evaluate import frozen_fingerprint
-from bench.masking import MaskedMixin, ScoreFn, apply_masks, set_trainable
+from bench.masking import MaskedMixin, ScoreFn, apply_masks, frozen_fingerprint, set_trainable
 from bench.methods import Method, RunContext, register
 from bench.models import init_signed_kaiming_constant
-from bench.spec import RunSpec
-from bench.train import Compute
+from bench.stages import train_weights
+from bench.train import Compute, training_attack
+from bench.trainers import TRAINERS
 
 WEIGHTS = ("frozen", "trained")
 
@@ -42,7 +41,7 @@ WEIGHTS = ("frozen", "trained")
 class RandomHparams:
     """Random-mask control hyperparameters."""
 
-    weights: str = field(default="frozen", metadata={"help": "random: frozen (RST's random weights, untrained) | trained (AT from scratch)"})
+    weights: str = spec_field("frozen", "random: frozen (RST's random weights, untrained) | trained (AT from scratch)", choices=WEIGHTS)
 
 
 def random_scores(seed: int) -> ScoreFn:
@@ -70,14 +69,15 @@ def calibrate_bn(ctx: RunContext, model: nn.Module) -> None:
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.reset_running_stats()
             module.momentum = None
-    attack = PGD(cfg.eps, steps=cfg.steps, step_size=cfg.step_size, early_stop=False, seed=ctx.spec.seed)
+    trainer = TRAINERS.get(cfg.trainer)
+    attack = training_attack(cfg, ctx.spec.seed)
     gen = torch.Generator().manual_seed(ctx.spec.seed * 1000)
     t0, passes = time.perf_counter(), 0
-    # Same examples the training loop would see: PGD against the current network in eval mode.
+    # Same examples the training loop would see: the trainer's inputs against the current network in eval mode.
     for x, y in batches(ctx.data.train, cfg.batch_size, ctx.device, generator=gen):
         model.eval()
-        x_in = attack(model, x, y) if cfg.trainer != "clean" and cfg.steps > 0 else x
-        passes += len(x) * (cfg.steps if cfg.trainer != "clean" else 0) + len(x)
+        x_in, crafted = trainer.craft(model, x, y, cfg, attack, gen)
+        passes += crafted + len(x)
         _forward_train_mode(model, x_in)
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -93,11 +93,6 @@ class RandomMask(Method):
 
     Hparams = RandomHparams
     bn_affine = True
-
-    def validate(self, spec: RunSpec) -> None:
-        """Weights must be frozen or trained."""
-        if spec.hparams.weights not in WEIGHTS:
-            raise ValueError(f"unknown random weights {spec.hparams.weights!r}; choices: {', '.join(WEIGHTS)}")
 
     def find_ticket(self, ctx: RunContext) -> nn.Module:
         """Draw the mask; calibrate BatchNorm (frozen) or adversarially train the survivors (trained)."""

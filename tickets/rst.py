@@ -22,26 +22,24 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from baselines.dense_at import check_epochs, stage_epochs, train_weights
-from baselines.lwm import check_lr_scale
-from bench.evaluate import frozen_fingerprint
-from bench.masking import prunable_layers, score_mask_refresher, set_trainable
+from bench.config import spec_field
+from bench.masking import frozen_fingerprint, prunable_layers, score_mask_refresher, set_trainable
 from bench.methods import Method, RunContext, register
 from bench.models import init_signed_kaiming_constant
 from bench.spec import RunSpec
+from bench.stages import WEIGHT_INITS, check_epochs, check_lr_scale, stage_epochs, train_weights
+
+FINETUNES = ("none", "inherit", "reinit")
 
 
 @dataclass(frozen=True)
 class RSTHparams:
     """RST hyperparameters."""
 
-    weight_init: str = field(default="signed-constant", metadata={"help": "rst frozen weights: signed-constant | kaiming-normal"})
-    finetune: str = field(default="none", metadata={"help": "rst: AT fine-tuning of the surviving weights: none | inherit | reinit"})
+    weight_init: str = spec_field("signed-constant", "rst frozen weights: signed-constant | kaiming-normal", choices=WEIGHT_INITS)
+    finetune: str = spec_field("none", "rst: AT fine-tuning of the surviving weights: none | inherit | reinit", choices=FINETUNES)
     finetune_epochs: Optional[int] = field(default=None, metadata={"help": "AT fine-tuning epochs after pruning (none = --epochs)"})
     finetune_lr_scale: float = field(default=0.1, metadata={"help": "fine-tuning learning rate as a fraction of --lr"})
-
-
-FINETUNES = ("none", "inherit", "reinit")
 
 
 @torch.no_grad()
@@ -67,12 +65,8 @@ class RST(Method):
     bn_affine = False
 
     def validate(self, spec: RunSpec) -> None:
-        """Weight init and fine-tuning options must be ones this method knows."""
+        """Fine-tuning epochs and lr must be valid (weight init and fine-tuning are checked choices)."""
         hp = spec.hparams
-        if hp.weight_init not in ("signed-constant", "kaiming-normal"):
-            raise ValueError(f"unknown rst weight_init {hp.weight_init!r}; choices: signed-constant, kaiming-normal")
-        if hp.finetune not in FINETUNES:
-            raise ValueError(f"unknown rst finetune {hp.finetune!r}; choices: {', '.join(FINETUNES)}")
         check_epochs(finetune_epochs=hp.finetune_epochs)
         check_lr_scale(hp.finetune_lr_scale)
 

@@ -5,7 +5,9 @@ import argparse
 from pathlib import Path
 from typing import Optional
 
-from bench.cli import COMMANDS
+from bench.commands import COMMANDS
+from bench.check import REFERENCE_DIR
+from bench.check import run_check
 
 
 def _tolerance(text: str) -> Optional[float]:
@@ -23,7 +25,6 @@ def _tolerance(text: str) -> Optional[float]:
 
 def add(sub: argparse._SubParsersAction) -> None:
     """Register ``bench check``."""
-    from bench.check import REFERENCE_DIR
 
     p = sub.add_parser("check", help="regression gate: rerun the reference preset and compare accuracies",
                        description="Run (or reuse) the reference preset's specs and compare clean and robust accuracy "
@@ -42,8 +43,6 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def run(args: argparse.Namespace) -> int:
-        from bench.check import run_check
-
         code, report = run_check(args.preset, args.reference, args.out, args.tolerance, args.update,
                                  args.data_root, progress=not args.no_progress)
         print(report)

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import argparse
 
-from bench.cli import COMMANDS
+from bench.commands import COMMANDS
+from bench.export import export_robustbench_json
+from bench.leaderboard import build_leaderboard
+from bench.tables import apply_filters, load_rows
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -22,10 +25,6 @@ def add(sub: argparse._SubParsersAction) -> None:
                    help="also write one RobustBench model-info JSON per ticket under DIR/<dataset>/<threat>/")
 
     def run(args: argparse.Namespace) -> int:
-        from bench.export import export_robustbench_json
-        from bench.leaderboard import build_leaderboard
-        from bench.tables import apply_filters, load_rows
-
         csvs = args.csv or ([] if args.submissions else ["results/runs.csv"])
         rows = apply_filters(load_rows(csvs), args.where) if csvs else None
         result = build_leaderboard(rows, args.out, args.submissions)

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 
-from bench.cli import COMMANDS
+from bench.commands import COMMANDS
+from bench.plots import KINDS
+from bench.plots import make_plots
+from bench.tables import apply_filters, load_rows
 
 
 def add(sub: argparse._SubParsersAction) -> None:
     """Register ``bench plot``."""
-    from bench.plots import KINDS
 
     p = sub.add_parser("plot", help="figures from runs.csv: accuracy vs sparsity / width, clean vs robust",
                        description="Draw PNG and PDF figures from tidy rows (means over seeds, bands = ± std).")
@@ -23,9 +25,6 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-dir", default="results/plots", help="folder for the figures [default: results/plots]")
 
     def run(args: argparse.Namespace) -> int:
-        from bench.plots import make_plots
-        from bench.tables import apply_filters, load_rows
-
         df = apply_filters(load_rows(args.csv), args.where)
         attacks = [a for a in args.attacks.split(",") if a] if args.attacks else None
         for path in make_plots(df, args.out_dir, args.kind or KINDS, attacks, args.attack, args.metric):

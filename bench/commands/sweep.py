@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 
-from bench.cli import COMMANDS
+from bench.commands import COMMANDS
+from bench.sweep import EXECUTORS, discover_executors
+from bench.sweep import dry_run_table, get_executor, load_sweep, run_sweep
+import pandas as pd
 
 
 def add(sub: argparse._SubParsersAction) -> None:
     """Register ``bench sweep``."""
-    from bench.sweep import EXECUTORS, discover_executors
 
     discover_executors()
     p = sub.add_parser("sweep", help="run a grid of specs from a sweep YAML (finished runs are skipped)",
@@ -26,10 +28,6 @@ def add(sub: argparse._SubParsersAction) -> None:
         entry.obj.add_arguments(p.add_argument_group(f"{name} executor"))
 
     def run(args: argparse.Namespace) -> int:
-        import pandas as pd
-
-        from bench.sweep import dry_run_table, get_executor, load_sweep, run_sweep
-
         sweep = load_sweep(args.sweep_file)
         if args.dry_run:
             table = dry_run_table(sweep, args.out)

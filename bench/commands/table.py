@@ -4,12 +4,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.cli import COMMANDS
+from bench.commands import COMMANDS
+from bench.tables import FORMATS, LAYOUTS
+from bench.tables import apply_filters, build_table, load_rows, render
 
 
 def add(sub: argparse._SubParsersAction) -> None:
     """Register ``bench table``."""
-    from bench.tables import FORMATS, LAYOUTS
 
     p = sub.add_parser("table", help="sparsity / method / width tables from runs.csv (Markdown, LaTeX, CSV)",
                        description="Aggregate tidy rows over seeds into a paper-style table. Cells may only mix "
@@ -30,8 +31,6 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", default=None, help="write to this file instead of stdout")
 
     def run(args: argparse.Namespace) -> int:
-        from bench.tables import apply_filters, build_table, load_rows, render
-
         df = apply_filters(load_rows(args.csv), args.where)
         table = build_table(df, args.layout, args.attack, args.metric, args.columns)
         text = render(table, args.format, args.bold, args.decimals, args.label)

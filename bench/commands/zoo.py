@@ -9,14 +9,18 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from bench.cli import COMMANDS
+from bench.commands import COMMANDS
+from bench.export import export_robustbench_json
+from bench.results import read_rows
+from bench.zoo import ZooSpec
+from bench.zoo import ZooSpec, run_zoo
+from bench.zoo import checkpoint_paths, zoo_models
 
 DEFAULT_MODEL_DIR = "models"
 
 
 def add_zoo_eval_flags(p: argparse.ArgumentParser) -> None:
     """The flags ``bench eval --zoo MODEL_NAME`` adds (``--attacks``/``--n-eval``/``--n-eval-aa`` are shared)."""
-    from bench.zoo import ZooSpec
 
     helps = {f.name: f.metadata["help"] for f in dataclasses.fields(ZooSpec)}
     g = p.add_argument_group("RobustBench zoo model (instead of RUN_DIR; see docs/robustbench.md)")
@@ -34,7 +38,6 @@ def add_zoo_eval_flags(p: argparse.ArgumentParser) -> None:
 
 def run_zoo_eval(args: argparse.Namespace) -> int:
     """``bench eval --zoo``: load, measure sparsity, evaluate, append rows."""
-    from bench.zoo import ZooSpec, run_zoo
 
     spec_args = {"model": args.zoo, "dataset": args.zoo_dataset, "threat": args.zoo_threat, "seed": args.zoo_seed,
                  "device": args.zoo_device}
@@ -60,8 +63,6 @@ def add_zoo(sub: argparse._SubParsersAction) -> None:
     lp.add_argument("--model-dir", default=DEFAULT_MODEL_DIR, help=f"mark models whose weights are here [default: {DEFAULT_MODEL_DIR}]")
 
     def run(args: argparse.Namespace) -> int:
-        from bench.zoo import checkpoint_paths, zoo_models
-
         names = zoo_models(args.dataset, args.threat)
         for name in names:
             paths = checkpoint_paths(name, args.model_dir, args.dataset, args.threat)
@@ -84,9 +85,6 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--include-zoo", action="store_true", help="also export rows of RobustBench zoo models")
 
     def run(args: argparse.Namespace) -> int:
-        from bench.export import export_robustbench_json
-        from bench.results import read_rows
-
         if not Path(args.runs_csv).is_file():
             raise ValueError(f"runs file not found: {args.runs_csv}")
         paths = export_robustbench_json(read_rows(Path(args.runs_csv)), args.out_dir, include_zoo=args.include_zoo)

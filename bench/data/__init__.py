@@ -24,6 +24,8 @@ import torch
 
 from bench.registry import Registry
 
+# Where a dataset's images come from: the embedded subset, full data on disk, or the first that exists.
+DATA_SOURCES = ("auto", "embedded", "full")
 EMBEDDED = Path(__file__).resolve().parent / "fashion_mnist_subset.npz"
 ENV_ROOT = "BENCH_DATA_ROOT"
 DEBIAN_ROOT = Path("/usr/share/datasets")
@@ -239,8 +241,8 @@ def dataset_info(name: str) -> DatasetInfo:
 
 def resolve_source(name: str, source: str) -> str:
     """'auto' means the embedded subset when the dataset has one, else full data."""
-    if source not in ("auto", "embedded", "full"):
-        raise ValueError(f"unknown data source {source!r}; choices: auto, embedded, full")
+    if source not in DATA_SOURCES:
+        raise ValueError(f"unknown data source {source!r}; choices: {', '.join(DATA_SOURCES)}")
     if source == "auto":
         return "embedded" if dataset_info(name).has_embedded else "full"
     return source

@@ -1,0 +1,181 @@
+"""L-inf PGD (CE or CW-margin loss) with random start, restarts and EOT; the FGSM/PGD/CW presets."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from bench.attacks.base import Attack
+from bench.attacks.registry import ATTACKS, AttackPreset
+
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def ce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-example cross-entropy."""
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def cw_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Carlini-Wagner margin: max other logit minus true logit (per example)."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.clone()
+    other.scatter_(1, y[:, None], float("-inf"))
+    return other.max(1).values - true
+
+
+LOSSES: Dict[str, Loss] = {"ce": ce_loss, "cw": cw_loss}
+
+
+@dataclass(frozen=True)
+class PGD(Attack):
+    """L-inf PGD with CE or CW-margin loss, random start, restarts and EOT.
+
+    With ``eot_samples > 1`` every step averages the input gradient over that
+    many forward passes (expectation over transformation, for randomised
+    models) and success is judged on the mean softmax of those passes.
+    With ``early_stop`` (evaluation) an example that is misclassified at any
+    step keeps that adversarial point and is no longer updated; without it
+    (training) all examples run every step and the last iterate is returned.
+    The step is ``step_size`` when given, else ``rel_step * eps`` (eps/4).
+    """
+
+    steps: int = 20
+    step_size: Optional[float] = None
+    rel_step: float = 0.25
+    loss: str = "ce"
+    restarts: int = 1
+    random_start: bool = True
+    early_stop: bool = True
+    eot_samples: int = 1
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown PGD loss {self.loss!r}; choices: {', '.join(LOSSES)}")
+        for name in ("steps", "restarts", "eot_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"PGD {name} must be >= 1, got {getattr(self, name)}")
+        if self.step_size is not None and not self.step_size > 0:
+            raise ValueError(f"PGD step_size must be > 0, got {self.step_size}")
+        if not self.rel_step > 0:
+            raise ValueError(f"PGD rel_step must be > 0, got {self.rel_step}")
+
+    def settings(self) -> Dict[str, Any]:
+        """Settings recorded in every result row."""
+        return {"norm": "Linf", "eps": self.eps, "steps": self.steps, "step_size": self.alpha,
+                "restarts": self.restarts, "loss": self.loss, "random_start": self.random_start,
+                "eot_samples": self.eot_samples, "version": ""}
+
+    @property
+    def cost(self) -> int:
+        """Forward-backward passes per example in the worst case."""
+        return self.steps * self.restarts * self.eot_samples
+
+    @property
+    def adaptive(self) -> bool:
+        """Averaging gradients over random forward passes (EOT) accounts for randomness."""
+        return self.eot_samples > 1
+
+    @property
+    def alpha(self) -> float:
+        """The step size in pixel units."""
+        return self.step_size if self.step_size is not None else self.eps * self.rel_step
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Restarts of :meth:`_run`; with early stopping, only examples not yet fooled restart."""
+        loss_fn = LOSSES[self.loss]
+        gen = torch.Generator().manual_seed(self.seed)
+        best = x.clone()
+        fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        for _ in range(self.restarts):
+            active = (~fooled).nonzero().squeeze(1) if self.early_stop else torch.arange(len(x), device=x.device)
+            if len(active) == 0:
+                break
+            x_a, done = self._run(model, x[active], y[active], loss_fn, gen)
+            if self.early_stop:
+                best[active] = x_a
+                fooled[active] = done
+            else:
+                best = x_a
+        return best
+
+    def _forward(self, model: nn.Module, xa: torch.Tensor, y: torch.Tensor, loss_fn: Loss) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Input gradient of the loss (averaged over EOT samples) and the predicted class."""
+        grad = torch.zeros_like(xa)
+        probs: Optional[torch.Tensor] = None
+        for _ in range(self.eot_samples):
+            xg = xa.detach().requires_grad_(True)
+            logits = model(xg)
+            grad += torch.autograd.grad(loss_fn(logits, y).sum(), xg)[0]
+            if self.eot_samples > 1:
+                p = logits.detach().softmax(1)
+                probs = p if probs is None else probs + p
+            else:
+                probs = logits.detach()
+        assert probs is not None  # eot_samples >= 1 (checked in __post_init__)
+        return grad, probs.argmax(1)
+
+    @torch.no_grad()
+    def _predict(self, model: nn.Module, xa: torch.Tensor) -> torch.Tensor:
+        """Predicted class (mean softmax over EOT samples for randomised models)."""
+        if self.eot_samples == 1:
+            return model(xa).argmax(1)
+        total = model(xa).softmax(1)
+        for _ in range(self.eot_samples - 1):
+            total = total + model(xa).softmax(1)
+        return total.argmax(1)
+
+    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Loss,
+             gen: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+        """One restart on (x, y); returns the adversarial points and which fooled the model."""
+        eps, alpha = self.eps, self.alpha
+        lo, hi = (x - eps).clamp_(min=0), (x + eps).clamp_(max=1)
+        if self.random_start:
+            noise = (torch.rand(x.shape, generator=gen) * 2 - 1).to(x.device) * eps
+            xa = torch.min(torch.max(x + noise, lo), hi)
+        else:
+            xa = x.clone()
+        done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        if not self.early_stop:
+            # Training: every example runs every step; the last iterate is returned.
+            for _ in range(self.steps):
+                grad, _ = self._forward(model, xa, y, loss_fn)
+                xa = torch.min(torch.max(xa + alpha * grad.sign(), lo), hi)
+            return xa.detach(), done
+        # Evaluation: work on a compact set of still-correct examples only.
+        out = xa.clone()
+        idx = torch.arange(len(x), device=x.device)
+        xs, ys, los, his = xa, y, lo, hi
+        for _ in range(self.steps):
+            grad, pred = self._forward(model, xs, ys, loss_fn)
+            hit = pred != ys
+            if hit.any():
+                # Keep the first adversarial point found and stop updating it.
+                out[idx[hit]] = xs[hit]
+                done[idx[hit]] = True
+                keep = ~hit
+                idx, xs, ys, los, his, grad = idx[keep], xs[keep], ys[keep], los[keep], his[keep], grad[keep]
+                if len(idx) == 0:
+                    return out, done
+            # Ascent step, projected onto the eps-ball intersected with the image box.
+            xs = torch.min(torch.max(xs + alpha * grad.sign(), los), his)
+        final_hit = self._predict(model, xs) != ys
+        done[idx[final_hit]] = True
+        out[idx] = xs
+        return out, done
+
+
+# The PGD family: cheap white-box attacks, step eps/4 and a uniform random start unless overridden.
+ATTACKS.add("pgd", AttackPreset(PGD), "L-inf PGD, CE loss, 20 steps of eps/4, random start; any setting in the name, e.g. pgd:steps=50:restarts=5")
+ATTACKS.add("cw", AttackPreset(PGD, {"loss": "cw"}), "L-inf PGD with the Carlini-Wagner margin loss; same settings as pgd")
+ATTACKS.add("fgsm", AttackPreset(PGD, {"steps": 1, "rel_step": 1.0, "random_start": False}),
+            "FGSM: one signed-gradient step of size eps, no random start")
+ATTACKS.add("pgd20", AttackPreset(PGD, {"steps": 20}), "L-inf PGD, 20 steps, CE loss, step eps/4, random start")
+ATTACKS.add("pgd50", AttackPreset(PGD, {"steps": 50}), "L-inf PGD, 50 steps, CE loss, step eps/4, random start")
+ATTACKS.add("pgd100", AttackPreset(PGD, {"steps": 100}), "L-inf PGD, 100 steps, CE loss, step eps/4, random start")
+ATTACKS.add("cw20", AttackPreset(PGD, {"steps": 20, "loss": "cw"}), "L-inf PGD, 20 steps, Carlini-Wagner margin loss, step eps/4, random start")
+ATTACKS.add("eot-pgd", AttackPreset(PGD, {"steps": 20, "eot_samples": 20}),
+            "PGD-20 with each gradient averaged over 20 forward passes (EOT), for randomised models")

@@ -1,0 +1,50 @@
+"""``bench eval``: evaluate an existing ticket (or a RobustBench model, ``--zoo``) with more attacks or examples."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from bench import paths
+from bench.commands import COMMANDS
+from bench.commands.zoo import add_zoo_eval_flags, run_zoo_eval
+from bench.harness import evaluate_run, find_or_load_ticket, record
+from bench.ticket import read_spec
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    """Register ``bench eval``."""
+    p = sub.add_parser("eval", help="evaluate an existing ticket (or a RobustBench model, --zoo) with more attacks or examples")
+    p.add_argument("run_dir", nargs="?", default=None, help="a run folder (<out>/runs/<run_id>); omit with --zoo")
+    p.add_argument("--attacks", default=None, help="comma-separated attacks [default: the spec's]")
+    p.add_argument("--n-eval", type=int, default=None, help="test examples for clean/PGD/CW")
+    p.add_argument("--n-eval-aa", type=int, default=None, help="test examples for AutoAttack")
+    p.add_argument("--no-cascade", dest="cascade", action="store_false",
+                   help="run AutoAttack-family attacks on every clean-correct example (rows = accuracy alone), "
+                        "not only on those still robust after the cheaper attacks")
+    p.add_argument("--data-root", default=None, help="folder with full datasets")
+    add_zoo_eval_flags(p)
+
+    def run(args: argparse.Namespace) -> int:
+        if args.zoo is not None:
+            if args.run_dir is not None:
+                raise ValueError("give either RUN_DIR or --zoo MODEL_NAME, not both")
+            return run_zoo_eval(args)
+        if args.run_dir is None:
+            raise ValueError("give a run folder (RUN_DIR) or --zoo MODEL_NAME")
+        run_dir = Path(args.run_dir)
+        if not paths.ticket_finished(run_dir):
+            raise ValueError(f"{run_dir} has no finished ticket (spec.json, ticket.pt and meta.json)")
+        spec = read_spec(run_dir)
+        if args.attacks:
+            spec = dataclasses.replace(spec, eval_attacks=tuple(a for a in args.attacks.split(",") if a))
+        out = paths.out_of_run(run_dir)
+        ticket = find_or_load_ticket(spec, out, args.data_root, must_exist=True)
+        results = evaluate_run(ticket, n_eval=args.n_eval, n_eval_aa=args.n_eval_aa, cascade=args.cascade)
+        record(ticket, results, out)
+        return 0
+
+    p.set_defaults(func=run)
+
+
+COMMANDS.add("eval", add)

@@ -1,0 +1,123 @@
+"""Typed dataclass configuration: fields with help and choices, coercion, YAML, unknown keys as errors.
+
+A leaf module (no torch, no other ``bench`` module): the run spec, method
+hyperparameters, attack settings and sweep files all build dataclasses here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import field, fields
+from typing import Any, Collection, Dict, Mapping, Optional, Type, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+def spec_field(default: Any, help: str, *, choices: Optional[Collection[str]] = None, **metadata: Any) -> Any:
+    """A dataclass field with a help text and, optionally, the allowed values.
+
+    ``choices`` is a tuple of strings or a registry (anything supporting ``in``
+    and ``names()``); it feeds argparse and :func:`check_choices`.
+    """
+    meta: Dict[str, Any] = {"help": help, **metadata}
+    if choices is not None:
+        meta["choices"] = choices
+    return field(default=default, metadata=meta)
+
+
+def choice_names(choices: Collection[str]) -> list[str]:
+    """The allowed values of a field, in their listed order (a registry lists its names)."""
+    names = getattr(choices, "names", None)
+    return list(names()) if callable(names) else list(choices)
+
+
+def check_choices(obj: Any, what: str = "") -> None:
+    """Raise ``ValueError`` naming the field when a field with ``choices`` holds another value."""
+    for f in fields(obj):
+        choices = f.metadata.get("choices")
+        if choices is None:
+            continue
+        value = getattr(obj, f.name)
+        if value not in choices:
+            label = f"{what} {f.name}".strip()
+            raise ValueError(f"unknown {label} {value!r}; choices: {', '.join(choice_names(choices))}")
+
+
+def field_types(cls: Type[Any]) -> Dict[str, Any]:
+    """Resolved type annotations of a dataclass."""
+    return typing.get_type_hints(cls)
+
+
+def coerce(value: Any, tp: Any, name: str) -> Any:
+    """Convert a YAML/CLI value to the annotated type, with a clear error."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    # Optional[X]: 'none', 'null' and '' mean None.
+    if origin is typing.Union and type(None) in args:
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return coerce(value, inner, name)
+    # Tuples: comma-separated text or a list, items as stripped strings.
+    if origin is tuple:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        return tuple(str(i).strip() for i in items if str(i).strip())
+    try:
+        if tp is bool:
+            if isinstance(value, str):
+                if value.lower() in ("true", "yes", "1"):
+                    return True
+                if value.lower() in ("false", "no", "0"):
+                    return False
+                raise ValueError
+            return bool(value)
+        if tp is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if tp is float:
+            return float(value)
+        if tp is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: cannot read {value!r} as {getattr(tp, '__name__', tp)}") from None
+    return value
+
+
+def build_dataclass(cls: Type[T], data: Mapping[str, Any], what: str, raw: Collection[str] = ("hparams",)) -> T:
+    """Instantiate ``cls`` from ``data``; unknown keys raise ``ValueError``; ``raw`` keys pass uncoerced."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{what} must be a mapping, got {type(data).__name__}")
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(map(str, data)) - names)
+    if unknown:
+        raise ValueError(f"unknown {what} key(s): {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
+    types = field_types(cls)
+    kwargs = {k: (v if k in raw else coerce(v, types[k], k)) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def non_default(obj: Any) -> Dict[str, Any]:
+    """The fields of a dataclass instance that differ from their defaults."""
+    return {f.name: getattr(obj, f.name) for f in fields(obj)
+            if f.default is not dataclasses.MISSING and getattr(obj, f.name) != f.default}
+
+
+def load_yaml(path: str) -> Dict[str, Any]:
+    """Read a YAML preset with the safe loader; it must be a mapping."""
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ValueError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config {path} must be a YAML mapping of spec fields")
+    return data

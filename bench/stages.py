@@ -1,0 +1,106 @@
+"""Stages and checks that several methods share, so that no method file imports another.
+
+* :func:`dense_stage`: the adversarially trained dense network for a spec's
+  base (dataset, data, architecture, width, seed, training and attack
+  settings, epochs), built once as a shared stage and loaded by every
+  ``dense-at``, ``alth``, ``hydra`` and ``lwm`` run with that base;
+* :func:`train_weights`: AT of the surviving weights under a fixed mask
+  (the fine-tuning stage several methods end with);
+* :func:`stage_epochs` / :func:`check_epochs` / :func:`check_lr_scale`: the
+  per-stage hyperparameters methods share; ``PRUNE_SCOPES`` and
+  ``WEIGHT_INITS`` are the choices of the shared ``scope`` / ``weight_init``
+  hyperparameters.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch.nn as nn
+
+from bench import paths
+from bench.data import resolve_source
+from bench.io import atomic_json
+from bench.masking import set_trainable
+from bench.methods import RunContext
+from bench.spec import RunSpec
+
+DENSE_STAGE = "dense-at"
+# Spec fields that do not define the dense network: the method, its pruning
+# target, its hyperparameters and the main-stage epochs (set per stage).
+NOT_IN_DENSE_KEY = ("method", "sparsity", "hparams", "epochs")
+# Magnitude ranking: the same fraction in every layer, or one global threshold.
+PRUNE_SCOPES = ("layer", "global")
+# Frozen random weights of score-learning methods over random networks.
+WEIGHT_INITS = ("signed-constant", "kaiming-normal")
+
+
+def stage_epochs(ctx: RunContext, epochs: Optional[int]) -> int:
+    """A stage's epochs: ``None`` means the spec's ``--epochs``."""
+    return ctx.spec.epochs if epochs is None else int(epochs)
+
+
+def check_epochs(**stages: Optional[int]) -> None:
+    """Per-stage epoch hyperparameters must be ``None`` or ``>= 0``."""
+    for name, value in stages.items():
+        if value is not None and value < 0:
+            raise ValueError(f"{name} must be >= 0 (or none = same as --epochs), got {value}")
+
+
+def check_lr_scale(scale: float) -> None:
+    """Fine-tuning learning-rate scale must be positive."""
+    if not scale > 0:
+        raise ValueError(f"finetune_lr_scale must be > 0, got {scale}")
+
+
+def dense_key(spec: RunSpec, epochs: int) -> Dict[str, Any]:
+    """Identity of the dense AT network a spec's shared stage would build."""
+    key = {k: v for k, v in spec.canonical().items() if k not in NOT_IN_DENSE_KEY}
+    key["data_source"] = resolve_source(spec.dataset, spec.data_source)
+    key["epochs"] = epochs
+    key["eps"] = spec.resolve().eps
+    key["bn_affine"] = True
+    return key
+
+
+def read_record(stage_dir: Path) -> Dict[str, Any]:
+    """The training record a shared stage wrote next to its model."""
+    path = paths.stage_record(stage_dir)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def write_record(stage_dir: Path, record: Dict[str, Any]) -> None:
+    """A shared stage's training record (best epoch, validation accuracies)."""
+    atomic_json(paths.stage_record(stage_dir), record, indent=0)
+
+
+def dense_stage(ctx: RunContext, epochs: Optional[int] = None) -> nn.Module:
+    """The dense AT network for this spec's base: trained once, then loaded by every run."""
+    n_epochs = stage_epochs(ctx, epochs)
+    key = dense_key(ctx.spec, n_epochs)
+
+    # Build: seeded initialisation (the rewind point of ``alth``), AT of every tensor.
+    def build(stage_dir: Path) -> nn.Module:
+        model = ctx.build_model(bn_affine=True)
+        set_trainable(model, weights=True, scores=False)
+        params = [p for p in model.parameters() if p.requires_grad]
+        result = ctx.train(model, params, ctx.train_config(epochs=n_epochs), stage_dir / "train", desc="dense AT")
+        write_record(stage_dir, {"best_epoch": result.best_epoch, "val_clean": result.val_clean,
+                                 "val_robust": result.val_robust})
+        return model
+
+    model = ctx.shared_stage(DENSE_STAGE, key, build, lambda: ctx.build_model(bn_affine=True))
+    stage_dir = ctx.stage_path(DENSE_STAGE, key)
+    ctx.info["dense_stage"] = {"stage": stage_dir.name, "epochs": n_epochs, **read_record(stage_dir)}
+    set_trainable(model, weights=False, scores=False)
+    return model
+
+
+def train_weights(ctx: RunContext, model: nn.Module, epochs: int, lr: float, stage_dir: Path, desc: str) -> nn.Module:
+    """AT of the surviving weights under a fixed mask (scores frozen, masks untouched)."""
+    set_trainable(model, weights=True, scores=False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    ctx.train(model, params, ctx.train_config(epochs=epochs, lr=lr), stage_dir, desc=desc)
+    set_trainable(model, weights=False, scores=False)
+    return model

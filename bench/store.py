@@ -1,0 +1,67 @@
+"""Per-example arrays over the test set, grown on demand and saved atomically (``.npz`` + ``.json``).
+
+One store serves every evaluation: 1-D arrays (one value per test example)
+and 2-D ones (a row per inference draw of a randomised model, one column per
+example) grow along the example axis. The JSON side-car holds what the
+arrays are of and the seconds spent so far.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import numpy as np
+import torch
+
+from bench.io import atomic_json, atomic_npz
+
+# name -> (dtype, fill value, leading shape); the last axis is the example index.
+ArraySpec = Mapping[str, Tuple[torch.dtype, Any, Tuple[int, ...]]]
+
+
+class Store:
+    """Named per-example arrays, saved atomically after every update (resumable evaluations)."""
+
+    def __init__(self, path: Optional[Path], arrays: ArraySpec, meta: Dict[str, Any]) -> None:
+        self.path = path
+        self.spec = dict(arrays)
+        self.meta = dict(meta)
+        self.arrays: Dict[str, torch.Tensor] = {k: torch.full((*lead, 0), fill, dtype=dt) for k, (dt, fill, lead) in self.spec.items()}
+        # Resume: what an earlier session stored (arrays, seconds) replaces the empty start.
+        if path is not None and path.with_suffix(".npz").exists():
+            with np.load(path.with_suffix(".npz"), allow_pickle=False) as data:
+                self.arrays = {k: torch.from_numpy(data[k].copy()) for k in self.spec}
+            self.meta = {**self.meta, **json.loads(path.with_suffix(".json").read_text())}
+
+    def __len__(self) -> int:
+        return min((a.shape[-1] for a in self.arrays.values()), default=0)
+
+    def grow(self, size: int) -> None:
+        """Make every array at least ``size`` examples long (new entries at their fill value)."""
+        for k, (dt, fill, lead) in self.spec.items():
+            a = self.arrays[k]
+            if a.shape[-1] < size:
+                self.arrays[k] = torch.cat([a, torch.full((*lead, size - a.shape[-1]), fill, dtype=dt)], -1)
+
+    @property
+    def seconds(self) -> float:
+        """Seconds spent so far (all sessions)."""
+        return float(self.meta.get("seconds", 0.0))
+
+    def add_seconds(self, seconds: float) -> None:
+        """Count ``seconds`` more of work."""
+        self.meta["seconds"] = self.seconds + seconds
+
+    def save(self) -> None:
+        """Atomic write of the arrays, then the JSON side-car."""
+        if self.path is None:
+            return
+        atomic_npz(self.path.with_suffix(".npz"), {k: v.numpy() for k, v in self.arrays.items()})
+        atomic_json(self.path.with_suffix(".json"), self.meta)
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.arrays[key]
+
+    def __setitem__(self, key: str, value: torch.Tensor) -> None:
+        self.arrays[key] = value

@@ -1,0 +1,79 @@
+"""A finished ticket and how it is stored: a plain state dict loaded into the method's empty model."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Union
+
+import torch
+import torch.nn as nn
+
+from bench import paths
+from bench.data import DataBundle
+from bench.masking import set_trainable
+from bench.methods import get_method
+from bench.spec import RunSpec
+
+
+@dataclass
+class Ticket:
+    """A run's ticket with what evaluating it needs: the resolved spec, data, device, folder and meta."""
+
+    spec: RunSpec
+    data: DataBundle
+    device: torch.device
+    run_dir: Path
+    model: nn.Module
+    meta: Dict[str, Any]
+
+
+def empty_model(spec: RunSpec, device: Union[str, torch.device] = "cpu") -> nn.Module:
+    """The spec's architecture with the method's BatchNorm kind, untrained (the method's ``build_empty``)."""
+    return get_method(spec.method).build_empty(spec, device)
+
+
+def load_state(model: nn.Module, path: Path, device: Union[str, torch.device] = "cpu") -> nn.Module:
+    """Load an untrusted checkpoint safely; mismatches give a clear ValueError."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"checkpoint not found: {path}") from None
+    except Exception as exc:  # noqa: BLE001 - re-raised with the file named
+        raise ValueError(f"refusing to load {path}: not a plain tensor checkpoint ({type(exc).__name__}); "
+                         "only weights_only state dicts are accepted") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a state dict")
+    mine = model.state_dict()
+    missing = sorted(set(mine) - set(state))
+    unexpected = sorted(set(state) - set(mine))
+    if missing or unexpected:
+        raise ValueError(f"{path} does not match the architecture: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor) or v.shape != mine[k].shape:
+            shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+            raise ValueError(f"{path}: tensor {k} has shape {shape}, the architecture needs {tuple(mine[k].shape)}")
+    model.load_state_dict(state)
+    return model
+
+
+def read_spec(run_dir: Union[str, Path]) -> RunSpec:
+    """The spec a run folder was made for."""
+    spec_path = paths.spec(run_dir)
+    if not spec_path.exists():
+        raise ValueError(f"{run_dir} is not a run folder (no spec.json)")
+    return RunSpec.from_dict(json.loads(spec_path.read_text()))
+
+
+def read_meta(run_dir: Union[str, Path]) -> Dict[str, Any]:
+    """What the search recorded about a finished ticket."""
+    meta: Dict[str, Any] = json.loads(paths.meta(run_dir).read_text())
+    return meta
+
+
+def load_ticket(run_dir: Union[str, Path], device: Union[str, torch.device] = "cpu") -> nn.Module:
+    """A finished ticket in eval mode: takes [0,1] inputs, returns logits."""
+    spec = read_spec(run_dir)
+    model = load_state(empty_model(spec, device), paths.ticket(run_dir), device)
+    set_trainable(model, weights=False, scores=False)
+    return model.eval()
