@@ -145,7 +145,7 @@ def evaluate_run(ticket: Ticket, attacks: Optional[Sequence[str]] = None, n_eval
     if method.randomized:
         request = EvalRequest(spec, ticket.data, ticket.device, ticket.run_dir, ticket.model, ticket.meta, chosen, n, n_aa, cascade)
         return evaluate_switch(request, method.inference_draws(spec))
-    results = evaluate(ticket.model, ticket.data.test, chosen, float(spec.eps), n, n_aa, ticket.device,
+    results = evaluate(ticket.model, ticket.data.test, chosen, spec.eps_value, n, n_aa, ticket.device,
                        paths.eval_root(ticket.run_dir), seed=spec.seed, cascade=cascade, meta=ticket.meta)
     return with_worst_case(results)
 

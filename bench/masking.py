@@ -23,7 +23,7 @@ from bench.io import tensor_digest
 class MaskedMixin:
     """Adds ``mask`` and ``scores`` to a layer that has a ``weight``."""
 
-    weight: nn.Parameter
+    weight: torch.Tensor
     mask: torch.Tensor
     scores: nn.Parameter
 

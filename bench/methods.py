@@ -17,7 +17,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple, Type, Union
+from typing import Any, Callable, ClassVar, Dict, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn as nn
@@ -29,6 +29,7 @@ from bench.io import atomic_json, atomic_save, atomic_write, digest
 from bench.models import Classifier, ModelConfig, build_model
 from bench.spec import METHODS, NoHparams, RunSpec
 from bench.train import Compute, TrainConfig, TrainResult, train
+
 
 class Method(abc.ABC):
     """Base class of a ticket-finding method."""
@@ -117,7 +118,7 @@ class RunContext:
         """Training settings from the spec, with per-stage overrides (epochs, lr...)."""
         return TrainConfig.from_spec(self.spec, self.data.info.augment, **overrides)
 
-    def train(self, model: nn.Module, params: List[torch.Tensor], cfg: TrainConfig, stage_dir: Path,
+    def train(self, model: nn.Module, params: Sequence[torch.Tensor], cfg: TrainConfig, stage_dir: Path,
               refresh_masks: Optional[Callable[[], None]] = None, desc: str = "train") -> TrainResult:
         """Run the shared training loop and add its compute to this run's total."""
         result = train(model, params, self.data, cfg, self.device, stage_dir, self.spec.seed, refresh_masks, desc)

@@ -58,6 +58,9 @@ class LayerFactory:
 class Normalize(nn.Module):
     """Per-channel normalisation inside the model, so attacks work in [0,1]."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))

@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 
 from bench import paths
-from bench.attacks import Attack, SwitchModel, make_attack
+from bench.attacks import Attack, SwitchModel, as_switch, make_attack
 from bench.data import Split, to_float
 from bench.evaluate import attack_chunks, attack_store_path, model_folder
 from bench.flags import after_attack_flags, meta_flags, probe_flags
@@ -74,7 +74,7 @@ def draw_correct(switch: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds: Seq
     """(draws, len(x)) correctness of the switch, one reseeded draw per seed."""
     rows = []
     for s in seeds:
-        switch.reseed(s)
+        as_switch(switch).reseed(s)
         rows.append((switch(x).argmax(1) == y).cpu())
     return torch.stack(rows)
 
@@ -104,7 +104,7 @@ def attack_draws(switch: nn.Module, test: Split, name: str, attack: Attack, need
 
     # The switch's draws inside the attack, then at the adversarial points, are seeded per chunk.
     def reseed(sel: torch.Tensor) -> None:
-        switch.reseed(mix_seed(seed, "attack", name, int(sel[0])))
+        as_switch(switch).reseed(mix_seed(seed, "attack", name, int(sel[0])))
 
     for chunk in attack_chunks(switch, test, attack, todo, device, batch_size, before=reseed):
         t0 = time.perf_counter()
@@ -140,8 +140,8 @@ def transfer_matrix(switch: nn.Module, test: Split, n: int, eps: float, seed: in
     model (its clean-correct examples, in chunks of ``batch_size``, the same
     seed), so the diagonal equals each candidate's white-box robust accuracy.
     """
-    k_all = switch.n_candidates
-    views = [switch.candidate(k) for k in range(k_all)]
+    k_all = as_switch(switch).n_candidates
+    views = [as_switch(switch).candidate(k) for k in range(k_all)]
     sub = test.head(n)
     x_all = to_float(sub.x, device)
     y_all = sub.y.to(device)
@@ -189,7 +189,7 @@ def write_transfer(switch: nn.Module, test: Split, n: int, eps: float, seed: int
     csv_path, key_path = paths.transfer(run_dir, "csv"), paths.transfer(run_dir, "json")
     if csv_path.exists() and key_path.exists() and json.loads(key_path.read_text()) == key:
         return pd.read_csv(csv_path, index_col=0)
-    frame = transfer_frame(transfer_matrix(switch, test, n, eps, seed, device), switch.sparsities)
+    frame = transfer_frame(transfer_matrix(switch, test, n, eps, seed, device), as_switch(switch).sparsities)
     atomic_write(csv_path, frame.to_csv())
     atomic_write(paths.transfer(run_dir, "md"), transfer_markdown(frame, n))
     atomic_json(key_path, key)
@@ -201,7 +201,7 @@ def evaluate_switch(req: EvalRequest, draws: int, batch_size: int = 500) -> List
     model, test, device, seed = req.model, req.data.test, req.device, req.spec.seed
     if not isinstance(model, SwitchModel):
         raise ValueError(f"{req.spec.method} tickets must be random switches (n_candidates, candidate(k), ensemble())")
-    eps = float(req.spec.eps)
+    eps = req.spec.eps_value
     model.eval()
     attacks = [(name, make_attack(name, eps, seed=seed)) for name in dict.fromkeys(req.attacks)]
     sizes = {name: len(test.head(req.n_eval_aa if a.cascade_only else req.n_eval)) for name, a in attacks}

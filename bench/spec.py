@@ -17,7 +17,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from bench.attacks import ATTACKS
 from bench.config import build_dataclass, check_choices, non_default, spec_field
-from bench.data import DATASETS, DATA_SOURCES, dataset_info, resolve_source
+from bench.data import DATA_SOURCES, DATASETS, dataset_info, resolve_source
 from bench.io import digest
 from bench.models import MODELS
 from bench.registry import Registry
@@ -108,10 +108,14 @@ class RunSpec:
         return self
 
     @property
+    def eps_value(self) -> float:
+        """The L-inf budget as a number: ``eps``, else the dataset's default."""
+        return float(self.eps) if self.eps is not None else float(dataset_info(self.dataset).default_eps)
+
+    @property
     def step_size(self) -> float:
         """Training PGD step size (eps/4 unless set)."""
-        eps = self.resolve().eps
-        return self.train_step_size if self.train_step_size is not None else eps / 4
+        return self.train_step_size if self.train_step_size is not None else self.eps_value / 4
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain JSON-able dict of every field (hparams nested)."""

@@ -18,7 +18,6 @@ import abc
 import argparse
 import dataclasses
 import itertools
-import os
 import time
 import traceback
 from dataclasses import dataclass, field

@@ -183,7 +183,7 @@ def row_flags(rows: pd.DataFrame) -> pd.Series:
 
 def _flag_names(flags: pd.Series) -> Tuple[str, ...]:
     """Distinct flag names in a series of ';'-separated flag strings."""
-    names = set()
+    names: set[str] = set()
     for text in flags:
         names.update(f for f in re.split(r"[;,|\s]+", text) if f)
     return tuple(sorted(names))

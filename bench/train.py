@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -67,7 +67,7 @@ class TrainConfig:
         """The stage settings of ``spec`` (resolved eps and step size), with per-stage overrides."""
         resolved = spec.resolve()
         values = {name: getattr(resolved, name) for name in SPEC_TRAIN_FIELDS}
-        values["eps"] = float(resolved.eps)
+        values["eps"] = resolved.eps_value
         values["train_step_size"] = resolved.step_size
         return dataclasses.replace(cls(**values, augment=augment), **overrides)
 
@@ -106,7 +106,7 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: in
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
 
 
-def _optimizer(params: List[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
+def _optimizer(params: Sequence[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
     """SGD (momentum) or Adam over the trainable tensors."""
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -162,7 +162,7 @@ def robust_accuracy(model: nn.Module, split: Split, attack: Callable, device: to
 
 def train(
     model: nn.Module,
-    params: List[torch.Tensor],
+    params: Sequence[torch.Tensor],
     data: DataBundle,
     cfg: TrainConfig,
     device: torch.device,

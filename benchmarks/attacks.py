@@ -105,7 +105,7 @@ def per_attack(model: nn.Module, test: Split, eps: float, names: Sequence[str], 
         split = test.head(n_aa if attack.cascade_only else n)
         ok = correct_flags(model, split, device).nonzero().squeeze(1)
         x, y = to_float(split.x[ok], device), split.y[ok].to(device)
-        seconds, x_adv = timed(lambda: attack(model, x, y))
+        seconds, x_adv = timed(lambda attack=attack, x=x, y=y: attack(model, x, y))
         out[name] = {"attacked": len(x), "seconds": seconds, "images_per_s": len(x) / seconds,
                      "robust_acc_of_correct": accuracy(model, x_adv, y)}
     return out

@@ -16,11 +16,11 @@ from bench.data import Split, load_data, to_float
 from bench.evaluate import attack_store, evaluate, robust_flags, worst_case
 from bench.flags import FLAG_DESCRIPTIONS
 from bench.flags import row_flags as _row_flags
+from bench.harness import summary
 from bench.masking import frozen_fingerprint
+from bench.models import ModelConfig, build_model
 from bench.results import AttackResult
 from bench.store import Store
-from bench.harness import summary
-from bench.models import ModelConfig, build_model
 
 EPS = 0.05
 CPU = torch.device("cpu")

@@ -5,13 +5,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.masking import (apply_masks, layer_sparsity, magnitude_scores, measured_sparsity, n_zeros_for,
-                           prunable_layers, score_mask_refresher, set_trainable, topk_mask)
+from bench.masking import (
+    apply_masks,
+    layer_sparsity,
+    magnitude_scores,
+    measured_sparsity,
+    n_zeros_for,
+    prunable_layers,
+    score_mask_refresher,
+    set_trainable,
+    topk_mask,
+)
 
 
 @pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9, 0.99])
 def test_layerwise_sparsity_is_exact(tiny_model: torch.nn.Module, sparsity: float) -> None:
-    apply_masks(tiny_model, lambda _n, l: torch.rand_like(l.weight), sparsity, scope="layer")
+    apply_masks(tiny_model, lambda _n, layer: torch.rand_like(layer.weight), sparsity, scope="layer")
     for name, layer in prunable_layers(tiny_model):
         zeros = int((layer.mask == 0).sum())
         assert zeros == n_zeros_for(layer.mask.numel(), sparsity), name
@@ -20,7 +29,7 @@ def test_layerwise_sparsity_is_exact(tiny_model: torch.nn.Module, sparsity: floa
 
 def test_global_sparsity_is_exact(tiny_model: torch.nn.Module) -> None:
     apply_masks(tiny_model, magnitude_scores, 0.8, scope="global")
-    total = sum(l.mask.numel() for _, l in prunable_layers(tiny_model))
+    total = sum(layer.mask.numel() for _, layer in prunable_layers(tiny_model))
     assert abs(measured_sparsity(tiny_model) - 0.8) <= 1 / total
 
 
@@ -46,7 +55,7 @@ def test_magnitude_masks_only_shrink(tiny_model: torch.nn.Module) -> None:
     previous = None
     for s in (0.2, 0.5, 0.8, 0.95):
         apply_masks(tiny_model, magnitude_scores, s, scope="global")
-        current = [l.mask.clone() for _, l in prunable_layers(tiny_model)]
+        current = [layer.mask.clone() for _, layer in prunable_layers(tiny_model)]
         if previous is not None:
             for p, c in zip(previous, current):
                 assert torch.all(c <= p)
@@ -59,8 +68,8 @@ def test_unknown_scope_is_value_error(tiny_model: torch.nn.Module) -> None:
 
 
 def test_only_scores_get_gradients_and_forward_equals_masked_weight(tiny_model: torch.nn.Module) -> None:
-    for _, l in prunable_layers(tiny_model):
-        torch.nn.init.normal_(l.scores)
+    for _, layer in prunable_layers(tiny_model):
+        torch.nn.init.normal_(layer.scores)
     set_trainable(tiny_model, weights=False, scores=True)
     score_mask_refresher(tiny_model, 0.7)()
     x = torch.rand(16, 1, 8, 8)

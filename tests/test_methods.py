@@ -12,9 +12,8 @@ import torch.nn as nn
 from bench.harness import find_or_load_ticket
 from bench.masking import n_zeros_for, prunable_layers
 from bench.methods import RunContext
-from bench.spec import METHODS
 from bench.models import init_signed_kaiming_constant
-from bench.spec import RunSpec
+from bench.spec import METHODS, RunSpec
 from bench.train import Compute
 from tickets.alth import level_sparsities, load_masks, prune_and_rewind
 

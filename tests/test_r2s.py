@@ -32,7 +32,7 @@ def candidates(model: nn.Module, sparsities: Tuple[float, ...] = SPARSITIES) -> 
     for i, s in enumerate(sparsities):
         g = torch.Generator().manual_seed(i)
         c = copy.deepcopy(model)
-        apply_masks(c, lambda _n, layer: torch.rand(layer.weight.shape, generator=g), s)
+        apply_masks(c, lambda _n, layer, g=g: torch.rand(layer.weight.shape, generator=g), s)
         for m in c.modules():
             if isinstance(m, nn.BatchNorm1d):
                 m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)

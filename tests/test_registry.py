@@ -6,9 +6,9 @@ import pytest
 from bench.attacks import ATTACKS
 from bench.cli import registry_listing
 from bench.data import DATASETS
-from bench.spec import METHODS
 from bench.models import MODELS
 from bench.registry import Registry
+from bench.spec import METHODS
 
 
 def test_duplicate_name_raises() -> None:

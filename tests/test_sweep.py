@@ -14,8 +14,20 @@ import bench.sweep as sweep_mod
 from bench.cli import main
 from bench.executors.local import LocalExecutor
 from bench.spec import RunSpec
-from bench.sweep import (EXECUTORS, Executor, JobResult, SweepJob, discover_executors, dry_run_table, expand,
-                         finished_pairs, get_executor, is_done, load_sweep, run_sweep)
+from bench.sweep import (
+    EXECUTORS,
+    Executor,
+    JobResult,
+    SweepJob,
+    discover_executors,
+    dry_run_table,
+    expand,
+    finished_pairs,
+    get_executor,
+    is_done,
+    load_sweep,
+    run_sweep,
+)
 
 # The smallest real runs: a 10%-width MLP, one epoch of one-step PGD on 256 examples.
 TINY: Dict[str, Any] = {

@@ -26,8 +26,7 @@ from bench.export import EXTRA_FIELDS, ROBUSTBENCH_FIELDS, export_robustbench_js
 from bench.harness import run_spec
 from bench.results import read_rows
 from bench.spec import RunSpec
-from bench.zoo import (RobustBenchMissing, ZooSpec, checkpoint_paths, import_robustbench, load_zoo_model, run_zoo,
-                       weight_sparsity, zoo_entries, zoo_models)
+from bench.zoo import RobustBenchMissing, ZooSpec, checkpoint_paths, import_robustbench, load_zoo_model, run_zoo, weight_sparsity, zoo_entries, zoo_models
 
 ZOO_MODEL = "Ding2020MMA"  # the smallest CIFAR-10 Linf zoo entry (WideResNet-28-4, 5.8M parameters)
 N_EVAL = 1

@@ -34,7 +34,7 @@ import dataclasses
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import torch
 import torch.nn as nn
@@ -128,17 +128,25 @@ class RandomSwitch(nn.Module):
     def set_candidate(self, k: int, model: nn.Module) -> None:
         """Copy candidate ``k``'s buffers from ``model`` (an RST of the same network)."""
         buffers = dict(model.named_buffers())
-        for name, dst in zip(self.buffer_names, self.states[k].values()):
+        for name, dst in zip(self.buffer_names, self.state_of(k).values()):
             dst.copy_(buffers[name].bool() if dst.dtype == torch.bool else buffers[name])
 
     def _overrides(self, k: int) -> Dict[str, torch.Tensor]:
         """Candidate ``k``'s buffers, masks as the weights' dtype."""
         dtype = next(self.base.parameters()).dtype
-        return {name: (v.to(dtype) if v.dtype == torch.bool else v) for name, v in zip(self.buffer_names, self.states[k].values())}
+        return {name: (v.to(dtype) if v.dtype == torch.bool else v) for name, v in zip(self.buffer_names, self.state_of(k).values())}
+
+    def state_of(self, k: int) -> CandidateState:
+        """Candidate ``k``'s own buffers."""
+        state = self.states[k]
+        if not isinstance(state, CandidateState):
+            raise TypeError(f"candidate {k} holds {type(state).__name__}, not CandidateState")
+        return state
 
     def forward_candidate(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """Logits of candidate ``k`` (deterministic)."""
-        return functional_call(self.base, self._overrides(k), (x,))
+        logits: torch.Tensor = functional_call(self.base, self._overrides(k), (x,))
+        return logits
 
     def draw(self, n: int) -> torch.Tensor:
         """Candidate indices for a call on ``n`` examples (one shared index, or one per example)."""
@@ -151,12 +159,14 @@ class RandomSwitch(nn.Module):
             return self.forward_candidate(x, int(ks[0]))
         # Per example: run each drawn candidate on its examples and put the logits back in place.
         out: Optional[torch.Tensor] = None
-        for k in ks.unique().tolist():
+        for k in torch.unique(ks).tolist():
             idx = (ks == k).nonzero().squeeze(1).to(x.device)
             logits = self.forward_candidate(x[idx], k)
             if out is None:
                 out = logits.new_zeros(len(x), logits.shape[1])
             out = out.index_copy(0, idx, logits)
+        if out is None:
+            raise ValueError("a random switch needs at least one example per call")
         return out
 
     def candidate(self, k: int) -> nn.Module:
@@ -265,7 +275,7 @@ class R2S(Method):
         check_shared(models, sparsities)
         # The base network holds the reference candidate (the spec's sparsity); the switch every candidate.
         ref = sparsities.index(float(ctx.spec.sparsity))
-        switch = self.build_empty(ctx.spec, ctx.device)
+        switch = cast(RandomSwitch, self.build_empty(ctx.spec, ctx.device))
         switch.base.load_state_dict(models[ref].state_dict())
         for k, model in enumerate(models):
             switch.set_candidate(k, model)

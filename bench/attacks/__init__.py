@@ -9,10 +9,10 @@ from bench.attacks.autoattack import AA_VERSIONS, BLACK_BOX, AutoAttackRunner
 from bench.attacks.base import Attack, check_budget, no_param_grad
 from bench.attacks.pgd import LOSSES, PGD, ce_loss, cw_loss
 from bench.attacks.registry import ATTACKS, AttackPreset, AttackRegistry, make_attack
-from bench.attacks.switch import CandidatePGD, EnsemblePGD, SwitchModel
+from bench.attacks.switch import CandidatePGD, EnsemblePGD, SwitchModel, as_switch
 
 __all__ = [
     "AA_VERSIONS", "ATTACKS", "BLACK_BOX", "LOSSES", "PGD", "Attack", "AttackPreset", "AttackRegistry",
     "AutoAttackRunner", "CandidatePGD", "EnsemblePGD", "SwitchModel", "ce_loss", "check_budget", "cw_loss",
-    "make_attack", "no_param_grad",
+    "as_switch", "make_attack", "no_param_grad",
 ]

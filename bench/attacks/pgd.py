@@ -121,9 +121,10 @@ class PGD(Attack):
     @torch.no_grad()
     def _predict(self, model: nn.Module, xa: torch.Tensor) -> torch.Tensor:
         """Predicted class (mean softmax over EOT samples for randomised models)."""
+        logits: torch.Tensor = model(xa)
         if self.eot_samples == 1:
-            return model(xa).argmax(1)
-        total = model(xa).softmax(1)
+            return logits.argmax(1)
+        total = logits.softmax(1)
         for _ in range(self.eot_samples - 1):
             total = total + model(xa).softmax(1)
         return total.argmax(1)

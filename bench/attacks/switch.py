@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass
-from typing import Any, Dict, Protocol
+from typing import Any, Dict, Protocol, Sequence
 
 import torch
 import torch.nn as nn
@@ -25,11 +25,21 @@ class SwitchModel(Protocol):
     @property
     def n_candidates(self) -> int: ...
 
+    @property
+    def sparsities(self) -> Sequence[float]: ...
+
     def candidate(self, k: int) -> nn.Module: ...
 
     def ensemble(self) -> nn.Module: ...
 
     def reseed(self, seed: int) -> None: ...
+
+
+def as_switch(model: nn.Module) -> SwitchModel:
+    """``model`` as a random switch; a ValueError when it is not one."""
+    if not isinstance(model, SwitchModel):
+        raise ValueError(f"{type(model).__name__} is not a random switch (n_candidates, sparsities, candidate(k), ensemble(), reseed())")
+    return model
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,8 @@ import argparse
 from pathlib import Path
 from typing import Optional
 
+from bench.check import REFERENCE_DIR, run_check
 from bench.commands import COMMANDS
-from bench.check import REFERENCE_DIR
-from bench.check import run_check
 
 
 def _tolerance(text: str) -> Optional[float]:

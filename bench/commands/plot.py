@@ -4,8 +4,7 @@ from __future__ import annotations
 import argparse
 
 from bench.commands import COMMANDS
-from bench.plots import KINDS
-from bench.plots import make_plots
+from bench.plots import KINDS, make_plots
 from bench.tables import apply_filters, load_rows
 
 

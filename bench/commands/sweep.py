@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 
-from bench.commands import COMMANDS
-from bench.sweep import EXECUTORS, discover_executors
-from bench.sweep import dry_run_table, get_executor, load_sweep, run_sweep
 import pandas as pd
+
+from bench.commands import COMMANDS
+from bench.sweep import EXECUTORS, discover_executors, dry_run_table, get_executor, load_sweep, run_sweep
 
 
 def add(sub: argparse._SubParsersAction) -> None:

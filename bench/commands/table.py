@@ -5,8 +5,7 @@ import argparse
 from pathlib import Path
 
 from bench.commands import COMMANDS
-from bench.tables import FORMATS, LAYOUTS
-from bench.tables import apply_filters, build_table, load_rows, render
+from bench.tables import FORMATS, LAYOUTS, apply_filters, build_table, load_rows, render
 
 
 def add(sub: argparse._SubParsersAction) -> None:

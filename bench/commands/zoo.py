@@ -12,9 +12,7 @@ from pathlib import Path
 from bench.commands import COMMANDS
 from bench.export import export_robustbench_json
 from bench.results import read_rows
-from bench.zoo import ZooSpec
-from bench.zoo import ZooSpec, run_zoo
-from bench.zoo import checkpoint_paths, zoo_models
+from bench.zoo import ZooSpec, checkpoint_paths, run_zoo, zoo_models
 
 DEFAULT_MODEL_DIR = "models"
 
