@@ -23,7 +23,7 @@ from bench.evaluate import evaluate, with_worst_case
 from bench.flags import describe_flags
 from bench.io import atomic_json, atomic_save
 from bench.masking import layer_sparsity, measured_sparsity
-from bench.methods import EvalRequest, RunContext, get_method
+from bench.methods import RunContext, get_method
 from bench.models import prunable_policy
 from bench.randomized import evaluate_switch
 from bench.results import AttackResult, append_rows, result_rows
@@ -143,8 +143,7 @@ def evaluate_run(ticket: Ticket, attacks: Optional[Sequence[str]] = None, n_eval
     # A randomised ticket is evaluated over inference draws, with every attack alone.
     method = get_method(spec.method)
     if method.randomized:
-        request = EvalRequest(spec, ticket.data, ticket.device, ticket.run_dir, ticket.model, ticket.meta, chosen, n, n_aa, cascade)
-        return evaluate_switch(request, method.inference_draws(spec))
+        return evaluate_switch(ticket, chosen, n, n_aa, method.inference_draws(spec))
     results = evaluate(ticket.model, ticket.data.test, chosen, spec.eps_value, n, n_aa, ticket.device,
                        paths.eval_root(ticket.run_dir), seed=spec.seed, cascade=cascade, meta=ticket.meta)
     return with_worst_case(results)

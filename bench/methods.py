@@ -17,7 +17,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, ClassVar, Dict, Optional, Sequence, Type, Union
 
 import torch
 import torch.nn as nn
@@ -54,22 +54,6 @@ class Method(abc.ABC):
     def inference_draws(self, spec: RunSpec) -> int:
         """Inference draws every accuracy of a randomised ticket averages over (1 for deterministic tickets)."""
         return 1
-
-
-@dataclass(frozen=True)
-class EvalRequest:
-    """Everything an evaluation needs: the run, its ticket and the evaluation settings."""
-
-    spec: RunSpec
-    data: DataBundle
-    device: torch.device
-    run_dir: Path
-    model: nn.Module
-    meta: Dict[str, Any]
-    attacks: Tuple[str, ...]
-    n_eval: int
-    n_eval_aa: int
-    cascade: bool
 
 
 def register(name: str, description: str) -> Callable[[Type[Method]], Type[Method]]:

@@ -45,9 +45,9 @@ from bench.data import Split, to_float
 from bench.evaluate import attack_chunks, attack_store_path, model_folder
 from bench.flags import after_attack_flags, meta_flags, probe_flags
 from bench.io import atomic_json, atomic_write, digest, model_fingerprint
-from bench.methods import EvalRequest
 from bench.results import AttackResult
 from bench.store import Store
+from bench.ticket import Ticket
 
 TRANSFER_ATTACK = "pgd20"
 
@@ -196,24 +196,25 @@ def write_transfer(switch: nn.Module, test: Split, n: int, eps: float, seed: int
     return frame
 
 
-def evaluate_switch(req: EvalRequest, draws: int, batch_size: int = 500) -> List[AttackResult]:
+def evaluate_switch(ticket: Ticket, attack_names: Sequence[str], n_eval: int, n_eval_aa: int, draws: int,
+                    batch_size: int = 500) -> List[AttackResult]:
     """Every requested attack on a random switch, accuracies over ``draws`` draws, then ``worst_case``."""
-    model, test, device, seed = req.model, req.data.test, req.device, req.spec.seed
+    model, test, device, seed = ticket.model, ticket.data.test, ticket.device, ticket.spec.seed
     if not isinstance(model, SwitchModel):
-        raise ValueError(f"{req.spec.method} tickets must be random switches (n_candidates, candidate(k), ensemble())")
-    eps = req.spec.eps_value
+        raise ValueError(f"{ticket.spec.method} tickets must be random switches (n_candidates, candidate(k), ensemble())")
+    eps = ticket.spec.eps_value
     model.eval()
-    attacks = [(name, make_attack(name, eps, seed=seed)) for name in dict.fromkeys(req.attacks)]
-    sizes = {name: len(test.head(req.n_eval_aa if a.cascade_only else req.n_eval)) for name, a in attacks}
-    n_all = max(sizes.values(), default=len(test.head(req.n_eval)))
+    attacks = [(name, make_attack(name, eps, seed=seed)) for name in dict.fromkeys(attack_names)]
+    sizes = {name: len(test.head(n_eval_aa if a.cascade_only else n_eval)) for name, a in attacks}
+    n_all = max(sizes.values(), default=len(test.head(n_eval)))
     before = model_fingerprint(model)
-    folder = model_folder(paths.eval_root(req.run_dir), model)
+    folder = model_folder(paths.eval_root(ticket.run_dir), model)
     assert folder is not None  # a run folder always has an evaluation cache
 
     # Clean correctness over draws, then the probe and meta checks (EOT-style randomness is expected here).
     clean_store = draw_store(folder / f"switch-clean-d{draws}", draws, {"what": "clean", "draws": draws})
     clean = clean_draws(model, test, n_all, draws, seed, device, batch_size, clean_store)
-    run_flags = probe_flags(model, test, clean[0], device, any_adaptive=True) | meta_flags(req.meta, model)
+    run_flags = probe_flags(model, test, clean[0], device, any_adaptive=True) | meta_flags(ticket.meta, model)
     adaptive_any = any(a.adaptive for _, a in attacks)
     if not adaptive_any:
         run_flags.add("non_adaptive")
@@ -255,5 +256,5 @@ def evaluate_switch(req: EvalRequest, draws: int, batch_size: int = 500) -> List
                                     {**common, "clean_std": round(c_std, 6), "robust_std": round(r_std, 6),
                                      "adaptive": adaptive_any}))
     # The candidates' transfer matrix on the PGD examples.
-    write_transfer(model, test, len(test.head(req.n_eval)), eps, seed, device, req.run_dir, folder.name)
+    write_transfer(model, test, len(test.head(n_eval)), eps, seed, device, ticket.run_dir, folder.name)
     return results

@@ -41,9 +41,9 @@ def get_model(args: argparse.Namespace, device: torch.device) -> Tuple[nn.Module
         return load_ticket(run_dir, device), data.test, float(spec.eps), f"ticket {run_dir}"
     spec = RunSpec(method="dense-at", sparsity=0.0, arch="convnet", width=args.width, n_train=args.n_train,
                    epochs=args.epochs, train_steps=5, eval_attacks=("pgd20",), device=device.type)
-    spec, data, _dev, run_dir, model, _meta = find_or_load_ticket(spec, Path(args.out))
-    desc = f"dense-at convnet width {args.width}, {args.n_train} train examples, {args.epochs} epochs PGD-5 AT ({run_dir})"
-    return model.eval(), data.test, float(spec.eps), desc
+    ticket = find_or_load_ticket(spec, Path(args.out))
+    desc = f"dense-at convnet width {args.width}, {args.n_train} train examples, {args.epochs} epochs PGD-5 AT ({ticket.run_dir})"
+    return ticket.model.eval(), ticket.data.test, ticket.spec.eps_value, desc
 
 
 def timed(fn: Callable[[], Any]) -> Tuple[float, Any]:

@@ -41,7 +41,7 @@ def make_step(kind: str, arch: str, batch: tuple, cfg: TrainConfig) -> Callable[
         params = [p for p in model.parameters() if p.requires_grad]
         refresh = lambda: None  # noqa: E731 - dense masks never change
     opt = _optimizer(params, cfg)
-    attack = PGD(cfg.eps, steps=cfg.steps, step_size=cfg.step_size, early_stop=False)
+    attack = PGD(cfg.eps, steps=cfg.train_steps, step_size=cfg.train_step_size, early_stop=False)
     gen = torch.Generator().manual_seed(0)
     x, y = batch
 
@@ -61,7 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     data = load_data("fashion-mnist")
     batch = next(batches(data.train, args.batch_size, torch.device("cpu")))
-    cfg = TrainConfig(epochs=1, lr=0.1, eps=0.1, steps=7, step_size=0.025)
+    cfg = TrainConfig(epochs=1, lr=0.1, eps=0.1, train_steps=7, train_step_size=0.025)
     steps: Dict[str, Callable[[], None]] = {k: make_step(k, args.arch, batch, cfg) for k in ("rst", "dense")}
     # Warm-up, then interleaved timing.
     for fn in steps.values():

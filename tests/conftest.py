@@ -1,18 +1,46 @@
 """Shared fixtures: tiny specs and models that train in seconds on the CPU."""
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Iterator, Tuple
 
 import pytest
 import torch
+import torch.nn as nn
 
-from bench.data import DataBundle, DatasetInfo, Split
+from bench.data import DataBundle, DatasetInfo, Split, load_data, to_float
 from bench.models import ModelConfig, build_model
 
+# The one tiny budget every test file builds its runs from (a few seconds each on the CPU).
 TINY: Dict[str, Any] = {
     "arch": "mlp", "width": 0.1, "epochs": 1, "train_steps": 1, "n_train": 300,
     "n_eval": 60, "n_eval_aa": 20, "eval_attacks": ("pgd20",), "device": "cpu", "batch_size": 100,
 }
+
+
+def train_mlp(hidden: int, n_train: int, epochs: int, batch: int, lr: float,
+              loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]) -> Tuple[nn.Module, Split]:
+    """A 784-hidden-10 MLP trained with Adam on the embedded Fashion-MNIST (seed 0); eval mode, and the test split."""
+    torch.manual_seed(0)
+    data = load_data("fashion-mnist", "embedded")
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+    opt = torch.optim.Adam(model.parameters(), lr)
+    x, y = to_float(data.train.x[:n_train], torch.device("cpu")), data.train.y[:n_train]
+    for _epoch in range(epochs):
+        for i in range(0, len(x), batch):
+            value = loss(model, x[i : i + batch], y[i : i + batch])
+            opt.zero_grad()
+            value.backward()
+            opt.step()
+    return model.eval(), data.test
+
+
+@pytest.fixture(scope="module")
+def single_thread() -> Iterator[None]:
+    """One torch thread for a test module (tiny models run fastest so); the previous count restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

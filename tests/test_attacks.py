@@ -1,7 +1,7 @@
 """Invariants of every registered attack on a tiny linear model (seconds)."""
 from __future__ import annotations
 
-from typing import Iterator, Tuple
+from typing import Tuple
 
 import pytest
 import torch
@@ -12,13 +12,8 @@ from bench.attacks import ATTACKS, PGD, AttackPreset, AutoAttackRunner, make_att
 EPS = 0.05
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread (and a shared CPU does not thrash)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models run fastest on one thread (conftest.py's fixture), and a shared CPU does not thrash.
+pytestmark = pytest.mark.usefixtures("single_thread")
 ROW_SETTINGS = {"norm", "eps", "steps", "step_size", "restarts", "eot_samples", "version"}
 
 

@@ -9,10 +9,11 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from conftest import train_mlp
 
 from bench.attacks import PGD, AutoAttackRunner, make_attack
 from bench.cli import main
-from bench.data import Split, load_data, to_float
+from bench.data import Split
 from bench.evaluate import attack_store, evaluate, robust_flags, worst_case
 from bench.flags import FLAG_DESCRIPTIONS
 from bench.flags import row_flags as _row_flags
@@ -27,29 +28,14 @@ CPU = torch.device("cpu")
 CASCADE = ["apgd-ce", "cw20", "pgd20"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread (and a shared CPU does not thrash)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models run fastest on one thread (conftest.py's fixture), and a shared CPU does not thrash.
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
 def trained() -> Tuple[nn.Module, Split]:
     """A small MLP trained clean for one epoch (under a second): some points robust at EPS, some not."""
-    torch.manual_seed(0)
-    data = load_data("fashion-mnist", "embedded")
-    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
-    opt = torch.optim.Adam(model.parameters(), 2e-3)
-    x, y = to_float(data.train.x[:2000], CPU), data.train.y[:2000]
-    for i in range(0, len(x), 64):
-        loss = F.cross_entropy(model(x[i : i + 64]), y[i : i + 64])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval(), data.test
+    return train_mlp(32, 2000, 1, 64, 2e-3, lambda model, x, y: F.cross_entropy(model(x), y))
 
 
 def by_name(results: List[AttackResult]) -> dict:

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Tuple
 import pytest
 import torch
 import torch.nn as nn
+from conftest import TINY  # noqa: E402 - the shared budget (tests/ is on sys.path)
 
 from bench.harness import find_or_load_ticket
 from bench.masking import n_zeros_for, prunable_layers
@@ -17,8 +18,6 @@ from bench.spec import METHODS, RunSpec
 from bench.train import Compute
 from tickets.alth import level_sparsities, load_masks, prune_and_rewind
 
-TINY: Dict[str, Any] = dict(arch="mlp", width=0.1, n_train=200, epochs=1, train_steps=1, batch_size=100,
-                            eval_attacks=("pgd20",), n_eval=50, device="cpu")
 SPARSITY = {"dense-at": 0.0, "alth": 0.36}
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
+from conftest import TINY as BASE_TINY
 
 from bench.attacks import PGD, ce_loss, make_attack
 from bench.data import DataBundle, to_float
@@ -21,8 +22,8 @@ from bench.randomized import transfer_matrix
 from bench.spec import RunSpec
 from tickets.r2s import RandomSwitch, candidate_sparsities
 
-TINY: Dict[str, Any] = dict(arch="mlp", width=0.1, n_train=200, epochs=1, train_steps=1, batch_size=100,
-                            n_eval=40, n_eval_aa=10, device="cpu")
+# The shared budget with the spec's default attacks (a switch is evaluated with non-adaptive and adaptive ones).
+TINY: Dict[str, Any] = {k: v for k, v in BASE_TINY.items() if k != "eval_attacks"}
 SPARSITIES = (0.9, 0.7, 0.5)
 
 

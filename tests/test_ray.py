@@ -15,6 +15,7 @@ import pytest
 import ray
 import torch
 import yaml
+from conftest import TINY as BASE_TINY
 
 from bench.cli import main
 from bench.data import DataBundle
@@ -26,10 +27,9 @@ from bench.sweep import EXECUTORS, JobResult, SweepJob, discover_executors, is_d
 from bench.train import Compute
 
 # The smallest real runs: a 10%-width MLP, one epoch of one-step PGD on 300 examples.
-TINY: Dict[str, Any] = {
-    "dataset": "fashion-mnist", "data_source": "embedded", "arch": "mlp", "width": 0.1, "epochs": 1,
-    "train_steps": 1, "n_train": 300, "n_eval": 50, "eval_attacks": ["pgd20"], "device": "cpu", "method": "rst",
-}
+# The shared budget as sweep-file values (lists, not tuples), on the embedded data.
+TINY: Dict[str, Any] = {**BASE_TINY, "dataset": "fashion-mnist", "data_source": "embedded", "method": "rst",
+                        "eval_attacks": list(BASE_TINY["eval_attacks"])}
 
 # Columns that legitimately differ between two executions of the same run.
 VOLATILE = {"seconds", "train_seconds", "created_at", "git_commit"}

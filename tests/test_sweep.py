@@ -9,6 +9,7 @@ from typing import Any, Dict, Iterator, Sequence
 import pandas as pd
 import pytest
 import yaml
+from conftest import TINY as BASE_TINY
 
 import bench.sweep as sweep_mod
 from bench.cli import main
@@ -30,10 +31,9 @@ from bench.sweep import (
 )
 
 # The smallest real runs: a 10%-width MLP, one epoch of one-step PGD on 256 examples.
-TINY: Dict[str, Any] = {
-    "dataset": "fashion-mnist", "data_source": "embedded", "arch": "mlp", "width": 0.1, "epochs": 1,
-    "train_steps": 1, "n_train": 256, "n_eval": 50, "eval_attacks": ["pgd20"], "device": "cpu", "method": "rst",
-}
+# The shared budget as sweep-file values (lists, not tuples), on the embedded data.
+TINY: Dict[str, Any] = {**BASE_TINY, "dataset": "fashion-mnist", "data_source": "embedded", "method": "rst",
+                        "eval_attacks": list(BASE_TINY["eval_attacks"])}
 
 
 def write_sweep(tmp_path: Path, data: Dict[str, Any], name: str = "sweep.yaml") -> Path:

@@ -6,17 +6,18 @@ independent margin-loss PGD written below, AutoAttack rows vs a direct
 """
 from __future__ import annotations
 
-from typing import Iterator, Tuple
+from typing import Tuple
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchattacks
+from conftest import train_mlp
 from pyautoattack import AutoAttack
 
 from bench.attacks import make_attack
-from bench.data import Split, load_data, to_float
+from bench.data import Split, to_float
 from bench.evaluate import evaluate
 
 EPS = 0.1
@@ -24,33 +25,19 @@ TOLERANCE = 0.015
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread (and a shared CPU does not thrash)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models run fastest on one thread (conftest.py's fixture), and a shared CPU does not thrash.
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
 def trained() -> Tuple[nn.Module, Split]:
     """An MLP trained for a few seconds with PGD-3 adversarial training; the 1000 test examples."""
-    torch.manual_seed(0)
-    data = load_data("fashion-mnist", "embedded")
-    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
-    x, y = to_float(data.train.x[:3000], CPU), data.train.y[:3000]
     attack = make_attack("pgd", EPS, steps=3, step_size=0.04, early_stop=False)
-    for _epoch in range(3):
-        for i in range(0, len(x), 128):
-            xb, yb = x[i : i + 128], y[i : i + 128]
-            xa = attack(model, xb, yb)
-            loss = F.cross_entropy(model(xb), yb) + F.cross_entropy(model(xa), yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval(), data.test
+
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(x), y) + F.cross_entropy(model(attack(model, x, y)), y)
+
+    return train_mlp(64, 3000, 3, 128, 1e-3, loss)
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:

@@ -173,15 +173,21 @@ def _idx_loader(slug: str, tv_name: str) -> Loader:
         if folder is not None:
             return (*_load_idx_folder(folder), str(folder))
         # 3. torchvision download.
-        try:
-            return (*torchvision_download(slug), f"torchvision:{CACHE_ROOT}")
-        except Exception as exc:  # noqa: BLE001 - reported with every source tried
-            raise DataNotFoundError(
-                f"full {slug} data not found: tried --data-root/${ENV_ROOT} ({', '.join(tried[:-1]) or 'unset'}), "
-                f"Debian {tried[-1]} (apt-get install dataset-{slug}), torchvision download ({type(exc).__name__})"
-            ) from exc
+        return _download_or_fail(slug, tried, lambda: torchvision_download(slug), f" (apt-get install dataset-{slug})")
 
     return load
+
+
+def _download_or_fail(slug: str, tried: List[str], download: Callable[[], Tuple[Split, Split]],
+                      debian_hint: str) -> Tuple[Split, Split, str]:
+    """The last resort, torchvision's download; its failure names every source tried (the last one is Debian's)."""
+    try:
+        return (*download(), f"torchvision:{CACHE_ROOT}")
+    except Exception as exc:  # noqa: BLE001 - reported with every source tried
+        raise DataNotFoundError(
+            f"full {slug} data not found: tried --data-root/${ENV_ROOT} ({', '.join(tried[:-1]) or 'unset'}), "
+            f"Debian {tried[-1]}{debian_hint}, torchvision download ({type(exc).__name__})"
+        ) from exc
 
 
 def _torchvision_loader(slug: str) -> Loader:
@@ -208,13 +214,7 @@ def _torchvision_loader(slug: str) -> Loader:
                 return (*make(root, download=False), str(root))
             except (RuntimeError, FileNotFoundError, OSError):
                 continue
-        try:
-            return (*make(CACHE_ROOT, download=True), f"torchvision:{CACHE_ROOT}")
-        except Exception as exc:  # noqa: BLE001 - reported with every source tried
-            raise DataNotFoundError(
-                f"full {slug} data not found: tried --data-root/${ENV_ROOT} ({', '.join(tried[:-1]) or 'unset'}), "
-                f"Debian {tried[-1]}, torchvision download ({type(exc).__name__})"
-            ) from exc
+        return _download_or_fail(slug, tried, lambda: make(CACHE_ROOT, download=True), "")
 
     return load
 
