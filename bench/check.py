@@ -24,6 +24,7 @@ from typing import Optional, Sequence, Tuple
 
 import pandas as pd
 
+from bench import paths
 from bench.data import DataNotFoundError, load_data
 from bench.executors.local import LocalExecutor
 from bench.io import atomic_with
@@ -88,7 +89,7 @@ def read_reference(path: Path) -> pd.DataFrame:
 
 def current_rows(out: Path) -> pd.DataFrame:
     """This checkout's rows (``ok`` status) from ``<out>/runs.csv``."""
-    csv = out / "runs.csv"
+    csv = paths.runs_csv(out)
     if not csv.exists():
         return pd.DataFrame(columns=[*KEY, *METRICS])
     df = read_rows(csv)

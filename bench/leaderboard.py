@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import pandas as pd
 
 from bench.export import export_robustbench_json
+from bench.io import atomic_with, atomic_write
 from bench.results import parse_eps
 
 THREATS = ("Linf", "L2")
@@ -328,7 +329,7 @@ def build_leaderboard(rows: Optional[pd.DataFrame], out_dir: Union[str, Path],
     board = rank_entries(entries + submitted)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, html_path = out_dir / "leaderboard.csv", out_dir / "leaderboard.html"
-    board.to_csv(csv_path, index=False, float_format="%.4f")
-    html_path.write_text(to_html(board))
+    atomic_with(csv_path, lambda tmp: board.to_csv(tmp, index=False, float_format="%.4f"))
+    atomic_write(html_path, to_html(board))
     return {"csv": csv_path, "html": html_path, "entries": [e.source for e in entries], "submitted": len(submitted),
             "board": board}

@@ -193,7 +193,7 @@ def load_sweep(path: Union[str, Path]) -> Sweep:
 
 def finished_pairs(out: Union[str, Path]) -> Set[Tuple[str, str]]:
     """(run_id, attack) pairs with an ``ok`` row in ``<out>/runs.csv``."""
-    csv_path = Path(out) / "runs.csv"
+    csv_path = paths.runs_csv(out)
     if not csv_path.exists():
         return set()
     df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)

@@ -1,6 +1,9 @@
 """Registries: duplicates raise, unknown names list the choices, every entry is described."""
 from __future__ import annotations
 
+import builtins
+from pathlib import Path
+
 import pytest
 
 from bench.attacks import ATTACKS
@@ -44,3 +47,20 @@ def test_every_entry_has_description_and_is_listed(registry: Registry) -> None:
     for name, entry in registry.items():
         assert entry.description, f"{registry.family} {name} has no description"
         assert name in listing
+
+
+def test_plugins_are_discovered_once_on_first_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registry imports its plugin packages lazily and only once (each module registers itself)."""
+    pkg = tmp_path / "toy_plugins_once"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "one.py").write_text("import builtins\nbuiltins.TOY_REG.add('one', 1, 'first')\nbuiltins.TOY_IMPORTS += 1\n")
+    (pkg / "two.py").write_text("import builtins\nbuiltins.TOY_REG.add('two', 2, 'second')\nbuiltins.TOY_IMPORTS += 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg: Registry[int] = Registry("toy", plugins=("toy_plugins_once",))
+    monkeypatch.setattr(builtins, "TOY_REG", reg, raising=False)
+    monkeypatch.setattr(builtins, "TOY_IMPORTS", 0, raising=False)
+    assert builtins.TOY_IMPORTS == 0  # type: ignore[attr-defined]
+    assert reg.names() == ["one", "two"]
+    assert reg.get("two") == 2 and "one" in reg and len(reg) == 2
+    assert builtins.TOY_IMPORTS == 2  # type: ignore[attr-defined]

@@ -41,6 +41,7 @@ import torch.nn as nn
 
 from bench import paths
 from bench.config import spec_field
+from bench.io import atomic_save
 from bench.masking import apply_masks, iter_masks, magnitude_scores, measured_sparsity, set_trainable
 from bench.methods import Method, RunContext, register
 from bench.spec import RunSpec
@@ -148,7 +149,7 @@ class ALTH(Method):
 
             def build(stage_dir: Path, previous: nn.Module = previous, level: int = level, sparsity: float = sparsity) -> nn.Module:
                 prune_and_rewind(previous, sparsity, hp.scope, rewind_state)
-                torch.save({name: m.detach().cpu().clone() for name, m in iter_masks(previous)}, stage_dir / MASKS)
+                atomic_save(stage_dir / MASKS, {name: m.detach().cpu().clone() for name, m in iter_masks(previous)})
                 result = train_level(ctx, previous, epochs, stage_dir, level)
                 record = {"level": level, "target_sparsity": sparsity, "measured_sparsity": measured_sparsity(previous),
                           "best_epoch": result["best_epoch"], "val_clean": result["val_clean"],

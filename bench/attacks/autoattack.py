@@ -10,6 +10,7 @@ from pyautoattack import AutoAttack
 
 from bench.attacks.base import Attack
 from bench.attacks.registry import ATTACKS, AttackPreset
+from bench.config import spec_field
 
 AA_VERSIONS: Dict[str, Tuple[str, ...]] = {
     "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
@@ -38,15 +39,15 @@ class AutoAttackRunner(Attack):
     sub-attack broke each point is known.
     """
 
-    version: str = "standard"
+    version: str = spec_field("standard", "standard | plus | rand | custom", choices=tuple(AA_VERSIONS))
     attacks: Tuple[str, ...] = ()
     batch_size: int = 500  # examples per call (pyautoattack batches within it)
 
+    label: ClassVar[str] = "AutoAttack"
     cascade_only: ClassVar[bool] = True
 
-    def __post_init__(self) -> None:
-        if self.version not in AA_VERSIONS:
-            raise ValueError(f"unknown AutoAttack version {self.version!r}; choices: {', '.join(AA_VERSIONS)}")
+    def check(self) -> None:
+        """The sub-attacks belong to the version; custom names them; a positive batch size."""
         allowed = AA_VERSIONS[self.version]
         bad = [a for a in self.attacks if a not in allowed]
         if bad:

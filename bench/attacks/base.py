@@ -19,6 +19,8 @@ from typing import Any, ClassVar, Dict, FrozenSet, Iterator, Optional, Tuple, fi
 import torch
 import torch.nn as nn
 
+from bench.config import check_choices
+
 # Slack on the eps-ball check (float rounding of x + delta).
 BUDGET_SLACK = 1e-5
 
@@ -54,10 +56,19 @@ class Attack(abc.ABC):
     eps: float
     seed: int = 0
 
+    # The attack's name in error messages ("unknown PGD loss ...").
+    label: ClassVar[str] = "attack"
     # Cascade placement: cheap attacks run on every clean-correct point, cascade-only ones on the survivors.
     cascade_only: ClassVar[bool] = False
     # Whether the attack uses the model's gradients (black-box ones only query it).
     whitebox: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        check_choices(self, self.label)
+        self.check()
+
+    def check(self) -> None:
+        """Raise ``ValueError`` for settings out of range (fields with ``choices`` are already checked)."""
 
     @property
     def adaptive(self) -> bool:

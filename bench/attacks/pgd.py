@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from bench.attacks.base import Attack
 from bench.attacks.registry import ATTACKS, AttackPreset
+from bench.config import spec_field
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -46,15 +47,16 @@ class PGD(Attack):
     steps: int = 20
     step_size: Optional[float] = None
     rel_step: float = 0.25
-    loss: str = "ce"
+    loss: str = spec_field("ce", "ce (cross-entropy) | cw (Carlini-Wagner margin)", choices=tuple(LOSSES))
     restarts: int = 1
     random_start: bool = True
     early_stop: bool = True
     eot_samples: int = 1
 
-    def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown PGD loss {self.loss!r}; choices: {', '.join(LOSSES)}")
+    label: ClassVar[str] = "PGD"
+
+    def check(self) -> None:
+        """Steps, restarts and EOT samples >= 1; positive step sizes."""
         for name in ("steps", "restarts", "eot_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"PGD {name} must be >= 1, got {getattr(self, name)}")

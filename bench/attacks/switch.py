@@ -52,8 +52,9 @@ class CandidatePGD(PGD):
 
     candidate: int = -1
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
+        """PGD's checks; the candidate is -1 or an index."""
+        super().check()
         if self.candidate < -1:
             raise ValueError(f"candidate must be -1 (random) or a candidate index >= 0, got {self.candidate}")
 

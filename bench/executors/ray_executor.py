@@ -18,6 +18,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 
+from bench import paths
+from bench.io import atomic_write
 from bench.sweep import EXECUTORS, Executor, JobResult, SweepJob, run_job
 
 INSTALL_HINT = "--executor ray needs Ray, which is not installed; install it with: pip install -e '.[ray]'"
@@ -109,9 +111,8 @@ class RayExecutor(Executor):
 
     def _failed(self, job: SweepJob, exc: BaseException) -> JobResult:
         """A task Ray itself could not finish (worker died past its retries): a failed run, traceback saved."""
-        run_dir = Path(job.out) / "runs" / job.spec.run_id
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "error.txt").write_text(f"{type(exc).__name__}: {exc}\n")
+        run_dir = paths.run_dir(job.out, job.spec.run_id)
+        atomic_write(paths.error(run_dir), f"{type(exc).__name__}: {exc}\n")
         return JobResult(job.index, job.spec.run_id, "failed", 0.0, error=_one_line(exc))
 
     def run(self, jobs: Sequence[SweepJob]) -> Iterator[JobResult]:
