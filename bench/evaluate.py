@@ -29,11 +29,11 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from bench.attacks import Attack, make_attack
+from bench.attacks import Attack, attack_for_run
 from bench.data import Split, batches, to_float
 from bench.flags import after_attack_flags, meta_flags, probe_flags, row_flags
-from bench.io import digest, model_fingerprint, slug
-from bench.results import AttackResult
+from bench.io import digest, mix_seed, model_fingerprint, slug
+from bench.results import EVAL_VERSION, AttackResult
 from bench.store import Store
 
 # The arrays of a deterministic model's stores.
@@ -51,7 +51,7 @@ def model_folder(cache_dir: Optional[Path], model: nn.Module) -> Optional[Path]:
 
 def attack_config(attack: Attack) -> Dict[str, Any]:
     """Every setting of an attack (seed included), with its class: what its cached results depend on."""
-    return {"class": type(attack).__name__, **dataclasses.asdict(attack)}
+    return {"class": type(attack).__name__, **dataclasses.asdict(attack), "eval_version": EVAL_VERSION}
 
 
 def attack_store_path(folder: Optional[Path], prefix: str, name: str, attack: Attack, suffix: str = "") -> Optional[Path]:
@@ -90,6 +90,11 @@ class Chunk:
     seconds: float
 
 
+def chunk_attack(attack: Attack, sel: torch.Tensor) -> Attack:
+    """The attack for one chunk: its own random start, seeded by the attack's seed and the chunk's first example."""
+    return dataclasses.replace(attack, seed=mix_seed(attack.seed, "chunk", int(sel[0])) % (2**31))
+
+
 def attack_chunks(model: nn.Module, test: Split, attack: Attack, todo: torch.Tensor, device: torch.device,
                   batch_size: int, before: Optional[Callable[[torch.Tensor], None]] = None) -> Iterator[Chunk]:
     """The one chunk runner: ``attack`` on the examples ``todo``, in chunks of the attack's (or the harness's) batch size.
@@ -103,7 +108,7 @@ def attack_chunks(model: nn.Module, test: Split, attack: Attack, todo: torch.Ten
         if before is not None:
             before(sel)
         t0 = time.perf_counter()
-        x_adv, broken_by = attack.detailed(model, x, y)
+        x_adv, broken_by = chunk_attack(attack, sel).detailed(model, x, y)
         yield Chunk(sel, x, y, x_adv, broken_by, time.perf_counter() - t0)
 
 
@@ -176,7 +181,7 @@ def plan(attacks: Sequence[str], eps: float, seed: int, test: Split, n_eval: int
     """(name, attack, examples) for each distinct attack, cheapest first; cascade-only ones last, on ``n_eval_aa``."""
     chosen = []
     for name in dict.fromkeys(attacks):
-        attack = make_attack(name, eps, seed=seed)
+        attack = attack_for_run(name, eps, seed)
         chosen.append((name, attack, len(test.head(n_eval_aa if attack.cascade_only else n_eval))))
     return sorted(chosen, key=lambda t: (t[1].cascade_only, t[1].cost))
 

@@ -82,6 +82,11 @@ def digest(data: Any, length: int = 12) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
+def mix_seed(*parts: Any) -> int:
+    """A 60-bit seed from any JSON-able parts (stable across runs and machines)."""
+    return int(digest(list(parts), 15), 16)
+
+
 def tensor_digest(t: torch.Tensor) -> str:
     """Short sha256 of a tensor's values."""
     return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]

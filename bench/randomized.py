@@ -40,21 +40,16 @@ import torch
 import torch.nn as nn
 
 from bench import paths
-from bench.attacks import Attack, SwitchModel, as_switch, make_attack
+from bench.attacks import Attack, SwitchModel, as_switch, attack_for_run
 from bench.data import Split, to_float
 from bench.evaluate import attack_chunks, attack_store_path, model_folder
 from bench.flags import after_attack_flags, meta_flags, probe_flags
-from bench.io import atomic_json, atomic_write, digest, model_fingerprint
+from bench.io import atomic_json, atomic_write, mix_seed, model_fingerprint
 from bench.results import AttackResult
 from bench.store import Store
 from bench.ticket import Ticket
 
 TRANSFER_ATTACK = "pgd20"
-
-
-def mix_seed(*parts: Any) -> int:
-    """A 60-bit seed from any JSON-able parts (stable across runs and machines)."""
-    return int(digest(list(parts), 15), 16)
 
 
 def mean_std(correct: torch.Tensor) -> Tuple[float, float]:
@@ -137,8 +132,11 @@ def transfer_matrix(switch: nn.Module, test: Split, n: int, eps: float, seed: in
     """K x K accuracies: row = candidate the attack was crafted on, column = candidate evaluated.
 
     Each source is attacked exactly as the harness attacks a deterministic
-    model (its clean-correct examples, in chunks of ``batch_size``, the same
-    seed), so the diagonal equals each candidate's white-box robust accuracy.
+    model (its clean-correct examples, the same chunks and seeds), so the
+    diagonal equals each candidate's white-box robust accuracy under
+    ``attack_name``: with ``pgd20`` (early stopping, as RST's ``test_trans.py``)
+    source points sit just past the source's boundary; ``pgd20:early_stop=False``
+    transfers the last iterate of all 20 steps.
     """
     k_all = as_switch(switch).n_candidates
     views = [as_switch(switch).candidate(k) for k in range(k_all)]
@@ -148,13 +146,11 @@ def transfer_matrix(switch: nn.Module, test: Split, n: int, eps: float, seed: in
     clean = torch.stack([torch.cat([_correct(v, x_all[i : i + batch_size], y_all[i : i + batch_size])
                                     for i in range(0, len(y_all), batch_size)]) for v in views])
     matrix = torch.zeros(k_all, k_all)
+    attack = attack_for_run(attack_name, eps, seed)
     for s, view in enumerate(views):
-        attack = make_attack(attack_name, eps, seed=seed)
         x_adv = x_all.clone()
-        todo = clean[s].nonzero().squeeze(1)
-        for start in range(0, len(todo), batch_size):
-            sel = todo[start : start + batch_size].to(device)
-            x_adv[sel] = attack(view, x_all[sel], y_all[sel])
+        for chunk in attack_chunks(view, sub, attack, clean[s].nonzero().squeeze(1), device, batch_size):
+            x_adv[chunk.sel.to(device)] = chunk.x_adv
         for t, target in enumerate(views):
             adv_ok = torch.cat([_correct(target, x_adv[i : i + batch_size], y_all[i : i + batch_size])
                                 for i in range(0, len(y_all), batch_size)])
@@ -204,7 +200,7 @@ def evaluate_switch(ticket: Ticket, attack_names: Sequence[str], n_eval: int, n_
         raise ValueError(f"{ticket.spec.method} tickets must be random switches (n_candidates, candidate(k), ensemble())")
     eps = ticket.spec.eps_value
     model.eval()
-    attacks = [(name, make_attack(name, eps, seed=seed)) for name in dict.fromkeys(attack_names)]
+    attacks = [(name, attack_for_run(name, eps, seed)) for name in dict.fromkeys(attack_names)]
     sizes = {name: len(test.head(n_eval_aa if a.cascade_only else n_eval)) for name, a in attacks}
     n_all = max(sizes.values(), default=len(test.head(n_eval)))
     before = model_fingerprint(model)

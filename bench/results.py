@@ -14,14 +14,20 @@ from filelock import FileLock
 
 from bench.io import atomic_with
 
-KEY_COLUMNS = ("run_id", "attack", "n_eval", "eps", "version", "scope")
+KEY_COLUMNS = ("run_id", "attack", "n_eval", "eps", "version", "scope", "eval_version")
 LEADING_COLUMNS = (
     "run_id", "method", "dataset", "arch", "width", "target_sparsity", "measured_sparsity", "seed",
     "attack", "norm", "eps", "steps", "step_size", "restarts", "eot_samples", "version", "scope", "n_eval",
-    "clean_acc", "robust_acc", "flags", "status", "seconds", "train_seconds", "train_passes",
+    "clean_acc", "robust_acc", "flags", "eval_version", "status", "seconds", "train_seconds", "train_passes",
     "created_at", "git_commit", "torch_version", "device",
 )
 
+
+# Version of the evaluation protocol: part of every cache key and row key, so results of an
+# older protocol (v1, rows without the column: one random start shared by all attacks and
+# chunks, early stopping on single draws of randomised models) are never reused or
+# deduplicated against new ones.
+EVAL_VERSION = 2
 
 # Per-row statistics that become CSV columns when an evaluation provides them (randomised tickets).
 ROW_STATS = ("draws", "clean_std", "robust_std", "randomized", "adaptive", "non_adaptive")
@@ -41,6 +47,7 @@ class AttackResult:
     scope: str = "alone"
     flags: Tuple[str, ...] = ()
     stats: Dict[str, Any] = field(default_factory=dict)
+    eval_version: int = EVAL_VERSION
 
 
 def result_rows(head: Mapping[str, Any], results: Sequence[AttackResult], tail: Mapping[str, Any],
@@ -60,7 +67,7 @@ def result_rows(head: Mapping[str, Any], results: Sequence[AttackResult], tail: 
             "step_size": s.get("step_size", ""), "restarts": s.get("restarts", ""), "eot_samples": s.get("eot_samples", ""),
             "version": s.get("version", ""), "scope": r.scope, "n_eval": r.n_eval, "clean_acc": round(r.clean_acc, 6),
             "robust_acc": round(r.robust_acc, 6), **{k: r.stats[k] for k in ROW_STATS if k in r.stats},
-            "flags": ";".join(r.flags), "status": "ok", "seconds": round(r.seconds, 3),
+            "flags": ";".join(r.flags), "eval_version": r.eval_version, "status": "ok", "seconds": round(r.seconds, 3),
             **tail,
             "created_at": now, "git_commit": commit, "torch_version": torch.__version__, "device": device.type,
         })

@@ -7,8 +7,10 @@ from typing import Any, ClassVar, Dict, FrozenSet, Optional, Tuple
 import torch
 import torch.nn as nn
 from pyautoattack import AutoAttack
+from pyautoattack.autopgd_base import APGDAttack
 
 from bench.attacks.base import Attack
+from bench.attacks.expectation import expected_correct, is_randomized
 from bench.attacks.registry import ATTACKS, AttackPreset
 from bench.config import spec_field
 
@@ -22,6 +24,8 @@ AA_VERSIONS: Dict[str, Tuple[str, ...]] = {
 BLACK_BOX = frozenset({"square"})
 # Rough forward(-backward) passes per example of each sub-attack (orders the AutoAttack family).
 PASSES = {"apgd-ce": 100, "apgd-dlr": 100, "apgd-t": 900, "fab": 100, "fab-t": 900, "square": 5000}
+# The untargeted APGD sub-attacks and their losses (run directly on randomised models).
+APGD_LOSSES = {"apgd-ce": "ce", "apgd-dlr": "dlr"}
 # The rand version averages APGD gradients over this many forward passes.
 RAND_EOT = 20
 
@@ -97,6 +101,8 @@ class AutoAttackRunner(Attack):
 
     def perturb_detailed(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Adversarial points and, per example, the index in ``components`` that broke it (-1: none)."""
+        if is_randomized(model):
+            return self._perturb_randomized(model, x, y)
         aa = self._library(model, x.device)
         x_adv = x.clone()
         broken_by = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
@@ -113,6 +119,39 @@ class AutoAttackRunner(Attack):
             broken_by[idx[hit]] = k
             robust[idx[hit]] = False
         return x_adv, broken_by
+
+    def _component_points(self, model: nn.Module, name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One sub-attack's points on every example: APGD's highest-loss point, else the library's output."""
+        if name in APGD_LOSSES:
+            eot = RAND_EOT if self.version == "rand" else 1
+            restarts = {"plus": 5, "custom": 5}.get(self.version, 1)
+            apgd = APGDAttack(model, n_iter=100, norm="Linf", n_restarts=restarts, eps=self.eps, seed=self.seed,
+                              loss=APGD_LOSSES[name], eot_iter=eot, rho=0.75, device=x.device)
+            # APGD draws its random starts from torch's global generator: seeded here, restored after.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                points: torch.Tensor = apgd.perturb(x, y, best_loss=True)
+            return points.detach()
+        aa = self._library(model, x.device)
+        aa.attacks_to_run = [name]
+        adv, _ = aa.run_standard_evaluation(x, y, batch_size=self.batch_size)
+        library_points: torch.Tensor = adv
+        return library_points.detach().to(x.device)
+
+    def _perturb_randomized(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """On a random switch: every sub-attack on every example (no single-draw filtering, never the clean
+        image as a fallback), then per example the sub-attack's point of lowest expected accuracy."""
+        best = x.clone()
+        best_e = expected_correct(model, x, y)
+        broken_by = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
+        for k, name in enumerate(self.components):
+            points = self._component_points(model, name, x, y)
+            e = expected_correct(model, points, y)
+            better = e < best_e
+            best[better] = points[better]
+            best_e[better] = e[better]
+            broken_by[better] = k
+        return best, broken_by
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The adversarial points of :meth:`perturb_detailed`."""

@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bench.attacks.base import Attack
+from bench.attacks.expectation import expected_correct, is_randomized
 from bench.attacks.registry import ATTACKS, AttackPreset
 from bench.config import spec_field
 
@@ -42,6 +43,11 @@ class PGD(Attack):
     step keeps that adversarial point and is no longer updated; without it
     (training) all examples run every step and the last iterate is returned.
     The step is ``step_size`` when given, else ``rel_step * eps`` (eps/4).
+
+    On a randomised model (a random switch) one draw's misclassification
+    says little, so there is no early stopping: every restart runs all its
+    steps and each example keeps the iterate with the lowest expected
+    accuracy (exact over the switch's candidates).
     """
 
     steps: int = 20
@@ -86,7 +92,52 @@ class PGD(Attack):
         """The step size in pixel units."""
         return self.step_size if self.step_size is not None else self.eps * self.rel_step
 
+    def gradient_model(self, model: nn.Module) -> nn.Module:
+        """The model whose loss gradient the steps follow (the attacked model itself)."""
+        return model
+
+    def judged_on(self, model: nn.Module) -> Optional[nn.Module]:
+        """The randomised model iterates are judged on by expected accuracy (``None``: deterministic rules)."""
+        return model if is_randomized(model) else None
+
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """PGD on :meth:`gradient_model`; judged by expected accuracy on a randomised model."""
+        judge = self.judged_on(model)
+        if judge is not None:
+            return self._perturb_expected(self.gradient_model(model), judge, x, y)
+        return self._perturb_deterministic(self.gradient_model(model), x, y)
+
+    def _perturb_expected(self, grad_model: nn.Module, judge: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """All steps of every restart; per example the iterate with the lowest expected accuracy on ``judge``."""
+        loss_fn = LOSSES[self.loss]
+        gen = torch.Generator().manual_seed(self.seed)
+        lo, hi = (x - self.eps).clamp(min=0), (x + self.eps).clamp(max=1)
+        best = x.clone()
+        best_e = torch.full((len(x),), float("inf"), device=x.device)
+
+        # Keep, per example, the point the model is least likely to classify correctly.
+        def keep(xa: torch.Tensor) -> None:
+            e = expected_correct(judge, xa, y)
+            better = e < best_e
+            best[better] = xa[better]
+            best_e[better] = e[better]
+
+        for _ in range(self.restarts):
+            if self.random_start:
+                noise = (torch.rand(x.shape, generator=gen) * 2 - 1).to(x.device) * self.eps
+                xa = torch.min(torch.max(x + noise, lo), hi)
+            else:
+                xa = x.clone()
+            keep(xa)
+            for _ in range(self.steps):
+                if bool((best_e == 0).all()):
+                    return best
+                grad, _ = self._forward(grad_model, xa, y, loss_fn)
+                xa = torch.min(torch.max(xa + self.alpha * grad.sign(), lo), hi).detach()
+                keep(xa)
+        return best
+
+    def _perturb_deterministic(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Restarts of :meth:`_run`; with early stopping, only examples not yet fooled restart."""
         loss_fn = LOSSES[self.loss]
         gen = torch.Generator().manual_seed(self.seed)

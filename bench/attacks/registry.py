@@ -17,6 +17,7 @@ from typing import Any, List, Mapping, Type
 
 from bench.attacks.base import Attack
 from bench.config import coerce
+from bench.io import mix_seed
 from bench.registry import Registry
 
 
@@ -75,3 +76,11 @@ def make_attack(name: str, eps: float, **overrides: Any) -> Attack:
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
     return ATTACKS.get(name)(eps, **overrides)
+
+
+def attack_for_run(name: str, eps: float, run_seed: int) -> Attack:
+    """The attack ``name`` as a run evaluates it: a seed given in the name is honoured; otherwise the
+    seed is derived from the run seed and the name, so two attacks of one run never share a random start."""
+    preset = ATTACKS.get(name)
+    seed = int(preset.defaults["seed"]) if "seed" in preset.defaults else mix_seed(run_seed, "attack", name) % (2**31)
+    return preset(eps, seed=seed)

@@ -7,39 +7,15 @@ candidate and its own one-member ensemble, so both attacks are plain PGD there.
 """
 from __future__ import annotations
 
-import typing
 from dataclasses import dataclass
-from typing import Any, Dict, Protocol, Sequence
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn as nn
 
+from bench.attacks.expectation import SwitchModel
 from bench.attacks.pgd import PGD
 from bench.attacks.registry import ATTACKS, AttackPreset
-
-
-@typing.runtime_checkable
-class SwitchModel(Protocol):
-    """A randomised model that picks one of ``n_candidates`` deterministic networks per forward call."""
-
-    @property
-    def n_candidates(self) -> int: ...
-
-    @property
-    def sparsities(self) -> Sequence[float]: ...
-
-    def candidate(self, k: int) -> nn.Module: ...
-
-    def ensemble(self) -> nn.Module: ...
-
-    def reseed(self, seed: int) -> None: ...
-
-
-def as_switch(model: nn.Module) -> SwitchModel:
-    """``model`` as a random switch; a ValueError when it is not one."""
-    if not isinstance(model, SwitchModel):
-        raise ValueError(f"{type(model).__name__} is not a random switch (n_candidates, sparsities, candidate(k), ensemble(), reseed())")
-    return model
 
 
 @dataclass(frozen=True)
@@ -61,7 +37,8 @@ class CandidatePGD(PGD):
     def settings(self) -> Dict[str, Any]:
         """PGD's settings; the version says which candidate the attack targets."""
         which = "random" if self.candidate == -1 else str(self.candidate)
-        return {**super().settings(), "version": f"candidate:{which}"}
+        protocol = "early-stop" if self.early_stop else "full-steps"
+        return {**super().settings(), "version": f"candidate:{which}:{protocol}"}
 
     def pick(self, n_candidates: int) -> int:
         """The candidate index this attack targets among ``n_candidates``."""
@@ -71,10 +48,18 @@ class CandidatePGD(PGD):
             raise ValueError(f"candidate {self.candidate} out of range: the switch has {n_candidates} candidates")
         return self.candidate
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """PGD on the picked candidate's deterministic view."""
-        target = model.candidate(self.pick(model.n_candidates)) if isinstance(model, SwitchModel) else model
-        return super().perturb(target, x, y)
+    @property
+    def adaptive(self) -> bool:
+        """Crafted on one deterministic candidate: never adaptive, EOT samples or not."""
+        return False
+
+    def gradient_model(self, model: nn.Module) -> nn.Module:
+        """The picked candidate's deterministic view."""
+        return model.candidate(self.pick(model.n_candidates)) if isinstance(model, SwitchModel) else model
+
+    def judged_on(self, model: nn.Module) -> Optional[nn.Module]:
+        """The R2S paper's protocol: points judged on the source candidate only (deterministic rules)."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -90,12 +75,14 @@ class EnsemblePGD(PGD):
         """PGD's settings, version ``ensemble:mean-logits``."""
         return {**super().settings(), "version": "ensemble:mean-logits"}
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """PGD on the switch's mean-logit ensemble view."""
-        return super().perturb(model.ensemble() if isinstance(model, SwitchModel) else model, x, y)
+    def gradient_model(self, model: nn.Module) -> nn.Module:
+        """The switch's mean-logit ensemble view."""
+        return model.ensemble() if isinstance(model, SwitchModel) else model
 
 
 ATTACKS.add("r2s-nonadaptive", AttackPreset(CandidatePGD, {"steps": 20}),
             "PGD-20 crafted against one randomly drawn candidate of a random switch (the R2S paper's evaluation)")
+ATTACKS.add("r2s-nonadaptive-full", AttackPreset(CandidatePGD, {"steps": 20, "early_stop": False}),
+            "PGD-20 crafted against one random candidate, last iterate of all 20 steps (transfers better than early-stopped points)")
 ATTACKS.add("ensemble-pgd", AttackPreset(EnsemblePGD, {"steps": 20}),
             "PGD-20 on the mean logits of all candidates of a random switch (adaptive)")
