@@ -20,6 +20,7 @@ same stores, chunk runner and checks.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +32,8 @@ from tqdm.auto import tqdm
 
 from bench.attacks import Attack, attack_for_run
 from bench.data import Split, batches, to_float
-from bench.flags import after_attack_flags, meta_flags, probe_flags, row_flags
-from bench.io import digest, mix_seed, model_fingerprint, slug
+from bench.flags import N_ATTACK_PROBE, after_attack_flags, attack_probe_flags, meta_flags, probe_flags, row_flags
+from bench.io import atomic_json, digest, mix_seed, model_fingerprint, slug
 from bench.results import EVAL_VERSION, AttackResult
 from bench.store import Store
 
@@ -177,6 +178,54 @@ def _stats(store: Store, flags: torch.Tensor, tried: torch.Tensor) -> Dict[str, 
     return stats
 
 
+def probe_examples(mask: torch.Tensor) -> torch.Tensor:
+    """Indices of the attack probes: the first ``N_ATTACK_PROBE`` examples of ``mask``."""
+    return mask.nonzero().squeeze(1)[:N_ATTACK_PROBE]
+
+
+def cached_probe_flags(model: nn.Module, test: Split, correct: torch.Tensor, eps: float, seed: int,
+                       folder: Optional[Path], device: torch.device) -> Set[str]:
+    """:func:`bench.flags.attack_probe_flags` on the first clean-correct examples, computed once per model folder."""
+    path = folder / f"probes-{digest({'eps': eps, 'seed': seed, 'eval_version': EVAL_VERSION}, 10)}.json" if folder else None
+    if path is not None and path.exists():
+        return set(json.loads(path.read_text())["flags"])
+    idx = probe_examples(correct)
+    x, y = to_float(test.x[idx], device), test.y[idx].to(device)
+    flags = attack_probe_flags(model, x, y, eps, mix_seed(seed, "probe") % (2**31))
+    if path is not None:
+        atomic_json(path, {"flags": sorted(flags), "examples": idx.tolist()})
+    return flags
+
+
+def apgd_probe_flags(model: nn.Module, test: Split, order: Sequence[Tuple[str, Attack, int]], stores: Mapping[str, Store],
+                     correct: torch.Tensor, eps: float, seed: int, folder: Optional[Path], device: torch.device,
+                     batch_size: int) -> List[str]:
+    """Cascade-only white-box rows to flag ``aa_above_pgd``: APGD-CE alone on a probe beats no CE white-box attack.
+
+    In the cascade AutoAttack only sees what the cheap attacks left robust,
+    so it can never look weaker than them there; APGD-CE alone on the first
+    clean-correct examples they attacked is compared with each instead.
+    """
+    strong = [(name, n) for name, a, n in order if a.cascade_only and a.whitebox]
+    refs = [name for name, a, _ in order if a.whitebox and not a.cascade_only and a.settings().get("loss") == "ce"]
+    if not strong or not refs:
+        return []
+    n = min(n for _, n in strong)
+    tried = torch.ones(n, dtype=torch.bool)
+    for ref in refs:
+        tried &= stores[ref]["tried"][:n]
+    idx = probe_examples(correct[:n] & tried)
+    probe = attack_for_run("apgd-ce", eps, seed)
+    store = attack_store(folder / "probe" if folder else None, "apgd-ce", probe)
+    need = torch.zeros(n, dtype=torch.bool)
+    need[idx] = True
+    run_attack(model, test, probe, store, need, device, batch_size)
+    apgd_robust = int(store["robust"][idx].sum())
+    if any(apgd_robust > int(stores[ref]["robust"][idx].sum()) for ref in refs):
+        return [name for name, _ in strong]
+    return []
+
+
 def plan(attacks: Sequence[str], eps: float, seed: int, test: Split, n_eval: int, n_eval_aa: int) -> List[Tuple[str, Attack, int]]:
     """(name, attack, examples) for each distinct attack, cheapest first; cascade-only ones last, on ``n_eval_aa``."""
     chosen = []
@@ -188,13 +237,15 @@ def plan(attacks: Sequence[str], eps: float, seed: int, test: Split, n_eval: int
 
 def evaluate(model: nn.Module, test: Split, attacks: Sequence[str], eps: float, n_eval: int, n_eval_aa: int,
              device: torch.device, cache_dir: Optional[Path] = None, seed: int = 0, batch_size: int = 500,
-             cascade: bool = True, meta: Optional[Mapping[str, Any]] = None) -> List[AttackResult]:
+             cascade: bool = True, meta: Optional[Mapping[str, Any]] = None, probes: bool = True) -> List[AttackResult]:
     """Run ``attacks`` cheapest first (see the module docstring); one result per attack, in run order.
 
     ``n_eval`` examples for most attacks, ``n_eval_aa`` for cascade-only ones
     (0 = the whole test set). With ``cascade=False`` every attack runs on
     every clean-correct example. ``meta`` (the ticket's meta.json) enables the
-    sparsity and frozen-weight checks.
+    sparsity and frozen-weight checks. ``probes`` runs the attack probes behind
+    the ``not_converged``, ``eps_not_monotone`` and cascade ``aa_above_pgd``
+    flags (a few seconds, once per model).
     """
     model.eval()
     order = plan(attacks, eps, seed, test, n_eval, n_eval_aa)
@@ -225,9 +276,17 @@ def evaluate(model: nn.Module, test: Split, attacks: Sequence[str], eps: float, 
         rows.append((name, attack, n, scope, flags))
         done.append(name)
 
-    # Checks after attacking: modes, parameters and buffers unchanged, per-row signals.
-    run_flags |= after_attack_flags(model, before)
+    # Probes (cached beside the stores): convergence and eps on clean-correct examples; APGD-CE for aa_above_pgd.
+    # (A model stuck in training mode is flagged `train_mode`; probing it would measure nothing.)
+    probes = probes and not any(m.training for m in model.modules())
+    if probes:
+        run_flags |= cached_probe_flags(model, test, correct, eps, seed, folder, device)
     per_row = row_flags(order, stores, correct)
+    if cascade and probes:
+        for name in apgd_probe_flags(model, test, order, stores, correct, eps, seed, folder, device, batch_size):
+            per_row[name].add("aa_above_pgd")
+    # Checks after attacking: modes, parameters and buffers unchanged.
+    run_flags |= after_attack_flags(model, before)
 
     results = []
     for name, attack, n, scope, flags in rows:

@@ -12,19 +12,26 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pyautoattack import checks
 
-from bench.attacks import Attack, no_param_grad
+from bench.attacks import PGD, Attack, no_param_grad
 from bench.data import Split, to_float
 from bench.io import model_fingerprint, tensor_digest
-from bench.store import Store
+from bench.store import Arrays
 
 # Thresholds of the sanity checks.
 VANISHING_GRAD = 1e-12
 VANISHING_SHARE = 0.1
 SPARSITY_TOLERANCE = 0.005
 NONDETERMINISM_TOL = 1e-4
+NONDETERMINISM_PASSES = 5  # AutoAttack's own count (checks.check_randomized)
 SQUARE_SHARE = 0.002  # AutoAttack's own threshold (checks.check_square_sr)
 N_PROBE = 256
+# Attack probes: the first clean-correct examples, PGD-20 against PGD-100, and PGD-20 at three budgets.
+N_ATTACK_PROBE = 100
+CONVERGENCE_GAP = 0.02
+EPS_FACTORS = (0.5, 1.0, 2.0)
+EPS_SLACK = 1  # examples a larger budget may leave robust beyond a smaller one (random starts differ)
 
 FLAG_DESCRIPTIONS: Dict[str, str] = {
     "probabilities": "the model returns probabilities, not logits (CE/CW gradients are distorted)",
@@ -36,7 +43,20 @@ FLAG_DESCRIPTIONS: Dict[str, str] = {
     "sparsity_off_target": "measured sparsity differs from the target by more than 0.005",
     "frozen_moved": "weights that should be frozen changed (during the search or during evaluation)",
     "non_adaptive": "a randomised ticket evaluated without any adaptive attack (EOT or whole-ensemble): over-rated",
+    "dynamic_defense": "AutoAttack's check: the forward pass itself computes gradients (a dynamic defense)",
+    "not_converged": "PGD-100 on a probe of clean-correct examples beat PGD-20 by more than 2 points: more steps needed",
+    "eps_not_monotone": "PGD-20 robust accuracy on a probe did not fall as eps grew (eps/2, eps, 2 eps): a broken attack or model",
 }
+
+
+class _Collect:
+    """A logger stand-in that keeps pyautoattack's check messages."""
+
+    def __init__(self) -> None:
+        self.messages: List[str] = []
+
+    def warning(self, msg: str) -> None:
+        self.messages.append(msg)
 
 
 def describe_flags(flags: Iterable[str]) -> List[str]:
@@ -54,13 +74,16 @@ def probe_flags(model: nn.Module, test: Split, correct: torch.Tensor, device: to
         return flags
     x, y = to_float(test.x[:n], device), test.y[:n].to(device)
     with torch.no_grad():
-        out1, out2 = model(x), model(x)
+        outs = [model(x) for _ in range(NONDETERMINISM_PASSES)]
+    out1 = outs[0]
     # Probabilities instead of logits: non-negative rows summing to one.
     if out1.min() >= 0 and out1.max() <= 1 and (out1.sum(1) - 1).abs().max() < 1e-3:
         flags.add("probabilities")
-    # A random forward pass attacked only with deterministic attacks.
-    if (out1 - out2).abs().max() > NONDETERMINISM_TOL * (1 + out1.abs().max()) and not any_adaptive:
+    # A random forward pass (any of 5 differs) attacked only with deterministic attacks.
+    spread = max(float((o - out1).abs().max()) for o in outs[1:])
+    if spread > NONDETERMINISM_TOL * (1 + float(out1.abs().max())) and not any_adaptive:
         flags.add("nondeterministic")
+    flags |= library_check_flags(model, x, y, any_adaptive)
     # Vanishing input gradients of the CE loss on clean-correct probes.
     ok = correct[:n].to(device)
     if ok.any():
@@ -70,6 +93,55 @@ def probe_flags(model: nn.Module, test: Split, correct: torch.Tensor, device: to
         tiny = grad.flatten(1).abs().max(1).values <= VANISHING_GRAD
         if tiny.float().mean() > VANISHING_SHARE:
             flags.add("vanishing_gradients")
+    return flags
+
+
+def library_check_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, any_adaptive: bool) -> Set[str]:
+    """pyautoattack's own checks (randomised model, probability outputs, dynamic defense, zero gradients) as flags."""
+    flags: Set[str] = set()
+    found = _Collect()
+    checks.check_randomized(model, x, y, n=NONDETERMINISM_PASSES, logger=found)
+    if found.messages and not any_adaptive:
+        flags.add("nondeterministic")
+    for check, flag in ((checks.check_range_output, "probabilities"), (checks.check_dynamic, "dynamic_defense")):
+        found = _Collect()
+        check(model, x, logger=found)
+        if found.messages:
+            flags.add(flag)
+    # Zero input gradients of the CE loss (AutoAttack warns on any; flagged when a tenth or more of the probe).
+    with no_param_grad(model):
+        xg = x.clone().requires_grad_(True)
+        grad = torch.autograd.grad(F.cross_entropy(model(xg), y, reduction="sum"), xg)[0]
+    zero = grad.flatten(1).abs().sum(1) == 0
+    if float(zero.float().mean()) > VANISHING_SHARE:
+        flags.add("vanishing_gradients")
+    return flags
+
+
+def _robust_count(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Examples of ``(x, y)`` still classified correctly at ``attack``'s points."""
+    x_adv = attack(model, x, y)
+    with torch.no_grad():
+        return int((model(x_adv).argmax(1) == y).sum())
+
+
+def attack_probe_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> Set[str]:
+    """Convergence and eps checks on a probe of clean-correct examples (deterministic models).
+
+    ``not_converged``: PGD-100 leaves more than 2 points fewer robust than
+    PGD-20. ``eps_not_monotone``: PGD-20 robust accuracy at eps/2, eps, 2 eps
+    rises somewhere as eps grows.
+    """
+    flags: Set[str] = set()
+    if len(x) == 0:
+        return flags
+    pgd20 = _robust_count(model, PGD(eps, steps=20, seed=seed), x, y)
+    pgd100 = _robust_count(model, PGD(eps, steps=100, seed=seed), x, y)
+    if (pgd20 - pgd100) / len(x) > CONVERGENCE_GAP:
+        flags.add("not_converged")
+    curve = [_robust_count(model, PGD(min(1.0, f * eps), steps=20, seed=seed), x, y) for f in EPS_FACTORS]
+    if any(later > earlier + EPS_SLACK for earlier, later in zip(curve, curve[1:])):
+        flags.add("eps_not_monotone")
     return flags
 
 
@@ -108,16 +180,19 @@ def _fit(t: torch.Tensor, n: int, fill: Any) -> torch.Tensor:
     return torch.cat([t[:n], torch.full((max(0, n - len(t)),), fill, dtype=t.dtype)])
 
 
-def row_flags(order: Sequence[Tuple[str, Attack, int]], stores: Mapping[str, Store], correct: torch.Tensor) -> Dict[str, Set[str]]:
+def row_flags(order: Sequence[Tuple[str, Attack, int]], stores: Mapping[str, Arrays],
+              correct: torch.Tensor) -> Dict[str, Set[str]]:
     """Per-row checks: a cascade-only attack above a CE white-box one, black-box success where white-box failed.
 
     ``order`` lists (name, attack, n_eval); ``stores`` holds each attack's
-    ``tried``, ``robust`` and ``broken_by`` arrays.
+    ``tried``, ``robust`` and ``broken_by`` arrays; ``robust`` may be an
+    expected robustness in [0, 1] (a randomised model's mean over draws); an
+    example counts as broken below 0.5.
     """
     out: Dict[str, Set[str]] = {name: set() for name, _, _ in order}
     n_all = len(correct)
     tried = {name: _fit(stores[name]["tried"], n_all, False) & correct for name, _, _ in order}
-    robust = {name: _fit(stores[name]["robust"], n_all, False) for name, _, _ in order}
+    robust = {name: _fit(stores[name]["robust"].float(), n_all, 0.0) for name, _, _ in order}
     # The cheap white-box attacks: the evidence a strong or black-box attack is compared with.
     whitebox = [name for name, a, _ in order if a.whitebox and not a.cascade_only]
     ce_refs = [name for name, a, _ in order if a.whitebox and not a.cascade_only and a.settings().get("loss") == "ce"]
@@ -125,7 +200,7 @@ def row_flags(order: Sequence[Tuple[str, Attack, int]], stores: Mapping[str, Sto
     wb_broken = torch.zeros(n_all, dtype=torch.bool)
     for name in whitebox:
         wb_tried |= tried[name]
-        wb_broken |= tried[name] & ~robust[name]
+        wb_broken |= tried[name] & (robust[name] < 0.5)
     for name, attack, n in order:
         if not attack.cascade_only:
             continue
@@ -133,7 +208,7 @@ def row_flags(order: Sequence[Tuple[str, Attack, int]], stores: Mapping[str, Sto
         if attack.whitebox:
             for p in ce_refs:
                 both = tried[name] & tried[p]
-                if int(robust[name][both].sum()) > int(robust[p][both].sum()):
+                if float(robust[name][both].sum()) > float(robust[p][both].sum()) + 1e-9:
                     out[name].add("aa_above_pgd")
         # A black-box component succeeding where every white-box attack failed.
         comps = list(attack.components) or [name]
@@ -142,7 +217,7 @@ def row_flags(order: Sequence[Tuple[str, Attack, int]], stores: Mapping[str, Sto
             if comp not in black:
                 continue
             by_k = _fit(stores[name]["broken_by"], n_all, -1) == k if attack.components else torch.ones(n_all, dtype=torch.bool)
-            broken = tried[name] & ~robust[name] & by_k
+            broken = tried[name] & (robust[name] < 0.5) & by_k
             internal_wb = any(c not in black for c in comps[:k])
             evidence = ~wb_broken & (wb_tried | internal_wb)
             if float((broken & evidence).sum()) > SQUARE_SHARE * n:

@@ -43,7 +43,7 @@ from bench import paths
 from bench.attacks import Attack, SwitchModel, as_switch, attack_for_run
 from bench.data import Split, to_float
 from bench.evaluate import attack_chunks, attack_store_path, model_folder
-from bench.flags import after_attack_flags, meta_flags, probe_flags
+from bench.flags import after_attack_flags, meta_flags, probe_flags, row_flags
 from bench.io import atomic_json, atomic_write, mix_seed, model_fingerprint
 from bench.results import AttackResult
 from bench.store import Store
@@ -226,7 +226,12 @@ def evaluate_switch(ticket: Ticket, attack_names: Sequence[str], n_eval: int, n_
         robust[name] = clean[:, :n] & adv_ok
         seconds[name] = store.seconds
 
-    # Checks after attacking: nothing in the switch changed.
+    # Per-row checks on the expected robustness over draws; then nothing in the switch changed.
+    clean_any = clean.any(0)
+    order = [(name, attack, sizes[name]) for name, attack in attacks]
+    expected = {name: {"tried": clean_any[: sizes[name]], "robust": robust[name].float().mean(0),
+                       "broken_by": torch.full((sizes[name],), -1, dtype=torch.long)} for name, _ in attacks}
+    per_row = row_flags(order, expected, clean_any)
     run_flags |= after_attack_flags(model, before)
     flags = tuple(sorted(run_flags))
     common = {"draws": draws, "randomized": True, "non_adaptive": not adaptive_any}
@@ -237,7 +242,7 @@ def evaluate_switch(ticket: Ticket, attack_names: Sequence[str], n_eval: int, n_
         c_mean, c_std = mean_std(clean[:, :n])
         r_mean, r_std = mean_std(robust[name])
         results.append(AttackResult(name, {**attack.settings(), "cascade": False}, n, c_mean, r_mean, seconds[name],
-                                    robust[name].all(0), "alone", flags,
+                                    robust[name].all(0), "alone", tuple(sorted(set(flags) | per_row[name])),
                                     {**common, "clean_std": round(c_std, 6), "robust_std": round(r_std, 6),
                                      "adaptive": attack.adaptive}))
     if results:
@@ -248,7 +253,8 @@ def evaluate_switch(ticket: Ticket, attack_names: Sequence[str], n_eval: int, n_
         eot = max(int(a.settings().get("eot_samples") or 1) for _, a in attacks)
         results.append(AttackResult("worst_case", {"norm": "Linf", "eps": eps, "steps": "", "step_size": "", "restarts": "",
                                                    "eot_samples": eot, "version": "+".join(robust)},
-                                    n, c_mean, r_mean, sum(seconds.values()), per_draw.all(0), "all", flags,
+                                    n, c_mean, r_mean, sum(seconds.values()), per_draw.all(0), "all",
+                                    tuple(sorted(set(flags).union(*per_row.values()))),
                                     {**common, "clean_std": round(c_std, 6), "robust_std": round(r_std, 6),
                                      "adaptive": adaptive_any}))
     # The candidates' transfer matrix on the PGD examples.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Protocol, Tuple
 
 import numpy as np
 import torch
@@ -18,6 +18,12 @@ from bench.io import atomic_json, atomic_npz
 
 # name -> (dtype, fill value, leading shape); the last axis is the example index.
 ArraySpec = Mapping[str, Tuple[torch.dtype, Any, Tuple[int, ...]]]
+
+
+class Arrays(Protocol):
+    """Anything that returns named per-example arrays: a store, or a plain dict of tensors."""
+
+    def __getitem__(self, key: str) -> torch.Tensor: ...
 
 
 class Store:

@@ -18,9 +18,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.attacks import attack_for_run, make_attack
+from bench.attacks import AutoAttackRunner, attack_for_run, make_attack
 from bench.data import Split, load_data, to_float
 from bench.evaluate import chunk_attack, evaluate
+from bench.flags import library_check_flags, row_flags
 from bench.masking import apply_masks
 from bench.models import ModelConfig, build_model
 from bench.results import EVAL_VERSION, KEY_COLUMNS
@@ -163,3 +164,78 @@ def test_rows_carry_the_evaluation_version(toy: Any) -> None:
     row = evaluate(switch.candidate(0), test, ["pgd20"], EPS, 30, 30, CPU)[0]
     assert row.eval_version == EVAL_VERSION >= 2
     assert "eval_version" in KEY_COLUMNS
+
+
+class FarIsSafe(nn.Module):
+    """Planted: correct on the clean images and beyond 1.05 eps from them, wrong in between (flat: no gradient)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, classes: int = 10) -> None:
+        super().__init__()
+        self.register_buffer("x_ref", x.flatten(1).clone())
+        self.register_buffer("y_ref", y.clone())
+        self.classes = classes
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        dist = (flat[:, None, :] - self.x_ref[None]).abs().amax(2)
+        d, i = dist.min(1)
+        y = self.y_ref[i]
+        wrong = (d > 1e-6) & (d <= 1.05 * EPS)
+        label = torch.where(wrong, (y + 1) % self.classes, y)
+        return F.one_hot(label, self.classes).float() * 5 * self.scale + 0 * flat.sum(1, keepdim=True)
+
+
+def test_eps_not_monotone_fires_on_a_planted_model(toy: Any) -> None:
+    """Robust accuracy rising with eps (planted) is flagged; the flag is on every row."""
+    _, _, _, test = toy
+    x, y = to_float(test.x[:60], CPU), test.y[:60]
+    model = FarIsSafe(x, y).eval()
+    rows = evaluate(model, test.head(60), ["pgd20"], EPS, 60, 60, CPU)
+    assert "eps_not_monotone" in rows[0].flags
+
+
+def test_aa_above_pgd_fires_in_the_default_cascade(toy: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broken AutoAttack (returns the clean images) is caught in the cascade by the APGD-CE probe."""
+    switch, _, _, test = toy
+    model = switch.candidate(0)
+    healthy = {r.attack: r for r in evaluate(model, test, ["pgd20", "cw20", "apgd-ce"], EPS, 120, 120, CPU)}
+    assert "aa_above_pgd" not in healthy["apgd-ce"].flags
+    monkeypatch.setattr(AutoAttackRunner, "perturb_detailed", lambda self, m, x, y: (x.clone(), None))
+    broken = {r.attack: r for r in evaluate(model, test, ["pgd20", "cw20", "apgd-ce"], EPS, 120, 120, CPU)}
+    assert broken["apgd-ce"].scope.startswith("after:")
+    assert "aa_above_pgd" in broken["apgd-ce"].flags
+
+
+def test_library_checks_become_flags() -> None:
+    """pyautoattack's checks (probabilities, randomness) are flags, not log lines."""
+    torch.manual_seed(0)
+    inner = nn.Sequential(nn.Flatten(), nn.Linear(16, 4))
+    x, y = torch.rand(32, 1, 4, 4), torch.randint(0, 4, (32,))
+    assert "probabilities" in library_check_flags(nn.Sequential(inner, nn.Softmax(1)), x, y, any_adaptive=False)
+    noisy = NoisyModel(inner)
+    assert "nondeterministic" in library_check_flags(noisy, x, y, any_adaptive=False)
+    assert "nondeterministic" not in library_check_flags(noisy, x, y, any_adaptive=True)
+    assert library_check_flags(inner, x, y, any_adaptive=False) == set()
+
+
+class NoisyModel(nn.Module):
+    """Random logits noise on every call."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.inner(x)
+        return out + torch.randn_like(out)
+
+
+def test_switch_rows_get_row_flags() -> None:
+    """Row checks run on randomised tickets too, on the expected robustness over draws."""
+    pgd, aa = make_attack("pgd20", EPS), make_attack("autoattack-rand", EPS)
+    order = [("pgd20", pgd, 4), ("autoattack-rand", aa, 4)]
+    tried = torch.ones(4, dtype=torch.bool)
+    stores = {"pgd20": {"tried": tried, "robust": torch.tensor([1.0, 0.2, 0.0, 0.0]), "broken_by": -torch.ones(4)},
+              "autoattack-rand": {"tried": tried, "robust": torch.tensor([1.0, 0.6, 0.4, 0.0]), "broken_by": -torch.ones(4)}}
+    assert row_flags(order, stores, tried)["autoattack-rand"] == {"aa_above_pgd"}

@@ -105,15 +105,15 @@ def test_interrupted_evaluation_resumes_where_it_stopped(trained: Tuple[nn.Modul
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Killed after two chunks, the rerun attacks only the remaining chunks and ends as an uninterrupted run."""
     model, test = trained
-    reference = evaluate(model, test, ["pgd20"], EPS, 120, 120, CPU, tmp_path / "ref", batch_size=16)
+    reference = evaluate(model, test, ["pgd20"], EPS, 120, 120, CPU, tmp_path / "ref", batch_size=16, probes=False)
     chunks = -(-int(reference[0].stats["n_attacked"]) // 16)
     with monkeypatch.context() as m:
         CallCounter(m, PGD, "perturb", fail_after=2)
         with pytest.raises(KeyboardInterrupt):
-            evaluate(model, test, ["pgd20"], EPS, 120, 120, CPU, tmp_path / "run", batch_size=16)
+            evaluate(model, test, ["pgd20"], EPS, 120, 120, CPU, tmp_path / "run", batch_size=16, probes=False)
     with monkeypatch.context() as m:
         counter = CallCounter(m, PGD, "perturb")
-        resumed = evaluate(model, test, ["pgd20"], EPS, 120, 120, CPU, tmp_path / "run", batch_size=16)
+        resumed = evaluate(model, test, ["pgd20"], EPS, 120, 120, CPU, tmp_path / "run", batch_size=16, probes=False)
     assert counter.calls == chunks - 2
     assert torch.equal(resumed[0].robust, reference[0].robust)
 
