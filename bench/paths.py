@@ -82,9 +82,10 @@ def eval_root(run: PathLike) -> Path:
     return Path(run) / "eval"
 
 
-def transfer(run: PathLike, suffix: str) -> Path:
-    """A randomised ticket's transfer matrix: ``csv``, ``md`` or its key ``json``."""
-    return Path(run) / f"transfer.{suffix}"
+def transfer(run: PathLike, suffix: str, protocol: str = "") -> Path:
+    """A randomised ticket's transfer matrix: ``csv``, ``md`` or its key ``json``; ``protocol`` '' (early stop)
+    or ``full-steps``."""
+    return Path(run) / (f"transfer-{protocol}.{suffix}" if protocol else f"transfer.{suffix}")
 
 
 def checkpoint(train_dir: PathLike) -> Path:

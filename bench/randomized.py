@@ -178,18 +178,28 @@ def transfer_markdown(frame: pd.DataFrame, n: int, attack_name: str = TRANSFER_A
     return "\n".join([head, rule, *body]) + "\n" + note
 
 
+# The transfer matrix's two protocols: RST's test_trans.py (early-stopped source points, just past the
+# source's boundary) and the last iterate of all 20 steps (transfers better); file name suffix -> attack.
+TRANSFER_PROTOCOLS = {"": TRANSFER_ATTACK, "full-steps": f"{TRANSFER_ATTACK}:early_stop=False"}
+
+
 def write_transfer(switch: nn.Module, test: Split, n: int, eps: float, seed: int, device: torch.device,
-                   run_dir: Path, model_digest: str) -> pd.DataFrame:
-    """``<run>/transfer.csv`` and ``transfer.md`` (recomputed only when examples, seed or ticket change)."""
-    key = {"n": n, "eps": eps, "seed": seed, "attack": TRANSFER_ATTACK, "model": model_digest}
-    csv_path, key_path = paths.transfer(run_dir, "csv"), paths.transfer(run_dir, "json")
-    if csv_path.exists() and key_path.exists() and json.loads(key_path.read_text()) == key:
-        return pd.read_csv(csv_path, index_col=0)
-    frame = transfer_frame(transfer_matrix(switch, test, n, eps, seed, device), as_switch(switch).sparsities)
-    atomic_write(csv_path, frame.to_csv())
-    atomic_write(paths.transfer(run_dir, "md"), transfer_markdown(frame, n))
-    atomic_json(key_path, key)
-    return frame
+                   run_dir: Path, model_digest: str) -> Dict[str, pd.DataFrame]:
+    """``<run>/transfer.{csv,md}`` (early stop) and ``transfer-full-steps.{csv,md}``; each recomputed only when
+    its examples, seed, attack or ticket change. Returns the frames by protocol."""
+    frames: Dict[str, pd.DataFrame] = {}
+    for protocol, attack_name in TRANSFER_PROTOCOLS.items():
+        key = {"n": n, "eps": eps, "seed": seed, "attack": attack_name, "model": model_digest}
+        csv_path, key_path = paths.transfer(run_dir, "csv", protocol), paths.transfer(run_dir, "json", protocol)
+        if csv_path.exists() and key_path.exists() and json.loads(key_path.read_text()) == key:
+            frames[protocol] = pd.read_csv(csv_path, index_col=0)
+            continue
+        matrix = transfer_matrix(switch, test, n, eps, seed, device, attack_name=attack_name)
+        frame = frames[protocol] = transfer_frame(matrix, as_switch(switch).sparsities)
+        atomic_write(csv_path, frame.to_csv())
+        atomic_write(paths.transfer(run_dir, "md", protocol), transfer_markdown(frame, n, attack_name))
+        atomic_json(key_path, key)
+    return frames
 
 
 def evaluate_switch(ticket: Ticket, attack_names: Sequence[str], n_eval: int, n_eval_aa: int, draws: int,

@@ -172,6 +172,9 @@ def test_run_reuses_candidates_and_records_draws(out: Path) -> None:
     assert (rows["robust_acc"] <= rows["clean_acc"] + 1e-9).all()
     frame = pd.read_csv(meta_dir / "transfer.csv", index_col=0)
     assert frame.shape == (2, 2) and "| pgd20 source" in (meta_dir / "transfer.md").read_text()
+    # The full-step protocol beside RST's early-stopped one.
+    full = pd.read_csv(meta_dir / "transfer-full-steps.csv", index_col=0)
+    assert full.shape == (2, 2) and "| pgd20:early_stop=False source" in (meta_dir / "transfer-full-steps.md").read_text()
     # Another granularity is another run, but it trains nothing new.
     run_spec(RunSpec(**TINY, method="r2s", sparsity=0.7, eval_attacks=("r2s-nonadaptive",),
                      hparams={**hp, "granularity": "example"}), out, show=False)

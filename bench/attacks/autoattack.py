@@ -142,15 +142,17 @@ class AutoAttackRunner(Attack):
         """On a random switch: every sub-attack on every example (no single-draw filtering, never the clean
         image as a fallback), then per example the sub-attack's point of lowest expected accuracy."""
         best = x.clone()
-        best_e = expected_correct(model, x, y)
-        broken_by = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
+        best_e = torch.full((len(x),), float("inf"), device=x.device)
+        chosen = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
         for k, name in enumerate(self.components):
             points = self._component_points(model, name, x, y)
             e = expected_correct(model, points, y)
             better = e < best_e
             best[better] = points[better]
             best_e[better] = e[better]
-            broken_by[better] = k
+            chosen[better] = k
+        # A point counts as broken by its component when the switch is more likely wrong than right there.
+        broken_by = torch.where(best_e < 0.5, chosen, torch.full_like(chosen, -1))
         return best, broken_by
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
