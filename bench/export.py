@@ -34,8 +34,13 @@ from typing import Any, Dict, List, Optional, Union
 
 import pandas as pd
 
+from bench.data import DATASETS
 from bench.io import atomic_write, slug
 from bench.results import format_eps
+
+# The threat models an entry may name (folder names), and what a run id looks like.
+THREAT_MODELS = ("Linf", "L2")
+RUN_ID = re.compile(r"[0-9a-f]{12}")
 
 ROBUSTBENCH_FIELDS = ("link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",
                       "architecture", "eps", "clean_acc", "reported", "autoattack_acc", "external", "footnote", "unreliable")
@@ -168,7 +173,27 @@ def export_robustbench_json(rows_df: pd.DataFrame, out_dir: Union[str, Path], in
     for run_id, rows in df.groupby("run_id", sort=True):
         threat = str(rows["norm"].iloc[0]) if "norm" in rows and str(rows["norm"].iloc[0]) else "Linf"
         info = model_info(rows, threat)
-        path = out_dir / info["dataset"] / threat / f"{slug(info['method'])}_{slug(str(rows['arch'].iloc[0]))}_{run_id}.json"
+        path = entry_path(out_dir, info["dataset"], threat, info["method"], str(rows["arch"].iloc[0]), str(run_id))
         atomic_write(path, json.dumps(info, indent=2) + "\n")
         paths.append(path)
     return paths
+
+
+def entry_path(out_dir: Path, dataset: str, threat: str, method: str, arch: str, run_id: str) -> Path:
+    """``out_dir/<dataset>/<threat>/<method>_<arch>_<run_id>.json``, every part checked, never outside ``out_dir``.
+
+    The parts come from a CSV someone may have edited: the dataset must be a
+    registered one, the threat model a known one and the run id a 12-digit hex
+    digest; method and arch are reduced to file-name-safe text.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"row of run {run_id!r}: unknown dataset {dataset!r}; choices: {', '.join(DATASETS.names())}")
+    if threat not in THREAT_MODELS:
+        raise ValueError(f"row of run {run_id!r}: unknown norm {threat!r}; choices: {', '.join(THREAT_MODELS)}")
+    if not RUN_ID.fullmatch(run_id):
+        raise ValueError(f"run_id {run_id!r} is not a run id (12 hexadecimal digits)")
+    root = out_dir.resolve()
+    path = (root / dataset / threat / f"{slug(method)}_{slug(arch)}_{run_id}.json").resolve()
+    if root not in path.parents:
+        raise ValueError(f"refusing to write {path}: outside the output folder {root}")
+    return path

@@ -81,7 +81,9 @@ def find_or_load_ticket(spec: RunSpec, out: Path, data_root: Optional[str] = Non
         raise ValueError(f"no finished ticket for spec {spec.run_id} in {paths.runs_root(out)} (spec.json, ticket.pt and meta.json)")
     data = load_data(spec.dataset, spec.data_source, data_root, spec.val_fraction, spec.seed, spec.n_train)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_json(paths.spec(run_dir), spec.to_dict())
+    # The spec is written once; evaluating a finished run with other attacks never rewrites it.
+    if not paths.spec(run_dir).exists():
+        atomic_json(paths.spec(run_dir), spec.to_dict())
     log = _logger(run_dir)
     if paths.ticket_finished(run_dir):
         log.info("ticket exists, skipping search")

@@ -25,6 +25,9 @@ from bench.io import atomic_with, atomic_write
 from bench.results import parse_eps
 
 THREATS = ("Linf", "L2")
+# Where local entries record what they wrote, and the first characters that make a CSV cell a formula.
+MANIFEST = ".written-by-bench.txt"
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 PERCENT_RE = re.compile(r"^\d{1,3}(\.\d+)?$")
 
 # Field -> (allowed types, required). Types are checked exactly (bool is not an int here).
@@ -173,12 +176,15 @@ def local_entries(rows: pd.DataFrame, entries_dir: Union[str, Path]) -> List[Ent
     ``entries_dir`` belongs to the leaderboard: JSON files of tickets not in ``rows`` are removed.
     """
     entries_dir = Path(entries_dir)
+    manifest = entries_dir / MANIFEST
+    written_before = set(manifest.read_text().split("\n")) - {""} if manifest.exists() else set()
     paths = export_robustbench_json(rows, entries_dir)
-    # The folder mirrors the current board: drop entries written for tickets no longer selected.
-    keep = {p.resolve() for p in paths}
-    for stale in entries_dir.rglob("*.json"):
-        if stale.resolve() not in keep:
-            stale.unlink()
+    # The folder mirrors the current board: drop only entries this command wrote before (the manifest)
+    # for tickets no longer selected; files it did not write are never touched.
+    keep = {str(p.resolve()) for p in paths}
+    for stale in sorted(written_before - keep):
+        Path(stale).unlink(missing_ok=True)
+    atomic_write(manifest, "".join(f"{path}\n" for path in sorted(keep)))
     out = []
     for p in paths:
         threat = p.parent.name if p.parent.name in THREATS else "Linf"
@@ -319,6 +325,13 @@ def to_html(board: pd.DataFrame, title: str = "Robust tickets leaderboard") -> s
     return "\n".join(parts) + "\n"
 
 
+def neutralise(cell: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (``= + - @``, tab, CR first) gets a leading quote."""
+    if isinstance(cell, str) and cell[:1] in FORMULA_STARTS:
+        return "'" + cell
+    return cell
+
+
 def build_leaderboard(rows: Optional[pd.DataFrame], out_dir: Union[str, Path],
                       submissions: Optional[Union[str, Path]] = None) -> Dict[str, Any]:
     """Export local entries, merge submissions, rank, and write csv + html; returns what was written."""
@@ -329,7 +342,8 @@ def build_leaderboard(rows: Optional[pd.DataFrame], out_dir: Union[str, Path],
     board = rank_entries(entries + submitted)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, html_path = out_dir / "leaderboard.csv", out_dir / "leaderboard.html"
-    atomic_with(csv_path, lambda tmp: board.to_csv(tmp, index=False, float_format="%.4f"))
+    safe = board.apply(lambda col: col.map(neutralise) if col.dtype == object or pd.api.types.is_string_dtype(col) else col)
+    atomic_with(csv_path, lambda tmp: safe.to_csv(tmp, index=False, float_format="%.4f"))
     atomic_write(html_path, to_html(board))
     return {"csv": csv_path, "html": html_path, "entries": [e.source for e in entries], "submitted": len(submitted),
             "board": board}

@@ -20,11 +20,11 @@ def tidy_rows() -> pd.DataFrame:
     """runs.csv-like rows for five tickets in two (dataset, eps) groups, two attacks + worst case each."""
     tickets = [
         # run_id, method, dataset, eps, width, sparsity, clean, pgd, cw, worst
-        ("a1", "rst", "fashion-mnist", 0.1, 1.0, 0.9, 0.80, 0.52, 0.50, 0.48),
-        ("a2", "hydra", "fashion-mnist", 0.1, 1.0, 0.9, 0.84, 0.60, 0.58, 0.57),
-        ("a3", "lwm", "fashion-mnist", 0.1, 2.0, 0.99, 0.70, 0.40, 0.42, 0.39),
-        ("b1", "rst", "mnist", 0.3, 1.0, 0.5, 0.97, 0.85, 0.88, 0.84),
-        ("b2", "dense-at", "mnist", 0.3, 1.0, 0.0, 0.98, 0.90, 0.91, 0.89),
+        ("a10000000000", "rst", "fashion-mnist", 0.1, 1.0, 0.9, 0.80, 0.52, 0.50, 0.48),
+        ("a20000000000", "hydra", "fashion-mnist", 0.1, 1.0, 0.9, 0.84, 0.60, 0.58, 0.57),
+        ("a30000000000", "lwm", "fashion-mnist", 0.1, 2.0, 0.99, 0.70, 0.40, 0.42, 0.39),
+        ("b10000000000", "rst", "mnist", 0.3, 1.0, 0.5, 0.97, 0.85, 0.88, 0.84),
+        ("b20000000000", "dense-at", "mnist", 0.3, 1.0, 0.0, 0.98, 0.90, 0.91, 0.89),
     ]
     records = []
     for run_id, method, dataset, eps, width, sparsity, clean, pgd, cw, worst in tickets:
@@ -68,15 +68,15 @@ def test_ranking_within_dataset_threat_and_eps(tmp_path: Path) -> None:
     assert set(board["eps"]) == {"0.1", "0.3"} and set(board["threat_model"]) == {"Linf"}
     for col in ("sparsity", "width", "method", "density", "clean_acc", "robust_acc"):
         assert col in board.columns
-    assert board.set_index("run_id").loc["a3", "width"] == 2.0
-    assert board.set_index("run_id").loc["a3", "attacks"] == "pgd20+cw20"
+    assert board.set_index("run_id").loc["a30000000000", "width"] == 2.0
+    assert board.set_index("run_id").loc["a30000000000", "attacks"] == "pgd20+cw20"
 
 
 def test_entry_jsons_have_robustbench_and_extended_fields(tmp_path: Path) -> None:
     build_leaderboard(tidy_rows(), tmp_path / "lb")
     files = sorted((tmp_path / "lb" / "entries").rglob("*.json"))
     assert len(files) == 5
-    info = json.loads(next(f for f in files if "a2" in f.name).read_text())
+    info = json.loads(next(f for f in files if "a20000000000" in f.name).read_text())
     for field in ("link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",
                   "architecture", "eps", "clean_acc", "reported", "autoattack_acc", "unreliable", "footnote",
                   "sparsity", "density", "width", "method", "randomized", "eot_iter", "non_adaptive", "flags"):
@@ -88,7 +88,7 @@ def test_entry_jsons_have_robustbench_and_extended_fields(tmp_path: Path) -> Non
 
 def test_ties_share_a_rank(tmp_path: Path) -> None:
     rows = tidy_rows()
-    rows.loc[(rows["run_id"] == "a1") & (rows["attack"] == "worst_case"), "robust_acc"] = 0.57
+    rows.loc[(rows["run_id"] == "a10000000000") & (rows["attack"] == "worst_case"), "robust_acc"] = 0.57
     board = build_leaderboard(rows, tmp_path / "lb")["board"]
     fm = board[board["dataset"] == "fashion-mnist"]
     assert list(fm["rank"]) == [1, 1, 3]
@@ -142,8 +142,8 @@ def test_bad_submission_is_rejected_naming_the_field(tmp_path: Path, text: str, 
 
 
 def test_duplicate_run_ids_are_rejected(tmp_path: Path) -> None:
-    write(tmp_path / "subs", "x.json", json.dumps(submission(run_id="a1")))
-    with pytest.raises(ValueError, match="duplicate run_id 'a1'"):
+    write(tmp_path / "subs", "x.json", json.dumps(submission(run_id="a10000000000")))
+    with pytest.raises(ValueError, match="duplicate run_id 'a10000000000'"):
         build_leaderboard(tidy_rows(), tmp_path / "lb", submissions=tmp_path / "subs")
 
 
