@@ -6,6 +6,7 @@ input prints one line to stderr and exits with code 2.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import sys
 from typing import NoReturn, Optional, Sequence
@@ -31,9 +32,18 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def package_version() -> str:
+    """The installed distribution's version ('unknown' when run from a plain checkout)."""
+    try:
+        return importlib.metadata.version("robust-tickets")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every registered subcommand."""
     parser = OneLineErrorParser(prog="bench", description="Benchmark harness for robust tickets.")
+    parser.add_argument("--version", action="version", version=f"bench (robust-tickets) {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for _name, entry in COMMANDS.items():
         entry.obj(sub)
@@ -53,4 +63,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nbench: interrupted; finished work is kept, rerun the same command to resume", file=sys.stderr)
+        return 130
     return int(code or 0)

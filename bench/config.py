@@ -64,8 +64,13 @@ def coerce(value: Any, tp: Any, name: str) -> Any:
         return coerce(value, inner, name)
     # Tuples: comma-separated text or a list, items as stripped strings.
     if origin is tuple:
+        if not isinstance(value, (str, list, tuple)):
+            raise ValueError(f"{name}: expected a comma-separated list, got {value!r}")
         items = value.split(",") if isinstance(value, str) else list(value)
         return tuple(str(i).strip() for i in items if str(i).strip())
+    # true/false are not numbers (YAML `epochs: true`).
+    if tp in (int, float) and isinstance(value, bool):
+        raise ValueError(f"{name}: cannot read {value!r} as {tp.__name__}")
     try:
         if tp is bool:
             if isinstance(value, str):
@@ -110,14 +115,20 @@ def non_default(obj: Any) -> Dict[str, Any]:
 def load_yaml(path: str) -> Dict[str, Any]:
     """Read a YAML preset with the safe loader; it must be a mapping."""
     try:
-        with open(path) as fh:
+        with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh)
     except FileNotFoundError:
         raise ValueError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ValueError(f"config {path} is a directory, not a YAML file") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"config {path} is not a text file (not UTF-8)") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read config {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise ValueError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if data is None:
-        return {}
+        raise ValueError(f"config {path} is empty: give at least one spec field (or leave out --config)")
     if not isinstance(data, dict):
         raise ValueError(f"config {path} must be a YAML mapping of spec fields")
     return data

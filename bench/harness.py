@@ -21,12 +21,12 @@ from bench import paths
 from bench.data import load_data
 from bench.evaluate import evaluate, with_worst_case
 from bench.flags import describe_flags
-from bench.io import atomic_json, atomic_save
+from bench.io import atomic_json, atomic_save, digest
 from bench.masking import layer_sparsity, measured_sparsity
 from bench.methods import RunContext, get_method
 from bench.models import prunable_policy
 from bench.randomized import evaluate_switch
-from bench.results import AttackResult, append_rows, result_rows
+from bench.results import AttackResult, append_rows, read_rows_file, result_rows
 from bench.spec import RunSpec
 from bench.ticket import Ticket, load_ticket, read_meta
 from bench.train import Compute, TrainingDivergedError
@@ -57,7 +57,8 @@ def resolve_device(name: str) -> torch.device:
 
 def _logger(run_dir: Path) -> logging.Logger:
     """A per-run logger writing to ``run_dir/log.txt`` (no global handlers)."""
-    log = logging.getLogger(f"bench.run.{run_dir.name}")
+    # One logger per run folder (not per run id: the same spec in two output folders has two logs).
+    log = logging.getLogger(f"bench.run.{run_dir.name}.{digest(str(run_dir.resolve()), 8)}")
     log.setLevel(logging.INFO)
     log.propagate = False
     if not log.handlers:
@@ -140,6 +141,8 @@ def evaluate_run(ticket: Ticket, attacks: Optional[Sequence[str]] = None, n_eval
     """Stage 2: evaluate the ticket (cascade, sanity flags); finished work comes from ``<run>/eval/``."""
     spec = ticket.spec
     n = spec.n_eval if n_eval is None else n_eval
+    if n < 0 or (n_eval_aa is not None and n_eval_aa < 0):
+        raise ValueError(f"n_eval and n_eval_aa must be >= 0 (0 = the whole test set), got {n}, {n_eval_aa}")
     n_aa = autoattack_examples(n_eval_aa if n_eval_aa is not None else spec.n_eval_aa, n, ticket.device)
     chosen = tuple(attacks if attacks is not None else spec.eval_attacks)
     # A randomised ticket is evaluated over inference draws, with every attack alone.
@@ -163,6 +166,8 @@ def record(ticket: Ticket, results: Sequence[AttackResult], out: Path, show: boo
 
 def run_spec(spec: RunSpec, out: Union[str, Path] = "results", data_root: Optional[str] = None, show: bool = True) -> pd.DataFrame:
     """Find, evaluate and record one run; returns its rows (usable from a notebook)."""
+    # A rows file that cannot take the rows is found now, not after the training.
+    read_rows_file(paths.runs_csv(out))
     ticket = find_or_load_ticket(spec, Path(out), data_root)
     return record(ticket, evaluate_run(ticket), Path(out), show)
 

@@ -1,16 +1,17 @@
 """Tidy result rows: one row per run x attack, built in one place and appended atomically under a file lock."""
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
 
 import pandas as pd
 import torch
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from bench.io import atomic_with
 
@@ -111,6 +112,37 @@ def _ordered(columns: Sequence[str]) -> List[str]:
     return lead + [c for c in columns if c not in lead]
 
 
+# How long a writer waits for another process's lock on a rows file before giving up with a message.
+LOCK_TIMEOUT_S = 300.0
+
+
+def read_rows_file(csv_path: Path) -> pd.DataFrame:
+    """The rows of ``csv_path`` as text (empty when absent); a file that is not a rows CSV is a ValueError naming it."""
+    if not csv_path.exists():
+        return pd.DataFrame()
+    try:
+        old = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{csv_path} is not a readable rows file ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+                         "move it away or repair it, then rerun") from None
+    missing = [c for c in ("run_id", "attack") if c not in old.columns]
+    if missing:
+        raise ValueError(f"{csv_path} is not a bench rows file: no column(s) {', '.join(missing)}")
+    return old
+
+
+@contextlib.contextmanager
+def rows_lock(csv_path: Path) -> Iterator[None]:
+    """The lock on a rows file; waiting longer than ``LOCK_TIMEOUT_S`` is a ValueError saying which lock."""
+    lock = FileLock(str(csv_path) + ".lock", timeout=LOCK_TIMEOUT_S)
+    try:
+        with lock:
+            yield
+    except Timeout:
+        raise ValueError(f"another process has held {lock.lock_file} for {LOCK_TIMEOUT_S:.0f} s; "
+                         "if no bench process is running, delete that file") from None
+
+
 def append_rows(csv_path: Path, rows: List[Dict[str, Any]]) -> int:
     """Append rows not already present (same key); returns how many were added.
 
@@ -120,8 +152,8 @@ def append_rows(csv_path: Path, rows: List[Dict[str, Any]]) -> int:
     """
     csv_path = Path(csv_path)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(csv_path) + ".lock"):
-        old = pd.read_csv(csv_path, dtype=str, keep_default_na=False) if csv_path.exists() else pd.DataFrame()
+    with rows_lock(csv_path):
+        old = read_rows_file(csv_path)
         seen = {_key(r) for r in old.to_dict("records")}
         new = []
         for row in rows:

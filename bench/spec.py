@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, fields
 from typing import Any, Dict, Mapping, Optional, Tuple
 
@@ -76,19 +77,27 @@ class RunSpec:
                f"sparsity must be in [0, 1) (fraction of zeros), got {self.sparsity}")
         _check(self.width > 0 and math.isfinite(self.width), f"width must be > 0, got {self.width}")
         _check(self.eps is None or (math.isfinite(self.eps) and 0 < self.eps <= 1), f"eps must be in (0, 1], got {self.eps}")
-        _check(self.train_step_size is None or self.train_step_size > 0, f"train_step_size must be > 0, got {self.train_step_size}")
+        _check(self.train_step_size is None or (math.isfinite(self.train_step_size) and self.train_step_size > 0),
+               f"train_step_size must be a finite number > 0, got {self.train_step_size}")
         _check(self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}")
         _check(self.batch_size > 0, f"batch_size must be > 0, got {self.batch_size}")
-        _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        _check(math.isfinite(self.lr) and self.lr > 0, f"lr must be a finite number > 0, got {self.lr}")
+        _check(math.isfinite(self.momentum) and 0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
+        _check(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+               f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        _check(math.isfinite(self.trades_beta) and self.trades_beta >= 0,
+               f"trades_beta must be a finite number >= 0, got {self.trades_beta}")
+        _check(0 <= self.seed < 2**31, f"seed must be in [0, 2**31), got {self.seed}")
         _check(self.train_steps >= 0, f"train_steps must be >= 0, got {self.train_steps}")
         _check(0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}")
         _check(self.n_train >= 0, f"n_train must be >= 0, got {self.n_train}")
         _check(self.n_eval >= 0, f"n_eval must be >= 0, got {self.n_eval}")
         _check(self.n_eval_aa is None or self.n_eval_aa >= 0, f"n_eval_aa must be >= 0, got {self.n_eval_aa}")
-        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+        _check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
                f"unknown device {self.device!r}; choices: auto, cpu, cuda, cuda:N")
         if isinstance(self.eval_attacks, str):
             object.__setattr__(self, "eval_attacks", tuple(a for a in self.eval_attacks.split(",") if a))
+        _check(len(self.eval_attacks) > 0, "eval_attacks must name at least one attack (see `bench list`)")
         for name in self.eval_attacks:
             ATTACKS.get(name)
         # Fill in and check the method's own hyperparameters.

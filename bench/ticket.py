@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Union
@@ -39,9 +40,13 @@ def load_state(model: nn.Module, path: Path, device: Union[str, torch.device] = 
         state = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise ValueError(f"checkpoint not found: {path}") from None
-    except Exception as exc:  # noqa: BLE001 - re-raised with the file named
+    except pickle.UnpicklingError as exc:
+        # weights_only refused an object: a crafted or foreign pickle, never executed.
         raise ValueError(f"refusing to load {path}: not a plain tensor checkpoint ({type(exc).__name__}); "
                          "only weights_only state dicts are accepted") from None
+    except Exception as exc:  # noqa: BLE001 - re-raised with the file named
+        raise ValueError(f"cannot load {path} ({type(exc).__name__}): the file is truncated or corrupt; delete it "
+                         "(or its run folder) to search the ticket again") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path} is not a state dict")
     mine = model.state_dict()

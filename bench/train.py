@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -160,6 +161,24 @@ def robust_accuracy(model: nn.Module, split: Split, attack: Callable, device: to
     return correct / max(1, len(split))
 
 
+def read_checkpoint(path: Path, device: torch.device) -> Optional[Dict[str, Any]]:
+    """A stage's resume checkpoint; a missing one is ``None``, and so is a corrupt one (with a warning: the
+    stage restarts from its beginning)."""
+    if not path.exists():
+        return None
+    try:
+        ck = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(ck, dict) or not {"model", "opt", "sched", "best_state", "epoch"} <= set(ck):
+            raise ValueError("not a resume checkpoint")
+    except Exception as exc:  # noqa: BLE001 - reported, then the stage restarts
+        warnings.warn(f"{path} is corrupt ({type(exc).__name__}); restarting this training stage from its first epoch",
+                      stacklevel=2)
+        path.unlink()
+        return None
+    checkpoint: Dict[str, Any] = ck
+    return checkpoint
+
+
 def train(
     model: nn.Module,
     params: Sequence[torch.Tensor],
@@ -191,8 +210,8 @@ def train(
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
 
     # Resume from the last finished epoch when a checkpoint exists.
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
+    ck = read_checkpoint(ckpt_path, device)
+    if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         sched.load_state_dict(ck["sched"])

@@ -21,7 +21,12 @@ Setup = Optional[Callable[[Path], None]]
 
 def _write(name: str, text: str) -> Callable[[Path], None]:
     """Setup step: write a file into the case's folder."""
-    return lambda d: (d / name).write_text(text)
+
+    def write(d: Path) -> None:
+        (d / name).parent.mkdir(parents=True, exist_ok=True)
+        (d / name).write_text(text)
+
+    return write
 
 
 def _pickle_bomb(d: Path) -> None:
@@ -78,6 +83,20 @@ CASES: List[Tuple[str, List[str], Setup]] = [
     ("check with a malformed reference", ["check", "--reference", "r.csv"], _write("r.csv", "run_id,attack\nx,pgd20\n")),
     ("leaderboard submission with a bad field", ["leaderboard", "--submissions", "subs", "--out", "lb"], _bad_submission),
     ("unknown attack option", ["run", "--eval-attacks", "pgd:stepz=3"], None),
+    ("--lr inf", ["run", "--lr", "inf"], None),
+    ("--momentum -5", ["run", "--momentum", "-5"], None),
+    ("--weight-decay nan", ["run", "--weight-decay", "nan"], None),
+    ("--train-step-size inf", ["run", "--train-step-size", "inf"], None),
+    ("--trades-beta nan", ["run", "--trades-beta", "nan"], None),
+    ("24-digit seed", ["run", "--seed", "123456789012345678901234"], None),
+    ("--device cudaXYZ", ["run", "--device", "cudaXYZ"], None),
+    ("--eval-attacks with no attack", ["run", "--eval-attacks", ","], None),
+    ("YAML epochs: true", ["run", "--config", "p.yaml"], _write("p.yaml", "epochs: true\n")),
+    ("empty YAML", ["run", "--config", "p.yaml"], _write("p.yaml", "")),
+    ("--config is a directory", ["run", "--config", "."], None),
+    ("YAML hparams: 3", ["run", "--config", "p.yaml"], _write("p.yaml", "hparams: 3\n")),
+    ("YAML eval_attacks: 5", ["run", "--config", "p.yaml"], _write("p.yaml", "eval_attacks: 5\n")),
+    ("runs.csv that is not a rows file", ["run"], _write("results/runs.csv", "this is,not\na rows file\n")),
 ]
 
 

@@ -95,6 +95,15 @@ BAD_INPUTS = {
     "full data offline": (["--data-source", "full"], "full fashion-mnist data not found"),
     "mnist embedded": (["--dataset", "mnist", "--data-source", "embedded"], "has no embedded subset"),
     "missing config": (["--config", "/nonexistent/preset.yaml"], "config file not found"),
+    "config is a directory": (["--config", "/tmp"], "is a directory"),
+    "lr inf": (["--lr", "inf"], "lr must be a finite number > 0"),
+    "momentum negative": (["--momentum", "-5"], "momentum must be in [0, 1)"),
+    "weight decay nan": (["--weight-decay", "nan"], "weight_decay must be a finite number"),
+    "train step size inf": (["--train-step-size", "inf"], "train_step_size must be a finite number > 0"),
+    "trades beta nan": (["--trades-beta", "nan"], "trades_beta must be a finite number"),
+    "24-digit seed": (["--seed", "123456789012345678901234"], "seed must be in [0, 2**31)"),
+    "device cudaXYZ": (["--device", "cudaXYZ"], "unknown device 'cudaXYZ'"),
+    "no attacks": (["--eval-attacks", ","], "eval_attacks must name at least one attack"),
 }
 
 

@@ -70,3 +70,94 @@ def test_eval_with_other_attacks_keeps_the_finished_spec(tmp_path: Path, tiny_sp
     assert (run_dir / "spec.json").read_text() == before
     assert json.loads(before)["eval_attacks"] == ["pgd20"]
     assert "fgsm" in set(pd.read_csv(tmp_path / "runs.csv")["attack"])
+
+
+TINY_FLAGS = ["--arch", "mlp", "--width", "0.1", "--epochs", "1", "--train-steps", "1", "--n-train", "300",
+              "--n-eval", "40", "--eval-attacks", "pgd20", "--device", "cpu", "--batch-size", "100"]
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("epochs-true.yaml", "epochs: true\n", "cannot read True as int"),
+    ("empty.yaml", "", "is empty"),
+    ("attacks-5.yaml", "eval_attacks: 5\n", "expected a comma-separated list"),
+    ("hparams-3.yaml", "hparams: 3\n", "hparams for 'rst' must be a mapping"),
+    ("binary.yaml", b"\xff\xfe\x00\x01binary", "not a text file"),
+])
+def test_bad_config_files_are_one_line_errors(name: str, content: Any, message: str, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert main(["run", "--out", str(tmp_path / "out"), "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_corrupt_rows_file_is_found_before_any_training(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A runs.csv that cannot take rows stops the run at once, naming the file (nothing is trained)."""
+    (tmp_path / "runs.csv").write_text("this is,not\na rows file\n")
+    assert main(["run", "--out", str(tmp_path), *TINY_FLAGS]) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(tmp_path / "runs.csv") in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_held_lock_times_out_with_a_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process's lock on runs.csv: the writer waits, then says which lock to remove."""
+    from filelock import FileLock
+
+    import bench.results as results
+
+    monkeypatch.setattr(results, "LOCK_TIMEOUT_S", 0.2)
+    csv = tmp_path / "runs.csv"
+    with FileLock(str(csv) + ".lock"), pytest.raises(ValueError, match="runs.csv.lock"):
+        results.append_rows(csv, [{"run_id": RUN_ID, "attack": "pgd20"}])
+
+
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import bench.commands.run as run_command
+
+    def interrupted(*_args: Any, **_kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_command, "run_spec", interrupted)
+    assert main(["run", "--out", str(tmp_path), *TINY_FLAGS]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bench: interrupted") and len(err.splitlines()) == 1
+
+
+def test_version_flag(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("bench (robust-tickets) ")
+
+
+def test_negative_n_eval_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["run", "--out", str(tmp_path), *TINY_FLAGS]) == 0
+    run_dir = next((tmp_path / "runs").iterdir())
+    capsys.readouterr()
+    assert main(["eval", str(run_dir), "--n-eval", "-5"]) == 2
+    assert "n_eval and n_eval_aa must be >= 0" in capsys.readouterr().err
+
+
+def test_corrupt_checkpoints_name_the_file_and_the_way_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A truncated ticket.pt is a one-line error saying to delete it; a garbage resume checkpoint restarts its stage."""
+    assert main(["run", "--out", str(tmp_path), *TINY_FLAGS]) == 0
+    run_dir = next((tmp_path / "runs").iterdir())
+    ticket = run_dir / "ticket.pt"
+    ticket.write_bytes(ticket.read_bytes()[:100])
+    capsys.readouterr()
+    assert main(["eval", str(run_dir), "--attacks", "fgsm"]) == 2
+    err = capsys.readouterr().err
+    assert str(ticket) in err and "delete it" in err
+    # A fresh run whose search checkpoint is garbage: warned, restarted, finished.
+    out = tmp_path / "second"
+    assert main(["run", "--out", str(out), *TINY_FLAGS, "--seed", "1"]) == 0
+    run2 = next((out / "runs").iterdir())
+    (run2 / "search" / "last.pt").write_bytes(b"garbage")
+    for name in ("ticket.pt", "meta.json"):
+        (run2 / name).unlink()
+    with pytest.warns(UserWarning, match="last.pt is corrupt"):
+        assert main(["run", "--out", str(out), *TINY_FLAGS, "--seed", "1"]) == 0
+    assert (run2 / "ticket.pt").exists()

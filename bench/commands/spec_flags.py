@@ -45,7 +45,10 @@ def add_spec_flags(parser: argparse.ArgumentParser) -> None:
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
     """YAML preset (if any) overridden by explicit flags; unknown keys are errors."""
     data: Dict[str, Any] = dict(load_yaml(args.config)) if getattr(args, "config", None) else {}
-    hp = dict(data.pop("hparams", None) or {})
+    raw_hp = data.pop("hparams", None) or {}
+    if not isinstance(raw_hp, dict):
+        raise ValueError(f"hparams for {data.get('method', 'rst')!r} must be a mapping of hyperparameters, got {raw_hp!r}")
+    hp = dict(raw_hp)
     spec_names = {f.name for f in dataclasses.fields(RunSpec)}
     for key, value in vars(args).items():
         if key.startswith("hp__"):
