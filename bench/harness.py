@@ -10,15 +10,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import pandas as pd
 import torch
+from filelock import FileLock, Timeout
 
 from bench import paths
-from bench.data import load_data
+from bench.data import DataBundle, load_data
 from bench.evaluate import evaluate, with_worst_case
 from bench.flags import describe_flags
 from bench.io import atomic_json, atomic_save, digest
@@ -76,7 +78,6 @@ def find_or_load_ticket(spec: RunSpec, out: Path, data_root: Optional[str] = Non
     """
     spec = spec.resolve()
     device = resolve_device(spec.device)
-    method = get_method(spec.method)
     run_dir = paths.run_dir(out, spec.run_id)
     if must_exist and not paths.ticket_finished(run_dir):
         raise ValueError(f"no finished ticket for spec {spec.run_id} in {paths.runs_root(out)} (spec.json, ticket.pt and meta.json)")
@@ -85,6 +86,22 @@ def find_or_load_ticket(spec: RunSpec, out: Path, data_root: Optional[str] = Non
     # The spec is written once; evaluating a finished run with other attacks never rewrites it.
     if not paths.spec(run_dir).exists():
         atomic_json(paths.spec(run_dir), spec.to_dict())
+    # One search per run folder: a second process with the same spec waits, then reuses the ticket.
+    lock = FileLock(str(paths.ticket_lock(run_dir)))
+    try:
+        lock.acquire(timeout=0.1)
+    except Timeout:
+        print(f"bench: another process is searching this run's ticket ({run_dir}); waiting for it", file=sys.stderr)
+        lock.acquire()
+    try:
+        return _find_or_search(spec, data, device, run_dir, out)
+    finally:
+        lock.release()
+
+
+def _find_or_search(spec: RunSpec, data: DataBundle, device: torch.device, run_dir: Path, out: Path) -> Ticket:
+    """The finished ticket of ``run_dir``, or a new search of it (called under the run's ticket lock)."""
+    method = get_method(spec.method)
     log = _logger(run_dir)
     if paths.ticket_finished(run_dir):
         log.info("ticket exists, skipping search")

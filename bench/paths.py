@@ -77,6 +77,11 @@ def error(run: PathLike) -> Path:
     return Path(run) / "error.txt"
 
 
+def ticket_lock(run: PathLike) -> Path:
+    """The lock the process searching a run's ticket holds (a second run of the same spec waits on it)."""
+    return Path(run) / ".ticket.lock"
+
+
 def eval_root(run: PathLike) -> Path:
     """The evaluation cache of a run or zoo evaluation (one folder per model digest)."""
     return Path(run) / "eval"

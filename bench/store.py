@@ -34,11 +34,13 @@ class Store:
         self.spec = dict(arrays)
         self.meta = dict(meta)
         self.arrays: Dict[str, torch.Tensor] = {k: torch.full((*lead, 0), fill, dtype=dt) for k, (dt, fill, lead) in self.spec.items()}
-        # Resume: what an earlier session stored (arrays, seconds) replaces the empty start.
+        # Resume: what an earlier session stored (arrays, seconds) replaces the empty start. The arrays
+        # decide; a side-car lost to a kill between the two writes only loses the seconds count.
         if path is not None and path.with_suffix(".npz").exists():
             with np.load(path.with_suffix(".npz"), allow_pickle=False) as data:
                 self.arrays = {k: torch.from_numpy(data[k].copy()) for k in self.spec}
-            self.meta = {**self.meta, **json.loads(path.with_suffix(".json").read_text())}
+            if path.with_suffix(".json").exists():
+                self.meta = {**self.meta, **json.loads(path.with_suffix(".json").read_text())}
 
     def __len__(self) -> int:
         return min((a.shape[-1] for a in self.arrays.values()), default=0)
@@ -60,11 +62,11 @@ class Store:
         self.meta["seconds"] = self.seconds + seconds
 
     def save(self) -> None:
-        """Atomic write of the arrays, then the JSON side-car."""
+        """Atomic write of the JSON side-car, then the arrays (each file whole; the arrays are what resume reads)."""
         if self.path is None:
             return
-        atomic_npz(self.path.with_suffix(".npz"), {k: v.numpy() for k, v in self.arrays.items()})
         atomic_json(self.path.with_suffix(".json"), self.meta)
+        atomic_npz(self.path.with_suffix(".npz"), {k: v.numpy() for k, v in self.arrays.items()})
 
     def __getitem__(self, key: str) -> torch.Tensor:
         return self.arrays[key]

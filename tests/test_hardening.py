@@ -3,6 +3,9 @@ deletes only what it wrote, spreadsheet formulas are neutralised, a finished run
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +164,18 @@ def test_corrupt_checkpoints_name_the_file_and_the_way_out(tmp_path: Path, capsy
     with pytest.warns(UserWarning, match="last.pt is corrupt"):
         assert main(["run", "--out", str(out), *TINY_FLAGS, "--seed", "1"]) == 0
     assert (run2 / "ticket.pt").exists()
+
+
+def test_two_concurrent_runs_of_one_spec_train_once(tmp_path: Path) -> None:
+    """Started together, the second run waits for the first's ticket: one search, no error, identical rows."""
+    env_flags = ["--out", str(tmp_path), *TINY_FLAGS, "--epochs", "2"]
+    cmd = [sys.executable, "-c", "import sys; from bench.cli import main; sys.exit(main(sys.argv[1:]))", "run", *env_flags]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-500:] for _, err in outs]
+    run_dir = next((tmp_path / "runs").iterdir())
+    log = (run_dir / "log.txt").read_text()
+    assert log.count("finding ticket") == 1 and log.count("ticket exists, skipping search") == 1
+    rows = pd.read_csv(tmp_path / "runs.csv")
+    assert len(rows) == len(rows.drop_duplicates(subset=["run_id", "attack"]))

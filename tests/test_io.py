@@ -70,3 +70,19 @@ def test_config_is_a_leaf_without_torch() -> None:
     code = "import sys, bench.config; print('torch' in sys.modules, 'bench.harness' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def test_store_survives_a_kill_between_its_two_files(tmp_path: Path) -> None:
+    """Arrays written, side-car lost (a SIGKILL between the writes): the store still loads its arrays."""
+    import torch
+
+    from bench.store import Store
+
+    spec = {"tried": (torch.bool, False, ())}
+    store = Store(tmp_path / "clean", spec, {})
+    store.grow(4)
+    store["tried"][:2] = True
+    store.save()
+    (tmp_path / "clean.json").unlink()
+    again = Store(tmp_path / "clean", spec, {})
+    assert again["tried"].tolist() == [True, True, False, False]
