@@ -179,3 +179,25 @@ def test_two_concurrent_runs_of_one_spec_train_once(tmp_path: Path) -> None:
     assert log.count("finding ticket") == 1 and log.count("ticket exists, skipping search") == 1
     rows = pd.read_csv(tmp_path / "runs.csv")
     assert len(rows) == len(rows.drop_duplicates(subset=["run_id", "attack"]))
+
+
+def test_help_text_as_a_person_meets_it(capsys: pytest.CaptureFixture) -> None:
+    """Typed metavars (no HP__ names), every method of a shared flag, tuple defaults as typed, choices listed."""
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "HP__" not in text
+    assert "[rst, r2s; default: signed-constant]" in text or "[r2s, rst; default: signed-constant]" in text
+    assert "default: 0.97,0.95,0.93,0.9,0.85,0.8,0.6,0.4" in text and "(0.97" not in text
+    assert "choices: alth, dense-at, hydra, lwm, r2s, random, rst" in text
+    assert "choices: clean, pgd, trades" in text
+
+
+def test_table_decimals_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    csv = tmp_path / "runs.csv"
+    rows().to_csv(csv, index=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["table", str(csv), "--decimals", "-1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "--decimals must be a whole number from 0 to 6" in err and len(err.splitlines()) == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 from bench.config import build_dataclass, choice_names, field_types, load_yaml
 from bench.spec import METHODS, RunSpec
@@ -16,6 +16,11 @@ def _type_name(tp: Any) -> str:
     return getattr(args[0] if args else tp, "__name__", str(tp))
 
 
+def _text(value: Any) -> str:
+    """A default as a user types it: tuples comma-separated."""
+    return ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
+
+
 def add_spec_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per RunSpec field and per method hyperparameter (defaults suppressed; choices listed)."""
     types = field_types(RunSpec)
@@ -23,23 +28,28 @@ def add_spec_flags(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(RunSpec):
         if f.name == "hparams":
             continue
-        default = ",".join(f.default) if isinstance(f.default, tuple) else f.default
+        default = _text(f.default)
         choices = f.metadata.get("choices")
         group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=argparse.SUPPRESS,
                            choices=choice_names(choices) if choices is not None else None,
                            metavar=_type_name(types[f.name]).upper(),
-                           help=f"{f.metadata['help']} [default: {default}]".replace("%", "%%"))
-    # Method hyperparameters: one flag per name, shared by the methods that have it.
-    seen: Dict[str, str] = {}
-    hp_group = parser.add_argument_group("method hyperparameters (YAML: under 'hparams:')")
+                           help=f"{f.metadata['help']} [default: {default}]".replace("%", "%%")
+                                + (f"; choices: {', '.join(choice_names(choices))}" if choices is not None else ""))
+    # Method hyperparameters: one flag per name, labelled with every method that has it.
+    owners: Dict[str, List[str]] = {}
+    first: Dict[str, Any] = {}
     for name, entry in METHODS.items():
         for hf in dataclasses.fields(entry.obj.Hparams):
-            if hf.name in seen:
-                seen[hf.name] += f", {name}"
-                continue
-            seen[hf.name] = name
-            hp_group.add_argument(f"--{hf.name.replace('_', '-')}", dest=f"hp__{hf.name}", default=argparse.SUPPRESS,
-                                  help=f"{hf.metadata.get('help', hf.name)} [{name}; default: {hf.default}]".replace("%", "%%"))
+            owners.setdefault(hf.name, []).append(name)
+            first.setdefault(hf.name, (hf, field_types(entry.obj.Hparams)[hf.name]))
+    hp_group = parser.add_argument_group("method hyperparameters (YAML: under 'hparams:')")
+    for hp_name, (hf, tp) in first.items():
+        choices = hf.metadata.get("choices")
+        hp_group.add_argument(f"--{hp_name.replace('_', '-')}", dest=f"hp__{hp_name}", default=argparse.SUPPRESS,
+                              metavar=_type_name(tp).upper(),
+                              help=f"{hf.metadata.get('help', hp_name)} [{', '.join(owners[hp_name])}; "
+                                   f"default: {_text(hf.default)}]".replace("%", "%%")
+                                   + (f"; choices: {', '.join(choice_names(choices))}" if choices is not None else ""))
 
 
 def spec_from_args(args: argparse.Namespace) -> RunSpec:

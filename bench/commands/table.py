@@ -8,6 +8,17 @@ from bench.commands import COMMANDS
 from bench.tables import FORMATS, LAYOUTS, apply_filters, build_table, load_rows, render
 
 
+def decimals(text: str) -> int:
+    """A number of decimals from 0 to 6."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--decimals must be a whole number from 0 to 6, got {text!r}") from None
+    if not 0 <= value <= 6:
+        raise argparse.ArgumentTypeError(f"--decimals must be a whole number from 0 to 6, got {value}")
+    return value
+
+
 def add(sub: argparse._SubParsersAction) -> None:
     """Register ``bench table``."""
 
@@ -25,7 +36,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--where", action="append", default=[], metavar="COL=VALUE",
                    help="keep rows where COL equals VALUE (a,b = either; COL!=VALUE excludes); repeatable")
     p.add_argument("--bold", choices=("column", "row", "none"), default="column", help="bold the best value per column or row [default: column]")
-    p.add_argument("--decimals", type=int, default=1, help="decimals of percentages [default: 1]")
+    p.add_argument("--decimals", type=decimals, default=1, help="decimals of percentages, 0 to 6 [default: 1]")
     p.add_argument("--label", default=None, help="LaTeX \\label{...}")
     p.add_argument("--output", "-o", default=None, help="write to this file instead of stdout")
 
