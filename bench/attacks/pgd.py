@@ -123,11 +123,7 @@ class PGD(Attack):
             best_e[better] = e[better]
 
         for _ in range(self.restarts):
-            if self.random_start:
-                noise = (torch.rand(x.shape, generator=gen) * 2 - 1).to(x.device) * self.eps
-                xa = torch.min(torch.max(x + noise, lo), hi)
-            else:
-                xa = x.clone()
+            xa = self._start(x, lo, hi, gen)
             keep(xa)
             for _ in range(self.steps):
                 if bool((best_e == 0).all()):
@@ -182,16 +178,19 @@ class PGD(Attack):
             total = total + model(xa).softmax(1)
         return total.argmax(1)
 
+    def _start(self, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """The first iterate: uniform in the eps-ball (intersected with the box), or ``x`` without a random start."""
+        if not self.random_start:
+            return x.clone()
+        noise = (torch.rand(x.shape, generator=gen) * 2 - 1).to(x.device) * self.eps
+        return torch.min(torch.max(x + noise, lo), hi)
+
     def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Loss,
              gen: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
         """One restart on (x, y); returns the adversarial points and which fooled the model."""
         eps, alpha = self.eps, self.alpha
         lo, hi = (x - eps).clamp_(min=0), (x + eps).clamp_(max=1)
-        if self.random_start:
-            noise = (torch.rand(x.shape, generator=gen) * 2 - 1).to(x.device) * eps
-            xa = torch.min(torch.max(x + noise, lo), hi)
-        else:
-            xa = x.clone()
+        xa = self._start(x, lo, hi, gen)
         done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         if not self.early_stop:
             # Training: every example runs every step; the last iterate is returned.
