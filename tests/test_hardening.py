@@ -201,3 +201,40 @@ def test_table_decimals_are_checked(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "--decimals must be a whole number from 0 to 6" in err and len(err.splitlines()) == 1
+
+
+def test_one_spec_in_two_output_folders_logs_into_each(tmp_path: Path) -> None:
+    """The per-run logger is per folder: the same spec run in a second folder writes that folder's log.txt."""
+    for out in (tmp_path / "a", tmp_path / "b"):
+        assert main(["run", "--out", str(out), *TINY_FLAGS]) == 0
+        log = next((out / "runs").iterdir()) / "log.txt"
+        assert "finding ticket" in log.read_text()
+
+
+def test_zero_training_steps_train_on_clean_inputs(tmp_path: Path) -> None:
+    """``--train-steps 0`` trains on the clean inputs (it used to fail building a 0-step PGD)."""
+    assert main(["run", "--out", str(tmp_path), *TINY_FLAGS, "--train-steps", "0"]) == 0
+
+
+def test_random_control_calibrates_on_the_trainers_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The frozen random control estimates BatchNorm statistics on what the spec's trainer crafts (TRADES here)."""
+    from bench.trainers.trades import Trades
+
+    calls: list = []
+    original = Trades.craft
+
+    def spy(self: Trades, *args: Any) -> Any:
+        calls.append(1)
+        return original(self, *args)
+
+    monkeypatch.setattr(Trades, "craft", spy)
+    assert main(["run", "--out", str(tmp_path), *TINY_FLAGS, "--method", "random", "--trainer", "trades"]) == 0
+    assert calls
+
+
+def test_eps_formatter_writes_whole_steps_of_1_255() -> None:
+    """One formatter for tables, plots and exports: 5/255 is '5/255' (the table formatter printed 0.0196078)."""
+    from bench.results import format_eps, parse_eps
+
+    assert format_eps(5 / 255) == "5/255" and format_eps(8 / 255) == "8/255" and format_eps(0.1) == "0.1"
+    assert parse_eps(format_eps(5 / 255)) == pytest.approx(5 / 255)
