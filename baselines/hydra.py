@@ -7,15 +7,19 @@ Three stages, all through the shared training loop:
    ``sqrt(6 / fan_in) * w / max|w|`` (so the first mask is the magnitude
    mask); the scores are trained under the spec's robust loss with the
    straight-through mask (top ``1 - sparsity`` of ``|scores|`` per layer,
-   refreshed every optimiser step). Only the scores learn in this stage;
-   BatchNorm's affine parameters stay frozen with the weights (HYDRA's code
-   lets them train by default; freezing keeps "weights frozen" literal);
+   refreshed every optimiser step). The scores and, as in HYDRA's code
+   (no ``--freeze-bn``), BatchNorm's affine parameters learn in this stage
+   (``--score-bn frozen`` freezes them too);
 3. the mask fixed, the surviving weights fine-tuned with AT at
    ``finetune_lr_scale * --lr`` (HYDRA: 0.1 then 0.01).
 
-HYDRA's paper trains with TRADES; here every stage uses the spec's
-``--trainer`` so HYDRA, LWM, ALTH and RST are compared under one loss (pass
-``--trainer trades`` to get the paper's choice for every method alike).
+Each stage starts from the previous one's best-validation state, or with
+``--start-from last`` from its last epoch (HYDRA's scripts load
+``checkpoint.pth.tar``, the last epoch). HYDRA's paper trains with TRADES;
+here every stage uses the spec's ``--trainer`` so HYDRA, LWM, ALTH and RST are
+compared under one loss. ``configs/presets/hydra-reference.yaml`` sets HYDRA's
+own defaults (TRADES with 10 steps, weight decay 1e-4, 100 pre-training, 20
+score and 100 fine-tuning epochs, last-epoch hand-over).
 """
 from __future__ import annotations
 
@@ -26,10 +30,13 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from bench.config import spec_field
 from bench.masking import prunable_layers, score_mask_refresher, set_trainable
 from bench.methods import Method, RunContext, register
 from bench.spec import RunSpec
-from bench.stages import check_epochs, check_lr_scale, dense_stage, stage_epochs, train_weights
+from bench.stages import START_FROM, bn_parameters, check_epochs, check_lr_scale, dense_stage, last_epoch_state, stage_epochs, train_weights
+
+SCORE_BN = ("trained", "frozen")
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,10 @@ class HydraHparams:
     score_epochs: Optional[int] = field(default=None, metadata={"help": "score-learning epochs, weights frozen (none = --epochs)"})
     finetune_epochs: Optional[int] = field(default=None, metadata={"help": "AT fine-tuning epochs after pruning (none = --epochs)"})
     finetune_lr_scale: float = field(default=0.1, metadata={"help": "fine-tuning learning rate as a fraction of --lr"})
+    score_bn: str = spec_field("trained", "hydra: BatchNorm's affine tensors in the score stage: trained (HYDRA's code) "
+                               "| frozen", choices=SCORE_BN)
+    start_from: str = spec_field("best", "next stage starts from the previous stage's best-validation or last epoch "
+                                 "(OpenLTH, HYDRA: last)", choices=START_FROM)
 
 
 @torch.no_grad()
@@ -67,15 +78,21 @@ class Hydra(Method):
     def find_ticket(self, ctx: RunContext) -> nn.Module:
         """Dense AT, score learning over frozen weights, AT fine-tuning of the survivors."""
         hp = ctx.hp
-        model = dense_stage(ctx, hp.pretrain_epochs)
-        # Stage 2: only the scores learn; masks follow |scores| each step.
+        model = dense_stage(ctx, hp.pretrain_epochs, hp.start_from)
+        # Stage 2: the scores (and BatchNorm's affine tensors unless frozen) learn; masks follow |scores| each step.
         init_scores_from_weights(model)
         set_trainable(model, weights=False, scores=True)
+        trained = [layer.scores for _name, layer in prunable_layers(model)]
+        if hp.score_bn == "trained":
+            trained += bn_parameters(model)
+            for p in bn_parameters(model):
+                p.requires_grad_(True)
         refresh = score_mask_refresher(model, ctx.spec.sparsity)
         refresh()
-        scores = [layer.scores for _name, layer in prunable_layers(model)]
-        ctx.train(model, scores, ctx.train_config(epochs=stage_epochs(ctx, hp.score_epochs)), ctx.run_dir / "scores",
+        ctx.train(model, trained, ctx.train_config(epochs=stage_epochs(ctx, hp.score_epochs)), ctx.run_dir / "scores",
                   refresh, desc="hydra scores")
+        if hp.start_from == "last" and last_epoch_state(model, ctx.run_dir / "scores", ctx.device):
+            refresh()
         set_trainable(model, weights=False, scores=False)
         # Stage 3: the mask is fixed; AT fine-tuning of the surviving weights.
         return train_weights(ctx, model, stage_epochs(ctx, hp.finetune_epochs), ctx.spec.lr * hp.finetune_lr_scale,

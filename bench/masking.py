@@ -11,7 +11,7 @@ straight-through gradient on the scores.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterator, List, Tuple
+from typing import Callable, Dict, Iterator, List, Mapping, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -100,20 +100,29 @@ def topk_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def apply_masks(model: nn.Module, score_fn: ScoreFn, sparsity: float, scope: str = "layer") -> None:
+def apply_masks(model: nn.Module, score_fn: ScoreFn, sparsity: Union[float, Mapping[str, float]],
+                scope: str = "layer") -> None:
     """Set every prunable layer's mask from ``score_fn`` at ``sparsity``.
 
-    ``scope='layer'`` keeps the same fraction in every layer; ``'global'``
-    ranks all prunable weights together. Weights whose score is ``-inf``
-    (e.g. already pruned) are always among the zeros.
+    ``scope='layer'`` keeps the same fraction in every layer, or with a
+    mapping from layer name to sparsity each layer's own; ``'global'`` ranks
+    all prunable weights together (one number). Weights whose score is
+    ``-inf`` (e.g. already pruned) are always among the zeros.
     """
     layers = prunable_layers(model)
+    if isinstance(sparsity, Mapping):
+        if scope != "layer":
+            raise ValueError("per-layer sparsities need scope 'layer'")
+        unknown = sorted(set(sparsity) - {name for name, _ in layers})
+        if unknown or len(sparsity) != len(layers):
+            raise ValueError(f"per-layer sparsities must name every prunable layer once; unknown {unknown[:3]}")
     if scope == "layer":
         for name, layer in layers:
-            layer.mask.copy_(topk_mask(score_fn(name, layer), sparsity))
+            target = sparsity[name] if isinstance(sparsity, Mapping) else sparsity
+            layer.mask.copy_(topk_mask(score_fn(name, layer), target))
     elif scope == "global":
         scores = [score_fn(name, layer).flatten() for name, layer in layers]
-        flat_mask = topk_mask(torch.cat(scores), sparsity)
+        flat_mask = topk_mask(torch.cat(scores), 0.0 if isinstance(sparsity, Mapping) else sparsity)
         start = 0
         for (_, layer), s in zip(layers, scores):
             layer.mask.copy_(flat_mask[start : start + s.numel()].view_as(layer.mask))

@@ -31,6 +31,14 @@ from bench.spec import METHODS, NoHparams, RunSpec
 from bench.train import Compute, TrainConfig, TrainResult, train
 
 
+@dataclass(frozen=True)
+class Network:
+    """The kind of network a method builds: affine BatchNorm or not, linear biases or not."""
+
+    bn_affine: bool = True
+    linear_bias: bool = True
+
+
 class Method(abc.ABC):
     """Base class of a ticket-finding method."""
 
@@ -45,10 +53,16 @@ class Method(abc.ABC):
     def find_ticket(self, ctx: "RunContext") -> nn.Module:
         """Return the ticket (a masked model with final weights and masks)."""
 
+    def network(self, spec: RunSpec) -> Network:
+        """The network kind of this method's tickets (default: ``bn_affine``, linear layers with biases)."""
+        return Network(bn_affine=self.bn_affine)
+
     def build_empty(self, spec: RunSpec, device: Union[str, torch.device] = "cpu") -> nn.Module:
-        """The untrained module ``ticket.pt`` loads into: the spec's architecture with this method's BatchNorm."""
+        """The untrained module ``ticket.pt`` loads into: the spec's architecture as :meth:`network` says."""
         info = dataset_info(spec.dataset)
-        cfg = ModelConfig(info.in_channels, info.num_classes, info.image_size, info.mean, info.std, spec.width, self.bn_affine)
+        net = self.network(spec)
+        cfg = ModelConfig(info.in_channels, info.num_classes, info.image_size, info.mean, info.std, spec.width,
+                          net.bn_affine, net.linear_bias)
         return build_model(spec.arch, cfg).to(device)
 
     def inference_draws(self, spec: RunSpec) -> int:
@@ -91,12 +105,17 @@ class RunContext:
         """The method's hyperparameters."""
         return self.spec.hparams
 
-    def build_model(self, bn_affine: bool = True, seed_offset: int = 0) -> Classifier:
+    def build_model(self, bn_affine: bool = True, seed_offset: int = 0, linear_bias: bool = True) -> Classifier:
         """The spec's architecture from masked layers, seeded, on the device."""
         i = self.data.info
         torch.manual_seed(self.spec.seed + seed_offset)
-        cfg = ModelConfig(i.in_channels, i.num_classes, i.image_size, i.mean, i.std, self.spec.width, bn_affine)
+        cfg = ModelConfig(i.in_channels, i.num_classes, i.image_size, i.mean, i.std, self.spec.width, bn_affine,
+                          linear_bias)
         return build_model(self.spec.arch, cfg).to(self.device)
+
+    def build_network(self, net: Network, seed_offset: int = 0) -> Classifier:
+        """:meth:`build_model` for a :class:`Network` kind."""
+        return self.build_model(net.bn_affine, seed_offset, net.linear_bias)
 
     def train_config(self, **overrides: Any) -> TrainConfig:
         """Training settings from the spec, with per-stage overrides (epochs, lr...)."""

@@ -30,21 +30,28 @@ class ModelConfig:
     std: Sequence[float]
     width: float = 1.0
     bn_affine: bool = True
+    linear_bias: bool = True
 
 
 class LayerFactory:
-    """Hands out masked conv/linear layers and BatchNorm of the chosen kind."""
+    """Hands out masked conv/linear layers and BatchNorm of the chosen kind.
 
-    def __init__(self, bn_affine: bool) -> None:
+    ``linear_bias=False`` builds every linear layer without a bias, as the
+    score-learning references (edge-popup, RST) do: a frozen random network
+    then has no frozen random bias anywhere.
+    """
+
+    def __init__(self, bn_affine: bool, linear_bias: bool = True) -> None:
         self.bn_affine = bn_affine
+        self.linear_bias = linear_bias
 
     def conv(self, cin: int, cout: int, k: int, stride: int = 1, padding: int = 0) -> MaskedConv2d:
         """A masked bias-free convolution."""
         return MaskedConv2d(cin, cout, k, stride=stride, padding=padding, bias=False)
 
-    def linear(self, fin: int, fout: int) -> MaskedLinear:
-        """A masked linear layer (with bias)."""
-        return MaskedLinear(fin, fout)
+    def linear(self, fin: int, fout: int, bias: bool = True) -> MaskedLinear:
+        """A masked linear layer; a bias only if the architecture (``bias``) and the factory both want one."""
+        return MaskedLinear(fin, fout, bias=bias and self.linear_bias)
 
     def bn(self, c: int) -> nn.BatchNorm2d:
         """BatchNorm, non-affine for score-learning methods."""
@@ -106,7 +113,7 @@ def convnet(cfg: ModelConfig, f: LayerFactory) -> nn.Module:
     )
 
 
-@MODELS.register("mlp", "300-100 MLP (Cosentino et al.'s lottery-ticket net)")
+@MODELS.register("mlp", "300-100 MLP with BatchNorm (a BatchNorm variant of LeNet-300-100; see lenet-300-100)")
 def mlp(cfg: ModelConfig, f: LayerFactory) -> nn.Module:
     """Flatten, 300 and 100 hidden units with BatchNorm, then the classifier."""
     h1, h2 = scaled(300, cfg.width), scaled(100, cfg.width)
@@ -116,6 +123,19 @@ def mlp(cfg: ModelConfig, f: LayerFactory) -> nn.Module:
         f.linear(d, h1), f.bn1d(h1), nn.ReLU(),
         f.linear(h1, h2), f.bn1d(h2), nn.ReLU(),
         f.linear(h2, cfg.num_classes),
+    )
+
+
+@MODELS.register("lenet-300-100", "300-100 ReLU MLP, no BatchNorm, no biases (Cosentino et al.'s net)")
+def lenet_300_100(cfg: ModelConfig, f: LayerFactory) -> nn.Module:
+    """Flatten, 300 and 100 ReLU units, then the classifier; no normalisation layers and no biases."""
+    h1, h2 = scaled(300, cfg.width), scaled(100, cfg.width)
+    d = cfg.in_channels * cfg.image_size * cfg.image_size
+    return nn.Sequential(
+        nn.Flatten(),
+        f.linear(d, h1, bias=False), nn.ReLU(),
+        f.linear(h1, h2, bias=False), nn.ReLU(),
+        f.linear(h2, cfg.num_classes, bias=False),
     )
 
 
@@ -227,7 +247,7 @@ def wrn_34_10(cfg: ModelConfig, f: LayerFactory) -> nn.Module:
 
 def build_model(arch: str, cfg: ModelConfig) -> Classifier:
     """Build ``arch`` from masked layers, wrapped with input normalisation."""
-    body = MODELS.get(arch)(cfg, LayerFactory(cfg.bn_affine))
+    body = MODELS.get(arch)(cfg, LayerFactory(cfg.bn_affine, cfg.linear_bias))
     return Classifier(Normalize(cfg.mean, cfg.std), body)
 
 

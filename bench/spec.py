@@ -27,6 +27,13 @@ from bench.trainers import TRAINERS
 # The method registry: every module of these packages registers its method (see bench/methods.py).
 METHODS: Registry[Any] = Registry("method", plugins=("tickets", "baselines"))
 OPTIMIZERS = ("sgd", "adam")
+# BatchNorm mode while the training attack crafts its examples (RST's and HYDRA's code: train).
+CRAFT_BN = ("eval", "train")
+# Version of what the methods do with a spec's fields. Version 2 (issue 15) made the methods follow
+# their reference code (no linear biases in frozen random networks, RST's fine-tuning, ALTH's
+# per-layer fractions, the matched controls); it is part of every run_id, so a run folder or row
+# of an older version is never mistaken for one of this version.
+PROTOCOL = 2
 LR_SCHEDULES = ("cosine", "step", "constant")
 _f = spec_field
 
@@ -55,6 +62,8 @@ class RunSpec:
     momentum: float = _f(0.9, "SGD momentum")
     weight_decay: float = _f(5e-4, "weight decay (L2), applied to trained tensors")
     lr_schedule: str = _f("cosine", "cosine | step (x0.1 at 50% and 75% of epochs) | constant", choices=LR_SCHEDULES)
+    craft_bn: str = _f("eval", "BatchNorm mode while the training attack crafts examples: eval (running statistics, "
+                       "not updated by attack steps) | train (batch statistics, as RST's code)", choices=CRAFT_BN)
     trainer: str = _f("pgd", "adversarial training loss (see `bench list`): pgd (Madry) | trades | clean", choices=TRAINERS)
     trades_beta: float = _f(6.0, "TRADES beta (only with --trainer trades)")
     eps: Optional[float] = _f(None, "L-inf budget in [0,1] pixel units; default per dataset (0.1 Fashion-MNIST, 0.3 MNIST, 8/255 CIFAR/SVHN)")
@@ -66,6 +75,7 @@ class RunSpec:
     n_eval: int = _f(1000, "test examples for clean accuracy, PGD and CW (0 = whole test set)", runtime=True)
     n_eval_aa: Optional[int] = _f(None, "test examples for AutoAttack; default 100 on CPU (over 100x the cost of PGD-20 per example), n_eval on CUDA", runtime=True)
     device: str = _f("auto", "auto | cpu | cuda | cuda:N", runtime=True)
+    protocol: int = _f(PROTOCOL, "method protocol version; part of every run_id (only the current one runs)", in_id=True)
     hparams: Any = _f(None, "method-specific hyperparameters (a dataclass; flags listed below)")
 
     def __post_init__(self) -> None:
@@ -87,6 +97,9 @@ class RunSpec:
                f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
         _check(math.isfinite(self.trades_beta) and self.trades_beta >= 0,
                f"trades_beta must be a finite number >= 0, got {self.trades_beta}")
+        _check(self.protocol == PROTOCOL,
+               f"protocol {self.protocol} runs were made by an older version of the methods; this version runs "
+               f"protocol {PROTOCOL} (drop the field, or rerun the spec)")
         _check(0 <= self.seed < 2**31, f"seed must be in [0, 2**31), got {self.seed}")
         _check(self.train_steps >= 0, f"train_steps must be >= 0, got {self.train_steps}")
         _check(0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}")
@@ -134,13 +147,13 @@ class RunSpec:
         return d
 
     def canonical(self) -> Dict[str, Any]:
-        """Identity-defining fields that differ from their defaults."""
+        """Identity-defining fields that differ from their defaults (and the protocol, always)."""
         out: Dict[str, Any] = {}
         for f in fields(self):
             if f.metadata.get("runtime") or f.name == "hparams":
                 continue
             value = getattr(self, f.name)
-            if value != f.default:
+            if value != f.default or f.metadata.get("in_id"):
                 out[f.name] = value
         hp = non_default(self.hparams)
         if hp:

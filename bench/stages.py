@@ -6,17 +6,22 @@
   ``dense-at``, ``alth``, ``hydra`` and ``lwm`` run with that base;
 * :func:`train_weights`: AT of the surviving weights under a fixed mask
   (the fine-tuning stage several methods end with);
+* :func:`last_epoch_state`: a stage's last-epoch weights (OpenLTH and HYDRA
+  start the next stage from them, not from the best-validation epoch);
+* :func:`bn_parameters`: BatchNorm's affine tensors (HYDRA trains them with
+  the scores);
 * :func:`stage_epochs` / :func:`check_epochs` / :func:`check_lr_scale`: the
-  per-stage hyperparameters methods share; ``PRUNE_SCOPES`` and
-  ``WEIGHT_INITS`` are the choices of the shared ``scope`` / ``weight_init``
-  hyperparameters.
+  per-stage hyperparameters methods share; ``PRUNE_SCOPES``,
+  ``WEIGHT_INITS`` and ``START_FROM`` are the choices of the shared
+  ``scope`` / ``weight_init`` / ``start_from`` hyperparameters.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
+import torch
 import torch.nn as nn
 
 from bench import paths
@@ -34,6 +39,8 @@ NOT_IN_DENSE_KEY = ("method", "sparsity", "hparams", "epochs")
 PRUNE_SCOPES = ("layer", "global")
 # Frozen random weights of score-learning methods over random networks.
 WEIGHT_INITS = ("signed-constant", "kaiming-normal")
+# Which state of a finished training stage the next stage starts from.
+START_FROM = ("last", "best")
 
 
 def stage_epochs(ctx: RunContext, epochs: Optional[int]) -> int:
@@ -75,8 +82,31 @@ def write_record(stage_dir: Path, record: Dict[str, Any]) -> None:
     atomic_json(paths.stage_record(stage_dir), record, indent=0)
 
 
-def dense_stage(ctx: RunContext, epochs: Optional[int] = None) -> nn.Module:
-    """The dense AT network for this spec's base: trained once, then loaded by every run."""
+@torch.no_grad()
+def last_epoch_state(model: nn.Module, train_dir: Path, device: torch.device) -> bool:
+    """Load the last finished epoch's state of the stage trained in ``train_dir`` into ``model``.
+
+    The training loop leaves the best-validation state loaded; its resume
+    checkpoint holds the last epoch's. Returns ``False`` (model untouched)
+    when the stage ran no epoch.
+    """
+    path = paths.checkpoint(train_dir)
+    if not path.exists():
+        return False
+    model.load_state_dict(torch.load(path, map_location=device, weights_only=True)["model"])
+    return True
+
+
+def bn_parameters(model: nn.Module) -> List[nn.Parameter]:
+    """The affine tensors (weight, bias) of every BatchNorm layer."""
+    return [p for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()]
+
+
+def dense_stage(ctx: RunContext, epochs: Optional[int] = None, start_from: str = "best") -> nn.Module:
+    """The dense AT network for this spec's base: trained once, then loaded by every run.
+
+    ``start_from='last'`` returns its last-epoch weights instead of the best-validation ones.
+    """
     n_epochs = stage_epochs(ctx, epochs)
     key = dense_key(ctx.spec, n_epochs)
 
@@ -92,7 +122,10 @@ def dense_stage(ctx: RunContext, epochs: Optional[int] = None) -> nn.Module:
 
     model = ctx.shared_stage(DENSE_STAGE, key, build, lambda: ctx.build_model(bn_affine=True))
     stage_dir = ctx.stage_path(DENSE_STAGE, key)
-    ctx.info["dense_stage"] = {"stage": stage_dir.name, "epochs": n_epochs, **read_record(stage_dir)}
+    ctx.info["dense_stage"] = {"stage": stage_dir.name, "epochs": n_epochs, "start_from": start_from,
+                               **read_record(stage_dir)}
+    if start_from == "last":
+        last_epoch_state(model, stage_dir / "train", ctx.device)
     set_trainable(model, weights=False, scores=False)
     return model
 

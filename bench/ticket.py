@@ -14,7 +14,7 @@ from bench import paths
 from bench.data import DataBundle
 from bench.masking import set_trainable
 from bench.methods import get_method
-from bench.spec import RunSpec
+from bench.spec import PROTOCOL, RunSpec
 
 
 @dataclass
@@ -63,11 +63,20 @@ def load_state(model: nn.Module, path: Path, device: Union[str, torch.device] = 
 
 
 def read_spec(run_dir: Union[str, Path]) -> RunSpec:
-    """The spec a run folder was made for."""
+    """The spec a run folder was made for (``ValueError`` for a folder of an older protocol)."""
     spec_path = paths.spec(run_dir)
     if not spec_path.exists():
         raise ValueError(f"{run_dir} is not a run folder (no spec.json)")
-    return RunSpec.from_dict(json.loads(spec_path.read_text()))
+    try:
+        data = json.loads(spec_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{spec_path} is not valid JSON ({exc.msg}); delete the run folder to run it again") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{spec_path} must hold a JSON object (the run spec)")
+    if "protocol" not in data:
+        raise ValueError(f"{run_dir} was made by a version before method protocols (protocol 1): its methods "
+                         f"differ from this version's (protocol {PROTOCOL}); rerun its spec")
+    return RunSpec.from_dict(data)
 
 
 def read_meta(run_dir: Union[str, Path]) -> Dict[str, Any]:

@@ -35,7 +35,7 @@ class TrainingDivergedError(RuntimeError):
 
 # RunSpec fields a training stage reads; TrainConfig has a field of the same name for each.
 SPEC_TRAIN_FIELDS = ("epochs", "lr", "batch_size", "optimizer", "momentum", "weight_decay", "lr_schedule",
-                     "trainer", "trades_beta", "eps", "train_steps", "train_step_size")
+                     "craft_bn", "trainer", "trades_beta", "eps", "train_steps", "train_step_size")
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     lr_schedule: str = "cosine"
+    craft_bn: str = "eval"
     trainer: str = "pgd"
     trades_beta: float = 6.0
     eps: float = 0.1
@@ -116,14 +117,15 @@ def _optimizer(params: Sequence[torch.Tensor], cfg: TrainConfig) -> torch.optim.
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,
                cfg: TrainConfig, attack: PGD, gen: torch.Generator) -> Tuple[float, int]:
-    """One optimiser step: the trainer crafts training inputs (eval mode), then the update (train mode).
+    """One optimiser step: the trainer crafts training inputs (BatchNorm as ``cfg.craft_bn``), then the update
+    (train mode).
 
     Returns the loss and the forward+backward example passes spent. A
     non-finite loss is returned before any update, so the caller can stop.
     """
     trainer = TRAINERS.get(cfg.trainer)
-    # Inner maximisation on the current (masked) network.
-    model.eval()
+    # Inner maximisation on the current (masked) network, BatchNorm in the configured mode.
+    model.train(cfg.craft_bn == "train")
     x_in, passes = trainer.craft(model, x, y, cfg, attack, gen)
     # Outer minimisation on the trainable tensors.
     model.train()

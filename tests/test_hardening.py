@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -187,10 +188,11 @@ def test_help_text_as_a_person_meets_it(capsys: pytest.CaptureFixture) -> None:
         main(["run", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "HP__" not in text
-    assert "[rst, r2s; default: signed-constant]" in text or "[r2s, rst; default: signed-constant]" in text
+    owners = re.search(r"\[([a-z0-9, -]+); default: signed-\s?constant\]", text)
+    assert owners is not None and {"rst", "r2s", "dense-at-matched"} <= set(owners.group(1).split(", "))
     assert "default: 0.97,0.95,0.93,0.9,0.85,0.8,0.6,0.4" in text and "(0.97" not in text
-    assert "choices: alth, dense-at, hydra, lwm, r2s, random, rst" in text
-    assert "choices: clean, pgd, trades" in text
+    assert "choices: alth, dense-at, dense-at-matched, hydra, lwm, r2s, random, rst" in text
+    assert "choices: clean, cosentino, pgd, trades" in text
 
 
 def test_table_decimals_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -12,13 +12,15 @@ from conftest import TINY  # noqa: E402 - the shared budget (tests/ is on sys.pa
 
 from bench.harness import find_or_load_ticket
 from bench.masking import n_zeros_for, prunable_layers
-from bench.methods import RunContext
+from bench.methods import Network, RunContext
 from bench.models import init_signed_kaiming_constant
 from bench.spec import METHODS, RunSpec
 from bench.train import Compute
 from tickets.alth import level_sparsities, load_masks, prune_and_rewind
 
-SPARSITY = {"dense-at": 0.0, "alth": 0.36}
+SPARSITY = {"dense-at": 0.0, "dense-at-matched": 0.0, "alth": 0.36}
+# Per-method hyperparameters of the registry-wide tests: one pruning fraction in every ALTH layer.
+HPARAMS: Dict[str, Dict[str, Any]] = {"alth": {"output_prune_fraction": 0.2}}
 
 
 def run(out: Path, **fields: Any) -> Tuple[nn.Module, Dict[str, Any], Path]:
@@ -62,7 +64,7 @@ def test_issue_methods_registered() -> None:
 def test_measured_sparsity_meets_target(method: str, shared_out: Path) -> None:
     """Each layer's zeros equal round(target * numel) within one weight."""
     target = SPARSITY.get(method, 0.7)
-    model, meta, _ = run(shared_out, method=method, sparsity=target)
+    model, meta, _ = run(shared_out, method=method, sparsity=target, hparams=HPARAMS.get(method))
     for name, layer in prunable_layers(model):
         zeros = int(((layer.weight * layer.mask) == 0).sum())
         assert abs(zeros - n_zeros_for(layer.weight.numel(), target)) <= 1, name
@@ -73,7 +75,7 @@ def test_measured_sparsity_meets_target(method: str, shared_out: Path) -> None:
 @pytest.mark.parametrize("method", METHODS.names())
 def test_compute_recorded(method: str, shared_out: Path) -> None:
     """Every run records positive training passes and seconds (shared stages included)."""
-    _model, meta, _ = run(shared_out, method=method, sparsity=SPARSITY.get(method, 0.7))
+    _model, meta, _ = run(shared_out, method=method, sparsity=SPARSITY.get(method, 0.7), hparams=HPARAMS.get(method))
     assert meta["train_passes"] > 0 and meta["train_seconds"] > 0
 
 
@@ -93,15 +95,15 @@ def test_rst_weights_frozen_and_shared_with_random_control(shared_out: Path) -> 
     """RST never changes its signed-constant weights; the frozen random control uses the same ones."""
     rst, _, _ = run(shared_out, method="rst", sparsity=0.7)
     ctrl, _, _ = run(shared_out, method="random", sparsity=0.7)
-    ref = context(shared_out, method="rst").build_model(bn_affine=False)
+    ref = context(shared_out, method="rst").build_network(Network(bn_affine=False, linear_bias=False))
     init_signed_kaiming_constant(ref, torch.Generator().manual_seed(0))
     for name, w in weights(ref).items():
         assert torch.equal(weights(rst)[name], w)
         assert torch.equal(weights(ctrl)[name], w)
-    # The frozen control's BatchNorm affine parameters stay at their defaults.
+    # The control is built like RST's network: non-affine BatchNorm.
     for m in ctrl.modules():
         if isinstance(m, nn.BatchNorm1d):
-            assert torch.equal(m.weight, torch.ones_like(m.weight)) and torch.equal(m.bias, torch.zeros_like(m.bias))
+            assert not m.affine
     # The masks differ: learned versus random.
     assert any(not torch.equal(a.mask, b.mask) for (_, a), (_, b) in zip(prunable_layers(rst), prunable_layers(ctrl)))
 
@@ -109,7 +111,7 @@ def test_rst_weights_frozen_and_shared_with_random_control(shared_out: Path) -> 
 def test_hydra_and_lwm_leave_dense_weights_frozen_before_finetuning(shared_out: Path) -> None:
     """With no fine-tuning, HYDRA's and LWM's weights are the dense stage's, bitwise."""
     dense, _, _ = run(shared_out, method="dense-at", sparsity=0.0)
-    hydra, hmeta, _ = run(shared_out, method="hydra", sparsity=0.7, hparams={"finetune_epochs": 0})
+    hydra, hmeta, _ = run(shared_out, method="hydra", sparsity=0.7, hparams={"finetune_epochs": 0, "score_bn": "frozen"})
     lwm, _, _ = run(shared_out, method="lwm", sparsity=0.7, hparams={"finetune_epochs": 0})
     dense_state = dense.state_dict()
     for model in (hydra, lwm):
@@ -162,13 +164,13 @@ def test_prune_and_rewind_restores_survivors_and_shrinks_masks(tmp_path: Path) -
 
 def test_alth_levels_monotone_and_rewound(tmp_path: Path) -> None:
     """A real ALTH run: masks shrink level by level; without retraining the survivors are the init."""
-    _model, meta, _ = run(tmp_path, method="alth", sparsity=0.5)
+    _model, meta, _ = run(tmp_path, method="alth", sparsity=0.5, hparams={"output_prune_fraction": 0.2})
     masks = [load_masks(tmp_path / "stages" / level["stage"]) for level in meta["levels"]]
     assert [round(level["target_sparsity"], 6) for level in meta["levels"]] == [0.2, 0.36, 0.488, 0.5]
     for before, after in zip(masks, masks[1:]):
         for name in before:
             assert torch.all(after[name] <= before[name])
-    model, _, _ = run(tmp_path, method="alth", sparsity=0.5, hparams={"level_epochs": 0})
+    model, _, _ = run(tmp_path, method="alth", sparsity=0.5, hparams={"level_epochs": 0, "output_prune_fraction": 0.2})
     init = weights(context(tmp_path, method="alth").build_model(bn_affine=True))
     for name, layer in prunable_layers(model):
         keep = layer.mask == 1
@@ -213,14 +215,24 @@ def test_different_base_gets_its_own_dense_stage(tmp_path: Path) -> None:
 
 
 def test_rst_finetune_reinit_starts_from_fresh_weights(tmp_path: Path) -> None:
-    """reinit replaces the frozen random weights before fine-tuning; inherit keeps them."""
+    """reinit replaces the frozen random weights by Kaiming-normal (fan_in, relu) ones; inherit keeps them."""
     ctx = context(tmp_path, method="rst")
-    signed = ctx.build_model(bn_affine=False)
+    net = Network(bn_affine=False, linear_bias=False)
+    signed = ctx.build_network(net)
     init_signed_kaiming_constant(signed, torch.Generator().manual_seed(0))
-    fresh = weights(ctx.build_model(bn_affine=False, seed_offset=1))
+    # The reference's re-initialisation, drawn in layer order after building the seed+1 network.
+    fresh = ctx.build_network(net, seed_offset=1)
+    for _name, layer in prunable_layers(fresh):
+        nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
     reinit, _, _ = run(tmp_path, method="rst", sparsity=0.7, hparams={"finetune": "reinit", "finetune_epochs": 0})
     inherit, _, _ = run(tmp_path, method="rst", sparsity=0.7, hparams={"finetune": "inherit", "finetune_epochs": 0})
     for name, w in weights(reinit).items():
-        assert torch.equal(w, fresh[name])
+        assert torch.equal(w, weights(fresh)[name])
     for name, w in weights(inherit).items():
         assert torch.equal(w, weights(signed)[name])
+    # The pre-protocol-2 choice: PyTorch's default initialisation of the seed+1 network.
+    old, _, _ = run(tmp_path, method="rst", sparsity=0.7,
+                    hparams={"finetune": "reinit", "finetune_epochs": 0, "reinit_init": "pytorch-default"})
+    default = weights(ctx.build_network(net, seed_offset=1))
+    for name, w in weights(old).items():
+        assert torch.equal(w, default[name])

@@ -8,22 +8,31 @@ from pathlib import Path
 import pytest
 
 from bench.config import load_yaml
-from bench.spec import RunSpec
+from bench.io import digest
+from bench.spec import PROTOCOL, RunSpec
 
 
 def test_run_id_is_pinned() -> None:
     # Pinned so an accidental change of the hashing scheme (which would orphan
     # every stored run) fails loudly.
-    assert RunSpec().run_id == "44136fa355b3"
-    assert RunSpec().resolve().run_id == "7bf8d3de9993"
+    assert RunSpec().run_id == "4c3795ce6166"
+    assert RunSpec().resolve().run_id == "671fb7998ffc"
     assert RunSpec(sparsity=0.5, seed=3).run_id == RunSpec(seed=3, sparsity=0.5).run_id
 
 
 def test_defaults_are_left_out_of_the_hash() -> None:
     spec = RunSpec(width=0.5, sparsity=0.9)
-    assert spec.canonical() == {}
+    assert spec.canonical() == {"protocol": PROTOCOL}
     assert spec.run_id == RunSpec().run_id
-    assert RunSpec(width=2.0).canonical() == {"width": 2.0}
+    assert RunSpec(width=2.0).canonical() == {"width": 2.0, "protocol": PROTOCOL}
+
+
+def test_protocol_is_part_of_every_run_id() -> None:
+    """A default spec of this protocol never hashes like one of protocol 1 (an empty canonical dict)."""
+    assert RunSpec().run_id != digest({})
+    assert RunSpec(seed=3).run_id != digest({"seed": 3})
+    with pytest.raises(ValueError, match="protocol 1 runs were made by an older version"):
+        RunSpec(protocol=1)
 
 
 def test_runtime_fields_do_not_change_identity() -> None:

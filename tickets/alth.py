@@ -6,14 +6,26 @@ Lottery-ticket search (Frankle & Carbin 2019) with adversarial training
 - level 0 is the shared dense AT stage (one artifact for every method with
   this base);
 - each level prunes ``prune_fraction`` of the *remaining* weights by
-  magnitude (per layer, or ranked globally with ``--scope global``), rewinds
+  magnitude in every hidden layer and ``output_prune_fraction`` in the output
+  (classifier) layer (Frankle & Carbin's and Cosentino et al.'s 20 % / 10 %),
+  or ranks all weights together with ``--scope global`` (OpenLTH's
+  ``sparse_global``; one fraction), from the previous level's *last-epoch*
+  weights (OpenLTH, Cosentino; ``--start-from best`` uses the best-validation
+  epoch, the pre-protocol-2 choice), rewinds
   the survivors (and every other tensor but the masks) to the dense
   network's initialisation (``--rewind init``), to its weights after
   ``rewind_epochs`` epochs of AT (``early``) or not at all (``none``, the
   "keep training" control), then retrains them with AT;
-- level ``l`` has sparsity ``1 - (1 - prune_fraction)^l``; the target maps
-  to the first level that reaches it, and that last level is partial so the
-  target is met exactly.
+- layer ``i`` has sparsity ``1 - (1 - f_i)^l`` after level ``l``; the target
+  (fraction of zeros among all prunable weights) maps to the first level that
+  reaches it, and that last level is partial (a fractional level ``x`` with
+  the overall sparsity equal to the target; each layer rounds its count of
+  zeros, so the measured value is within a few weights of it).
+
+The loss is the spec's ``--trainer`` like every method's;
+``configs/presets/cosentino.yaml`` reproduces Cosentino et al.'s setting
+(LeNet-300-100 without BatchNorm or biases, Adam 1.2e-3, batch 60, their
+0.5 clean + 0.5 adversarial loss with label smoothing, PGD eps 0.3).
 
 Masks only shrink: pruned weights score ``-inf``. Every level is a shared
 stage keyed by the dense base, the hyperparameters and the sparsities of
@@ -31,10 +43,9 @@ and close to it otherwise.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -42,10 +53,10 @@ import torch.nn as nn
 from bench import paths
 from bench.config import spec_field
 from bench.io import atomic_save
-from bench.masking import apply_masks, iter_masks, magnitude_scores, measured_sparsity, set_trainable
+from bench.masking import apply_masks, iter_masks, magnitude_scores, measured_sparsity, prunable_layers, set_trainable
 from bench.methods import Method, RunContext, register
 from bench.spec import RunSpec
-from bench.stages import PRUNE_SCOPES, check_epochs, dense_key, dense_stage, read_record, stage_epochs, write_record
+from bench.stages import DENSE_STAGE, PRUNE_SCOPES, START_FROM, check_epochs, dense_key, dense_stage, last_epoch_state, read_record, stage_epochs, write_record
 
 REWINDS = ("init", "early", "none")
 MASKS = "masks.pt"
@@ -56,6 +67,10 @@ class ALTHHparams:
     """Adversarial lottery-ticket hyperparameters."""
 
     prune_fraction: float = field(default=0.2, metadata={"help": "fraction of the remaining weights pruned per level"})
+    output_prune_fraction: float = field(default=0.1, metadata={
+        "help": "alth --scope layer: fraction of the output layer's remaining weights pruned per level"})
+    start_from: str = spec_field("last", "next stage starts from the previous stage's best-validation or last epoch "
+                                 "(OpenLTH, HYDRA: last)", choices=START_FROM)
     scope: str = spec_field("layer", "magnitude ranking: layer (same sparsity per layer) | global", choices=PRUNE_SCOPES)
     rewind: str = spec_field("init", "rewind survivors to: init | early (after rewind_epochs of AT) | none", choices=REWINDS)
     rewind_epochs: int = field(default=1, metadata={"help": "alth --rewind early: epochs of AT before the rewind point"})
@@ -64,18 +79,46 @@ class ALTHHparams:
 
 
 def level_sparsities(target: float, prune_fraction: float) -> List[float]:
-    """Sparsity after each level; the last (partial) level is exactly ``target``."""
+    """Sparsity after each level with one fraction everywhere; the last (partial) level is exactly ``target``."""
+    return [level for level, _ in level_schedule(target, [1], [prune_fraction])]
+
+
+def level_schedule(target: float, sizes: Sequence[int], fractions: Sequence[float]) -> List[Tuple[float, List[float]]]:
+    """(overall sparsity, per-layer sparsities) after each level, for layers of ``sizes`` weights.
+
+    Layer ``i`` loses ``fractions[i]`` of its remaining weights per level, so
+    after (fractional) level ``x`` its sparsity is ``1 - (1 - f_i)^x``. Whole
+    levels run while the overall sparsity stays below ``target``; the last
+    level is the fractional ``x`` whose overall sparsity equals ``target``.
+    """
     if target <= 0:
         return []
-    # Levels needed: smallest L with 1 - (1 - p)^L >= target (tolerant to float error).
-    n_levels = max(1, math.ceil(math.log(1 - target) / math.log(1 - prune_fraction) - 1e-9))
-    full = [1 - (1 - prune_fraction) ** level for level in range(1, n_levels)]
-    return [s for s in full if s < target] + [target]
+    total = float(sum(sizes))
+
+    def layer_sparsities(x: float) -> List[float]:
+        return [1 - (1 - f) ** x for f in fractions]
+
+    def overall(x: float) -> float:
+        return sum(n * s for n, s in zip(sizes, layer_sparsities(x))) / total
+
+    # Whole levels below the target, then the fractional level that meets it (bisection; overall is increasing).
+    out: List[Tuple[float, List[float]]] = []
+    level = 1
+    while overall(level) < target - 1e-12:
+        out.append((overall(level), layer_sparsities(level)))
+        level += 1
+    lo, hi = float(level - 1), float(level)
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if overall(mid) < target else (lo, mid)
+    out.append((float(target), layer_sparsities(hi)))
+    return out
 
 
 @torch.no_grad()
-def prune_and_rewind(model: nn.Module, sparsity: float, scope: str, rewind_state: Optional[Dict[str, torch.Tensor]]) -> None:
-    """Prune by magnitude to ``sparsity`` (masks only shrink), then rewind all but the masks."""
+def prune_and_rewind(model: nn.Module, sparsity: Any, scope: str, rewind_state: Optional[Dict[str, torch.Tensor]]) -> None:
+    """Prune by magnitude to ``sparsity`` (a number, or layer name -> sparsity; masks only shrink), then rewind
+    all but the masks."""
     apply_masks(model, magnitude_scores, sparsity, scope)
     if rewind_state is None:
         return
@@ -102,6 +145,8 @@ class ALTH(Method):
         hp = spec.hparams
         if not 0 < hp.prune_fraction < 1:
             raise ValueError(f"prune_fraction must be in (0, 1), got {hp.prune_fraction}")
+        if not 0 < hp.output_prune_fraction < 1:
+            raise ValueError(f"output_prune_fraction must be in (0, 1), got {hp.output_prune_fraction}")
         if hp.rewind_epochs < 1:
             raise ValueError(f"rewind_epochs must be >= 1, got {hp.rewind_epochs}")
         check_epochs(pretrain_epochs=hp.pretrain_epochs, level_epochs=hp.level_epochs)
@@ -130,25 +175,43 @@ class ALTH(Method):
         model = ctx.shared_stage("alth-rewind", key, build, lambda: ctx.build_model(bn_affine=True))
         return {k: v.clone() for k, v in model.state_dict().items()}
 
+    def schedule(self, ctx: RunContext, model: nn.Module) -> List[Tuple[float, Any]]:
+        """Each level's target: (overall sparsity, what :func:`prune_and_rewind` prunes to)."""
+        hp = ctx.hp
+        if hp.scope == "global":
+            return [(s, s) for s in level_sparsities(ctx.spec.sparsity, hp.prune_fraction)]
+        # Layer-wise: the output (last prunable) layer at its own fraction.
+        layers = prunable_layers(model)
+        fractions = [hp.prune_fraction] * (len(layers) - 1) + [hp.output_prune_fraction]
+        plan = level_schedule(ctx.spec.sparsity, [layer.weight.numel() for _, layer in layers], fractions)
+        return [(overall, {name: s for (name, _), s in zip(layers, per_layer)}) for overall, per_layer in plan]
+
     def find_ticket(self, ctx: RunContext) -> nn.Module:
         """Dense AT, then prune / rewind / retrain level by level up to the target."""
         hp = ctx.hp
+        pre_epochs = stage_epochs(ctx, hp.pretrain_epochs)
         model = dense_stage(ctx, hp.pretrain_epochs)
-        base = dense_key(ctx.spec, stage_epochs(ctx, hp.pretrain_epochs))
+        base = dense_key(ctx.spec, pre_epochs)
         rewind_state = self.rewind_state(ctx, base)
         epochs = stage_epochs(ctx, hp.level_epochs)
+        previous_train = ctx.stage_path(DENSE_STAGE, base) / "train"
         done: List[float] = []
         levels: List[Dict[str, Any]] = []
         # One shared stage per level; each starts from the previous level's network.
-        for level, sparsity in enumerate(level_sparsities(ctx.spec.sparsity, hp.prune_fraction), start=1):
+        for level, (sparsity, prune_to) in enumerate(self.schedule(ctx, model), start=1):
             done.append(sparsity)
             key = {"dense": base, "prune_fraction": hp.prune_fraction, "scope": hp.scope, "rewind": hp.rewind,
                    "rewind_epochs": hp.rewind_epochs if hp.rewind == "early" else None, "level_epochs": epochs,
-                   "sparsities": list(done)}
+                   "sparsities": list(done), "start_from": hp.start_from,
+                   "output_prune_fraction": hp.output_prune_fraction if hp.scope == "layer" else None}
             previous = model
 
-            def build(stage_dir: Path, previous: nn.Module = previous, level: int = level, sparsity: float = sparsity) -> nn.Module:
-                prune_and_rewind(previous, sparsity, hp.scope, rewind_state)
+            def build(stage_dir: Path, previous: nn.Module = previous, level: int = level, sparsity: float = sparsity,
+                      prune_to: Any = prune_to, previous_train: Path = previous_train) -> nn.Module:
+                # Prune from the previous stage's last epoch (OpenLTH) unless asked for its best one.
+                if hp.start_from == "last":
+                    last_epoch_state(previous, previous_train, ctx.device)
+                prune_and_rewind(previous, prune_to, hp.scope, rewind_state)
                 atomic_save(stage_dir / MASKS, {name: m.detach().cpu().clone() for name, m in iter_masks(previous)})
                 result = train_level(ctx, previous, epochs, stage_dir, level)
                 record = {"level": level, "target_sparsity": sparsity, "measured_sparsity": measured_sparsity(previous),
@@ -158,8 +221,9 @@ class ALTH(Method):
                 return previous
 
             model = ctx.shared_stage("alth-level", key, build, lambda: ctx.build_model(bn_affine=True))
-            levels.append({"stage": ctx.stage_path("alth-level", key).name,
-                           **read_record(ctx.stage_path("alth-level", key))})
+            stage_dir = ctx.stage_path("alth-level", key)
+            previous_train = stage_dir / "train"
+            levels.append({"stage": stage_dir.name, **read_record(stage_dir)})
         ctx.info["levels"] = levels
         set_trainable(model, weights=False, scores=False)
         return model

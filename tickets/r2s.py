@@ -12,7 +12,7 @@ reproducible.
 
 Candidates reuse finished ``rst`` runs of the same base spec (same output
 folder, seed, data and training settings, method ``rst`` at the candidate's
-sparsity, default RST hyperparameters with this run's ``weight_init``);
+sparsity, default RST hyperparameters with this run's ``weight_init`` and ``linear_bias``);
 missing ones are searched with RST's own code as shared stages
 (``<out>/stages/rst-ticket-<hash>``), so other R2S runs reuse them too.
 
@@ -43,7 +43,7 @@ from torch.func import functional_call
 from bench import paths
 from bench.config import spec_field
 from bench.masking import frozen_fingerprint, layer_sparsity, measured_sparsity
-from bench.methods import Method, RunContext, get_method, register
+from bench.methods import Method, Network, RunContext, get_method, register
 from bench.spec import RunSpec
 from bench.stages import WEIGHT_INITS
 from bench.ticket import empty_model, load_ticket, read_meta, read_spec
@@ -62,6 +62,8 @@ class R2SHparams:
     granularity: str = spec_field("call", "r2s: a random candidate per forward call | per example", choices=GRANULARITIES)
     draws: int = field(default=5, metadata={"help": "r2s: inference draws averaged for every accuracy (mean and std)"})
     weight_init: str = spec_field("signed-constant", "rst frozen weights: signed-constant | kaiming-normal", choices=WEIGHT_INITS)
+    linear_bias: bool = field(default=False, metadata={"help": "linear layers with (frozen random) biases; the "
+                                                               "references have none"})
 
     def __post_init__(self) -> None:
         # CLI/YAML give strings; store floats so equal candidate lists hash equally.
@@ -205,7 +207,8 @@ class EnsembleView(nn.Module):
 
 def rst_spec(spec: RunSpec, sparsity: float) -> RunSpec:
     """The ``rst`` spec of one candidate: this spec with method rst at ``sparsity``."""
-    return dataclasses.replace(spec, method="rst", sparsity=sparsity, hparams={"weight_init": spec.hparams.weight_init})
+    return dataclasses.replace(spec, method="rst", sparsity=sparsity, hparams={"weight_init": spec.hparams.weight_init,
+                                                                                    "linear_bias": spec.hparams.linear_bias})
 
 
 def find_candidate(ctx: RunContext, sparsity: float) -> Tuple[nn.Module, str]:
@@ -248,6 +251,10 @@ class R2S(Method):
     Hparams = R2SHparams
     bn_affine = False
     randomized = True
+
+    def network(self, spec: RunSpec) -> Network:
+        """RST's network: non-affine BatchNorm; linear biases only with ``--linear-bias true``."""
+        return Network(bn_affine=False, linear_bias=bool(spec.hparams.linear_bias))
 
     def validate(self, spec: RunSpec) -> None:
         """Candidates in [0, 1) without repeats and at least one draw (granularity and weight init are checked choices)."""

@@ -1,21 +1,27 @@
 """Random-mask controls: a uniformly random mask at the target sparsity.
 
-Two controls, chosen with ``--weights``:
+Two controls, chosen with ``--weights``; each answers one question
+(``docs/methods.md``):
 
 - ``frozen``: the mask is drawn over the *same* frozen random weights RST
-  searches (signed Kaiming constant, same seed), nothing is trained. This is
-  the control a Robust Scratch Ticket must beat: same weights, mask learned
-  versus drawn at random. BatchNorm keeps its affine parameters at 1 and 0
-  (equivalent to RST's non-affine BatchNorm); its running statistics are
-  estimated in one pass over the training data on PGD examples crafted
-  against the current network, as RST's search estimates them (cumulative
-  average, no gradient step). That pass is counted as compute.
-- ``trained``: the mask is drawn over a default-initialised network whose
-  surviving weights are then adversarially trained from scratch for
-  ``--epochs`` at ``--lr`` (random pruning at initialisation + AT): the
-  control magnitude- or score-based pruned AT must beat.
+  searches (signed Kaiming constant, same seed), nothing is trained. Does
+  RST's *learned* mask matter, or would any mask over these weights do? (By
+  construction it sits near chance: the floor, not a competitor.) BatchNorm
+  running statistics are estimated in one pass over the training data on the
+  trainer's examples crafted against the current network, as RST's search
+  estimates them (cumulative average, no gradient step); that pass is counted
+  as compute.
+- ``trained``: the mask is drawn at initialisation and the surviving weights
+  are adversarially trained from scratch for ``--epochs`` at ``--lr`` (random
+  pruning at init + AT). Is RST's mask search worth more than training the
+  weights of a random sparse network of the same shape and budget?
 
-The mask keeps the same fraction in every layer, like RST and HYDRA.
+``--network matched`` (default) builds RST's network for both: non-affine
+BatchNorm, no linear biases, signed Kaiming-constant initial weights from the
+same seed, so the control differs from RST only in how the mask is chosen and
+whether the weights train. ``--network standard`` is the pre-protocol-2
+control (affine BatchNorm, biases, PyTorch's default initialisation for
+``trained``). The mask keeps the same fraction in every layer, like RST.
 """
 from __future__ import annotations
 
@@ -28,13 +34,15 @@ import torch.nn as nn
 from bench.config import spec_field
 from bench.data import batches
 from bench.masking import MaskedMixin, ScoreFn, apply_masks, frozen_fingerprint, set_trainable
-from bench.methods import Method, RunContext, register
+from bench.methods import Method, Network, RunContext, register
 from bench.models import init_signed_kaiming_constant
+from bench.spec import RunSpec
 from bench.stages import train_weights
 from bench.train import Compute, training_attack
 from bench.trainers import TRAINERS
 
 WEIGHTS = ("frozen", "trained")
+NETWORKS = ("matched", "standard")
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,8 @@ class RandomHparams:
     """Random-mask control hyperparameters."""
 
     weights: str = spec_field("frozen", "random: frozen (RST's random weights, untrained) | trained (AT from scratch)", choices=WEIGHTS)
+    network: str = spec_field("matched", "random: matched (RST's network: non-affine BN, no biases, signed-constant init) "
+                              "| standard (affine BN, biases, default init)", choices=NETWORKS)
 
 
 def random_scores(seed: int) -> ScoreFn:
@@ -73,9 +83,10 @@ def calibrate_bn(ctx: RunContext, model: nn.Module) -> None:
     attack = training_attack(cfg, ctx.spec.seed)
     gen = torch.Generator().manual_seed(ctx.spec.seed * 1000)
     t0, passes = time.perf_counter(), 0
-    # Same examples the training loop would see: the trainer's inputs against the current network in eval mode.
+    # Same examples the training loop would see: the trainer's inputs against the current network, crafted
+    # with BatchNorm in the spec's craft mode.
     for x, y in batches(ctx.data.train, cfg.batch_size, ctx.device, generator=gen):
-        model.eval()
+        model.train(cfg.craft_bn == "train")
         x_in, crafted = trainer.craft(model, x, y, cfg, attack, gen)
         passes += crafted + len(x)
         _forward_train_mode(model, x_in)
@@ -87,18 +98,22 @@ def calibrate_bn(ctx: RunContext, model: nn.Module) -> None:
     ctx.info.setdefault("stages", []).append({"stage": "random bn calibration", "passes": passes})
 
 
-@register("random", "random-mask control: frozen random weights (RST's control) or AT-trained weights")
+@register("random", "random-mask control over RST's network: frozen random weights, or the survivors AT-trained")
 class RandomMask(Method):
     """A uniformly random mask at the target sparsity."""
 
     Hparams = RandomHparams
-    bn_affine = True
+
+    def network(self, spec: RunSpec) -> Network:
+        """RST's network (non-affine BatchNorm, no biases) unless ``--network standard``."""
+        matched = spec.hparams.network == "matched"
+        return Network(bn_affine=not matched, linear_bias=not matched)
 
     def find_ticket(self, ctx: RunContext) -> nn.Module:
         """Draw the mask; calibrate BatchNorm (frozen) or adversarially train the survivors (trained)."""
-        model = ctx.build_model(bn_affine=True)
+        model = ctx.build_network(self.network(ctx.spec))
         frozen = ctx.hp.weights == "frozen"
-        if frozen:
+        if frozen or ctx.hp.network == "matched":
             # RST's frozen random weights: same init, same generator seed.
             init_signed_kaiming_constant(model, torch.Generator().manual_seed(ctx.spec.seed))
         apply_masks(model, random_scores(ctx.spec.seed + 1), ctx.spec.sparsity, scope="layer")

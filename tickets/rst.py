@@ -4,14 +4,20 @@ Learned masks over frozen random weights: every prunable weight gets a score,
 the forward pass keeps the top-(1-sparsity) of |scores| in each layer, the
 scores get a straight-through gradient and are trained on PGD adversarial
 examples crafted against the current masked network. Weights stay at their
-signed Kaiming-constant initialisation; BatchNorm is non-affine.
+signed Kaiming-constant initialisation; BatchNorm is non-affine and, as in
+the reference code (every layer built with ``bias=False``), no linear layer
+has a bias (``--linear-bias true`` is the pre-protocol-2 network, whose
+classifier kept a frozen random bias).
 
 ``--finetune inherit|reinit`` adds the paper's fine-tuning variants: after the
 search the mask is fixed and the surviving weights are trained with the
 spec's adversarial trainer, starting from the frozen random weights they
-had (``inherit``, "FT_RST_Inherit") or from a fresh default initialisation
-(``reinit``, "FT_RST_Reinit"), for ``finetune_epochs`` (none = ``--epochs``)
-at ``finetune_lr_scale * --lr``. BatchNorm stays non-affine.
+had (``inherit``, "FT_RST_Inherit") or from a fresh Kaiming-normal
+initialisation (fan_in, ReLU gain; ``reinit``, "FT_RST_Reinit"; ``--reinit-init
+pytorch-default`` is the pre-protocol-2 choice), for ``finetune_epochs``
+(none = ``--epochs``) at ``finetune_lr_scale * --lr`` (default 1: the
+reference fine-tunes at its config's learning rate and schedule). BatchNorm
+stays non-affine.
 """
 from __future__ import annotations
 
@@ -24,12 +30,13 @@ import torch.nn as nn
 
 from bench.config import spec_field
 from bench.masking import frozen_fingerprint, prunable_layers, score_mask_refresher, set_trainable
-from bench.methods import Method, RunContext, register
+from bench.methods import Method, Network, RunContext, register
 from bench.models import init_signed_kaiming_constant
 from bench.spec import RunSpec
 from bench.stages import WEIGHT_INITS, check_epochs, check_lr_scale, stage_epochs, train_weights
 
 FINETUNES = ("none", "inherit", "reinit")
+REINIT_INITS = ("kaiming-normal", "pytorch-default")
 
 
 @dataclass(frozen=True)
@@ -39,15 +46,26 @@ class RSTHparams:
     weight_init: str = spec_field("signed-constant", "rst frozen weights: signed-constant | kaiming-normal", choices=WEIGHT_INITS)
     finetune: str = spec_field("none", "rst: AT fine-tuning of the surviving weights: none | inherit | reinit", choices=FINETUNES)
     finetune_epochs: Optional[int] = field(default=None, metadata={"help": "AT fine-tuning epochs after pruning (none = --epochs)"})
-    finetune_lr_scale: float = field(default=0.1, metadata={"help": "fine-tuning learning rate as a fraction of --lr"})
+    finetune_lr_scale: float = field(default=1.0, metadata={"help": "fine-tuning learning rate as a fraction of --lr"})
+    reinit_init: str = spec_field("kaiming-normal", "rst --finetune reinit: kaiming-normal (fan_in, relu; the reference) "
+                                  "| pytorch-default (kaiming-uniform a=sqrt(5))", choices=REINIT_INITS)
+    linear_bias: bool = field(default=False, metadata={"help": "linear layers with (frozen random) biases; the "
+                                                               "references have none"})
 
 
 @torch.no_grad()
-def reinit_weights(model: nn.Module, fresh: nn.Module) -> None:
-    """Copy the prunable weights of ``fresh`` (a newly built model) into ``model``; masks untouched."""
+def reinit_weights(model: nn.Module, fresh: nn.Module, init: str) -> None:
+    """Re-initialise the prunable weights of ``model``; masks untouched.
+
+    ``kaiming-normal`` draws them in place (fan_in, ReLU gain, the reference's
+    choice); ``pytorch-default`` copies those of ``fresh``, a newly built model.
+    """
     new = dict(prunable_layers(fresh))
     for name, layer in prunable_layers(model):
-        layer.weight.copy_(new[name].weight)
+        if init == "kaiming-normal":
+            nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
+        else:
+            layer.weight.copy_(new[name].weight)
 
 
 @torch.no_grad()
@@ -64,6 +82,10 @@ class RST(Method):
     Hparams = RSTHparams
     bn_affine = False
 
+    def network(self, spec: RunSpec) -> Network:
+        """Non-affine BatchNorm; linear biases only with ``--linear-bias true``."""
+        return Network(bn_affine=False, linear_bias=bool(spec.hparams.linear_bias))
+
     def validate(self, spec: RunSpec) -> None:
         """Fine-tuning epochs and lr must be valid (weight init and fine-tuning are checked choices)."""
         hp = spec.hparams
@@ -72,7 +94,8 @@ class RST(Method):
 
     def find_ticket(self, ctx: RunContext) -> nn.Module:
         """Search the scores of a frozen random network under an adversarial loss."""
-        model = ctx.build_model(bn_affine=False)
+        net = self.network(ctx.spec)
+        model = ctx.build_network(net)
         # Frozen random weights at the chosen initialisation.
         if ctx.hp.weight_init == "signed-constant":
             init_signed_kaiming_constant(model, torch.Generator().manual_seed(ctx.spec.seed))
@@ -93,6 +116,6 @@ class RST(Method):
             return model
         # Optional AT fine-tuning of the survivors under the fixed mask.
         if ctx.hp.finetune == "reinit":
-            reinit_weights(model, ctx.build_model(bn_affine=False, seed_offset=1))
+            reinit_weights(model, ctx.build_network(net, seed_offset=1), ctx.hp.reinit_init)
         return train_weights(ctx, model, stage_epochs(ctx, ctx.hp.finetune_epochs), ctx.spec.lr * ctx.hp.finetune_lr_scale,
                              ctx.run_dir / "finetune", desc=f"rst finetune ({ctx.hp.finetune})")

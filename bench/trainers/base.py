@@ -5,7 +5,8 @@ A trainer is one file in :mod:`bench.trainers` with a class deriving from
 every module of the package on first use, so ``--trainer NAME`` (and its
 validation, ``bench list`` and the tests) pick a new one up with no other
 edit. The shared training loop (:mod:`bench.train`) calls :meth:`Trainer.craft`
-with the model in eval mode, then :meth:`Trainer.loss` in train mode.
+with BatchNorm in the spec's ``craft_bn`` mode (eval or train), then :meth:`Trainer.loss`
+in train mode.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class Trainer(abc.ABC):
     @abc.abstractmethod
     def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainSettings, attack: PGD,
               gen: torch.Generator) -> Tuple[torch.Tensor, int]:
-        """The inputs this step trains on (model in eval mode) and the example passes spent.
+        """The inputs this step trains on (BatchNorm mode set by the loop) and the example passes spent.
 
         ``attack`` is the step's seeded training PGD (last iterate, no early stop).
         """

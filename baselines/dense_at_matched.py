@@ -1,0 +1,61 @@
+"""Dense AT on RST's network: the dense control the RST code trains (``train_full.py``).
+
+The RST repository trains its dense comparison network with the same model
+definition as the search: non-affine BatchNorm, no biases, the search's
+signed Kaiming-constant initial weights (its "usc" configs), every weight
+trained with adversarial training. ``dense-at-matched`` is that network, so
+RST's ratio can be read against both it and the standard ``dense-at``
+(affine BatchNorm, biases, PyTorch's default initialisation).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from bench.config import spec_field
+from bench.masking import prunable_layers, set_trainable
+from bench.methods import Method, Network, RunContext, register
+from bench.models import init_signed_kaiming_constant
+from bench.spec import RunSpec
+from bench.stages import WEIGHT_INITS, train_weights
+from bench.trainers import TRAINERS
+
+
+@dataclass(frozen=True)
+class MatchedHparams:
+    """Matched dense control hyperparameters."""
+
+    weight_init: str = spec_field("signed-constant", "rst frozen weights: signed-constant | kaiming-normal", choices=WEIGHT_INITS)
+
+
+@register("dense-at-matched", "dense AT of RST's network (non-affine BN, no biases, RST's init); sparsity must be 0")
+class DenseATMatched(Method):
+    """Adversarial training of every weight of the network RST searches in."""
+
+    Hparams = MatchedHparams
+    bn_affine = False
+
+    def network(self, spec: RunSpec) -> Network:
+        """RST's network: non-affine BatchNorm, no linear biases."""
+        return Network(bn_affine=False, linear_bias=False)
+
+    def validate(self, spec: RunSpec) -> None:
+        """Dense means no pruning; the trainer must be adversarial."""
+        if spec.sparsity != 0:
+            raise ValueError(f"dense-at-matched trains a dense network: --sparsity must be 0, got {spec.sparsity}")
+        if not TRAINERS.get(spec.trainer).adversarial:
+            raise ValueError(f"dense-at-matched needs an adversarial trainer (e.g. --trainer pgd), got {spec.trainer!r}")
+
+    def find_ticket(self, ctx: RunContext) -> nn.Module:
+        """RST's initial network, every weight adversarially trained for ``--epochs``."""
+        model = ctx.build_network(self.network(ctx.spec))
+        # RST's initial weights (same generator seed as its search).
+        if ctx.hp.weight_init == "signed-constant":
+            init_signed_kaiming_constant(model, torch.Generator().manual_seed(ctx.spec.seed))
+        else:
+            for _name, layer in prunable_layers(model):
+                nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
+        set_trainable(model, weights=True, scores=False)
+        return train_weights(ctx, model, ctx.spec.epochs, ctx.spec.lr, ctx.run_dir / "train", desc="dense AT (matched)")
