@@ -26,6 +26,7 @@ import pandas as pd
 
 from bench import paths
 from bench.data import DataNotFoundError, load_data
+from bench.exact_gate import GateLine, exact_gate, write_reference_tickets
 from bench.executors.local import LocalExecutor
 from bench.io import atomic_with
 from bench.results import read_rows
@@ -158,9 +159,25 @@ def describe_update(old: Optional[pd.DataFrame], new: pd.DataFrame) -> str:
     return "\n".join(lines) if lines else "reference unchanged"
 
 
+def eval_gate_report(lines: Sequence[GateLine], skipped: Sequence[str]) -> Tuple[bool, str]:
+    """Whether every exactly gated quantity holds, and its lines."""
+    passed = all(line.verdict == "pass" for line in lines)
+    text = [line.text() for line in lines]
+    text += [f"eval  {run_id} skipped: its dataset is not on this machine (set --data-root or $BENCH_DATA_ROOT)"
+             for run_id in skipped]
+    n_fail = sum(line.verdict != "pass" for line in lines)
+    text.append("bench check (exact evaluation gate): " + ("all quantities hold" if passed else f"{n_fail} quantity(ies) FAILED"))
+    return passed, "\n".join(text)
+
+
 def run_check(preset: Path, reference: Path, out: Path, tolerance: Optional[float], update: bool = False,
-              data_root: Optional[str] = None, progress: bool = True) -> Tuple[int, str]:
-    """Run/reuse the preset's specs, then compare or update. Returns (exit code, report)."""
+              data_root: Optional[str] = None, progress: bool = True, tickets: Optional[Path] = None) -> Tuple[int, str]:
+    """Evaluate the committed tickets (exact gate), run/reuse the preset's specs and compare, or update both.
+
+    Returns (exit code, report). ``tickets`` is the reference tickets folder
+    (default: ``tickets/`` beside the reference CSV).
+    """
+    tickets = reference.parent / "tickets" if tickets is None else tickets
     sweep = load_sweep(preset)
     old = read_reference(reference) if reference.exists() else None
     if old is None and not update:
@@ -180,10 +197,14 @@ def run_check(preset: Path, reference: Path, out: Path, tolerance: Optional[floa
             kept = old[old["run_id"].isin(no_data)]
             new = pd.concat([new, kept[[c for c in new.columns if c in kept.columns]]], ignore_index=True)
         atomic_with(reference, lambda tmp: new.to_csv(tmp, index=False))
-        return (1 if summary.failed else 0), f"{summary.text()}\nupdated {reference}:\n{describe_update(old, new)}"
+        # The exact gate's tickets: the preset runs' compact tickets and per-example flags.
+        written = write_reference_tickets([paths.run_dir(out, s.run_id) for s in specs], tickets, out, data_root)
+        return (1 if summary.failed else 0), (f"{summary.text()}\nupdated {reference}:\n{describe_update(old, new)}\n"
+                                              f"updated {tickets}: {len(written)} ticket(s) with per-example flags")
+    gate_ok, gate_text = eval_gate_report(*exact_gate(tickets, out / "eval-gate", data_root))
     result = compare(old, now, tolerance, no_data)
     note = f"\nno data here for run(s) {', '.join(no_data)}: their rows are not checked" if no_data else ""
-    return (0 if result.passed else 1), f"{summary.text()}\n{result.text()}{note}"
+    return (0 if result.passed and gate_ok else 1), f"{gate_text}\n{summary.text()}\n{result.text()}{note}"
 
 
 def _data_available(spec: RunSpec, data_root: Optional[str]) -> bool:

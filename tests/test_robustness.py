@@ -16,11 +16,10 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.attacks import ATTACKS, PGD
+from bench.attacks import ATTACKS
 from bench.check import auto_tolerance
 from bench.cli import main
 from bench.harness import load_ticket, run_spec
-from bench.registry import Entry
 from bench.results import append_rows
 from bench.spec import RunSpec
 
@@ -165,7 +164,7 @@ def test_wrong_architecture_checkpoint_names_the_mismatch(tmp_path: Path) -> Non
 
 
 GATE_PRESET = """name: gate
-fixed: {method: rst, arch: mlp, width: 0.25, epochs: 1, train_steps: 2, n_train: 400, n_eval: 150,
+fixed: {method: rst, arch: mlp, width: 0.25, epochs: 2, train_steps: 2, n_train: 1000, n_eval: 150,
         eval_attacks: [pgd20, cw20], device: cpu}
 grid: {sparsity: [0.5]}
 """
@@ -206,8 +205,9 @@ def test_gate_passes_then_catches_regressions(tmp_path: Path, monkeypatch: pytes
     assert _gate(tmp_path, "runs") == 1
     ref.to_csv(tmp_path / "ref.csv", index=False)
     # A weakened attack (PGD with one step and no random start) is caught on fresh runs.
-    weak = Entry("pgd20", lambda eps, **kw: PGD(eps, steps=1, step_size=eps / 10, random_start=False), "weakened")
-    monkeypatch.setitem(ATTACKS._entries, "pgd20", weak)
+    defaults = ATTACKS.get("pgd20").defaults
+    monkeypatch.setitem(defaults, "steps", 1)
+    monkeypatch.setitem(defaults, "random_start", False)
     assert _gate(tmp_path, "weak", "--tolerance", "0.02") == 1
     table = capsys.readouterr().out
     assert "FAIL" in table and "pgd20" in table
