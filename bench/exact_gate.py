@@ -29,7 +29,7 @@ from bench.compact import save_compact
 from bench.data import DataNotFoundError
 from bench.evaluate import correct_flags
 from bench.harness import evaluate_run, find_or_load_ticket
-from bench.io import atomic_npz
+from bench.io import atomic_json, atomic_npz
 from bench.ticket import Ticket, load_ticket, read_spec
 
 FLAGS = "flags.npz"
@@ -87,8 +87,10 @@ def per_example_flags(ticket: Ticket, n_eval: Optional[int] = None) -> Dict[str,
     return flags
 
 
-def write_reference_tickets(run_dirs: Sequence[Path], dest: Path, out: Path, data_root: Optional[str]) -> List[str]:
-    """Copy each run's compact ticket into ``dest/<run_id>/`` with its per-example flags; returns the run ids."""
+def write_reference_tickets(run_dirs: Sequence[Path], dest: Path, out: Path, data_root: Optional[str],
+                            attacks: Sequence[str]) -> List[str]:
+    """Copy each run's compact ticket into ``dest/<run_id>/`` with its per-example flags under ``attacks``;
+    returns the run ids. The copied ``spec.json`` lists ``attacks`` (what the gate replays)."""
     written = []
     for run_dir in run_dirs:
         target = dest / run_dir.name
@@ -98,7 +100,9 @@ def write_reference_tickets(run_dirs: Sequence[Path], dest: Path, out: Path, dat
             save_compact(paths.compact_ticket(run_dir), load_ticket(run_dir), read_spec(run_dir))
         for name in TICKET_FILES:
             shutil.copyfile(run_dir / name, target / name)
-        ticket = find_or_load_ticket(read_spec(run_dir), out, data_root, must_exist=True)
+        spec = dataclasses.replace(read_spec(run_dir), eval_attacks=tuple(attacks))
+        atomic_json(paths.spec(target), spec.to_dict())
+        ticket = find_or_load_ticket(spec, out, data_root, must_exist=True)
         atomic_npz(target / FLAGS, per_example_flags(ticket))
         written.append(run_dir.name)
     return written

@@ -1,4 +1,4 @@
-"""The exact evaluation gate has teeth: each silent change below must make `bench check` fail."""
+"""The regression gate has teeth: each silent change below must make `bench check` fail, and unchanged code passes."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,19 +7,22 @@ from pathlib import Path
 from typing import Tuple
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
+import bench.train
 from bench.attacks import ATTACKS, PGD
-from bench.check import run_check
+from bench.check import read_reference, run_check
 from bench.exact_gate import FLAGS, allowed_flips
+from bench.training_gate import training_gate
 
 # Two tiny reference runs (RST over seeded weights: a seed + mask ticket; LWM: trained values).
 PRESET = {
     "name": "gate-test",
     "fixed": {"arch": "mlp", "width": 0.25, "epochs": 2, "train_steps": 1, "n_train": 1000, "batch_size": 100,
-              "n_eval": 200, "eval_attacks": ["pgd20", "cw20"], "device": "cpu"},
-    "grid": [{"method": ["rst"], "sparsity": [0.9]}, {"method": ["lwm"], "sparsity": [0.9]}],
+              "n_eval": 200, "n_eval_aa": 20, "eval_attacks": ["pgd20", "cw20"], "device": "cpu"},
+    "grid": [{"method": ["rst"], "sparsity": [0.9], "seed": [0, 1, 2]}, {"method": ["lwm"], "sparsity": [0.9], "seed": [0, 1, 2]}],
 }
 
 
@@ -29,15 +32,15 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Tuple[Path, Path]:
     root = tmp_path_factory.mktemp("gate")
     preset = root / "preset.yaml"
     preset.write_text(yaml.safe_dump(PRESET))
-    code, report = run_check(preset, root / "ref" / "reference.csv", root / "out", None, update=True, progress=False)
+    code, report = run_check(preset, root / "ref" / "reference.csv", root / "out", update=True, progress=False)
     assert code == 0, report
     return preset, root
 
 
-def check(reference: Tuple[Path, Path]) -> Tuple[int, str]:
-    """`bench check` against the module's reference (its tickets are re-evaluated in a fresh folder)."""
+def check(reference: Tuple[Path, Path], out: str = "out") -> Tuple[int, str]:
+    """`bench check` against the module's reference (tickets re-evaluated afresh; runs retrained in a new ``out``)."""
     preset, root = reference
-    return run_check(preset, root / "ref" / "reference.csv", root / "out", None, progress=False)
+    return run_check(preset, root / "ref" / "reference.csv", root / out, progress=False)
 
 
 def test_unchanged_code_passes(reference: Tuple[Path, Path]) -> None:
@@ -77,10 +80,57 @@ def test_tampered_reference_flags_fail(reference: Tuple[Path, Path], tmp_path: P
         flags = {k: data[k].copy() for k in data.files}
     flags["pgd20"][: allowed_flips(len(flags["pgd20"])) + 1] ^= 1
     np.savez(folder / FLAGS, **flags)
-    code, report = run_check(preset, root / "ref" / "reference.csv", root / "out", None, progress=False, tickets=tickets)
+    code, report = run_check(preset, root / "ref" / "reference.csv", root / "out", progress=False, tickets=tickets)
     assert code == 1 and "FAIL" in report
 
 
 def test_allowed_flips_is_max_of_two_and_half_a_percent() -> None:
     """max(2 examples, 0.5 %): 2 up to 599 examples, 5 at 1 000."""
     assert [allowed_flips(n) for n in (1, 100, 500, 599, 600, 1000, 10000)] == [2, 2, 2, 2, 3, 5, 50]
+
+
+def test_unchanged_code_retrains_to_the_same_means(reference: Tuple[Path, Path]) -> None:
+    """Retraining every seed from scratch (a fresh folder, as CI does) reproduces the reference."""
+    code, report = check(reference, "fresh")
+    assert code == 0, report
+    assert "autoattack" in report and "pooled over 2 base(s)" in report
+
+
+def test_training_change_costing_points_fails(reference: Tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A training loop that silently uses 0.1 x the learning rate is caught by the training gate."""
+    original = bench.train._optimizer
+    monkeypatch.setattr(bench.train, "_optimizer", lambda params, cfg: original(params, dataclasses.replace(cfg, lr=cfg.lr * 0.1)))
+    code, report = check(reference, "slow-lr")
+    assert code == 1
+    train_fails = [line for line in report.splitlines() if line.startswith("train") and line.endswith("FAIL")]
+    assert train_fails, report
+    # The evaluation of the committed tickets is untouched by a training change.
+    assert not [line for line in report.splitlines() if line.startswith("eval") and line.endswith("FAIL")]
+
+
+def synthetic(shift: float, std: float = 0.015, bases: int = 4) -> Tuple[pd.DataFrame, pd.DataFrame]:
+    """A reference of ``bases`` bases (3 seeds, n_eval 1000) and a current table shifted by ``shift``."""
+    rows = [{"base": f"b{i}", "method": "rst", "dataset": "fashion-mnist", "arch": "convnet", "width": 1.0,
+             "target_sparsity": 0.9, "attack": "pgd20", "n_eval": 1000, "metric": "robust_acc", "mean": 0.5,
+             "std": std, "seeds": "0+1+2"} for i in range(bases)]
+    ref = pd.DataFrame(rows)
+    return ref, ref.assign(mean=ref["mean"] + shift)
+
+
+@pytest.mark.parametrize("shift, verdict", [(0.0, "pass"), (-0.01, "pass"), (-0.03, "FAIL"), (0.03, "FAIL")])
+def test_pooled_training_gate_catches_a_3_point_systematic_shift(shift: float, verdict: str) -> None:
+    """With seed std 1.5 points on 4 bases, 3 seeds each: a 3-point move of every base fails, 1 point passes."""
+    ref, now = synthetic(shift)
+    pooled = [line for line in training_gate(ref, now) if line.label.startswith("pooled")]
+    assert len(pooled) == 1 and pooled[0].verdict == verdict
+    # Each base alone moving 3 points is within its own noise (4 se); only the pooled line sees it.
+    assert all(line.verdict == "pass" for line in training_gate(ref, now) if not line.label.startswith("pooled"))
+
+
+def test_reference_needs_three_seeds(tmp_path: Path) -> None:
+    """A training reference with fewer than 3 seeds per base is refused (exit 2 at the CLI)."""
+    ref, _ = synthetic(0.0)
+    ref["seeds"] = "0+1"
+    ref.to_csv(tmp_path / "ref.csv", index=False)
+    with pytest.raises(ValueError, match="at least 3"):
+        read_reference(tmp_path / "ref.csv")
