@@ -26,7 +26,7 @@ LAYERS: List[Tuple[str, ...]] = [
     ("bench.flags", "bench.evaluate", "bench.randomized"),
     ("bench.harness",),
     ("bench.sweep", "bench.executors", "bench.zoo", "bench.export", "bench.tables", "bench.leaderboard",
-     "bench.plots", "bench.exact_gate", "bench.check"),
+     "bench.plots", "bench.exact_gate", "bench.training_gate", "bench.check"),
     ("bench.commands",),
     ("bench.cli", "bench.__main__", "bench"),
 ]
