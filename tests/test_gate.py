@@ -13,8 +13,10 @@ import yaml
 
 import bench.train
 from bench.attacks import ATTACKS, PGD
-from bench.check import read_reference, run_check
+from bench.check import GATE_ATTACKS, read_reference, run_check
+from bench.compact import read_compact
 from bench.exact_gate import FLAGS, allowed_flips
+from bench.ticket import read_spec
 from bench.training_gate import training_gate
 
 # Two tiny reference runs (RST over seeded weights: a seed + mask ticket; LWM: trained values).
@@ -134,3 +136,18 @@ def test_reference_needs_three_seeds(tmp_path: Path) -> None:
     ref.to_csv(tmp_path / "ref.csv", index=False)
     with pytest.raises(ValueError, match="at least 3"):
         read_reference(tmp_path / "ref.csv")
+
+
+def test_committed_reference_tickets_are_small_and_complete() -> None:
+    """The committed tickets: RST as seed + mask, all together under 10 MB, each with spec, meta and flags."""
+    folder = Path(__file__).resolve().parent.parent / "results" / "reference" / "tickets"
+    tickets = sorted(p for p in folder.iterdir() if p.is_dir())
+    assert len(tickets) >= 3
+    total = sum(f.stat().st_size for t in tickets for f in t.iterdir())
+    assert total < 10 * 2**20
+    for t in tickets:
+        assert {"spec.json", "meta.json", "ticket.compact.pt", FLAGS} <= {f.name for f in t.iterdir()}
+        compact = read_compact(t / "ticket.compact.pt")
+        spec = read_spec(t)
+        assert compact["weights"] == ("seed" if spec.method == "rst" else "values")
+        assert set(spec.eval_attacks) == set(GATE_ATTACKS)
