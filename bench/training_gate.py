@@ -10,9 +10,11 @@ retrains every seed and compares means of the same seeds:
   reference's seed std, floored at the binomial noise ``sqrt(p (1 - p) / n_eval)``
   of one run (three seeds can underestimate the spread). A base fails when
   ``|d| > PER_BASE_SIGMAS * se``;
-- pooled over the bases, ``D = mean_b d_b`` with ``SE = sqrt(sum_b se_b^2) / B``
-  fails when ``|D| > POOLED_SIGMAS * SE``: a systematic change moves every base
-  the same way and is caught well below any single base's noise.
+- pooled over the bases with inverse-variance weights ``w_b = 1 / se_b^2``,
+  ``D = sum_b w_b d_b / sum_b w_b`` has ``SE = 1 / sqrt(sum_b w_b)`` and fails
+  when ``|D| > POOLED_SIGMAS * SE``: a systematic change moves every base the
+  same way (``D`` is that shift whatever the weights) and is caught well below
+  any single base's noise; the quietest bases weigh most.
 
 On one machine the same seeds retrain bit-identically (``d = 0``); on
 another CPU each seed moves like a reseed, which is what ``se`` measures.
@@ -127,13 +129,14 @@ def training_gate(reference: pd.DataFrame, now: pd.DataFrame, skip_bases: Sequen
         label = f"{r['base']} {r['method']} {r['dataset']} s={r['target_sparsity']}"
         lines.append(TrainLine(label, r["attack"], r["metric"], float(r["mean"]), value, se, PER_BASE_SIGMAS, seeds))
         pooled.setdefault((r["attack"], r["metric"]), []).append((float(r["mean"]), value, se))
-    # The pooled line per (attack, metric): a systematic shift across every base.
+    # The pooled line per (attack, metric): a systematic shift across every base, inverse-variance weighted.
     for (attack, metric), members in sorted(pooled.items()):
-        b = len(members)
-        ref_mean = statistics.fmean(m[0] for m in members)
-        now_mean = statistics.fmean(m[1] for m in members)
-        se = math.sqrt(sum(m[2] ** 2 for m in members)) / b
-        lines.append(TrainLine(f"pooled over {b} base(s)", attack, metric, ref_mean, now_mean, se, POOLED_SIGMAS, "all"))
+        weights = [1.0 / m[2] ** 2 for m in members]
+        total = sum(weights)
+        ref_mean = sum(w * m[0] for w, m in zip(weights, members)) / total
+        now_mean = sum(w * m[1] for w, m in zip(weights, members)) / total
+        lines.append(TrainLine(f"pooled over {len(members)} base(s)", attack, metric, ref_mean, now_mean,
+                               1.0 / math.sqrt(total), POOLED_SIGMAS, "all"))
     return lines
 
 

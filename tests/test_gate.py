@@ -151,3 +151,13 @@ def test_committed_reference_tickets_are_small_and_complete() -> None:
         spec = read_spec(t)
         assert compact["weights"] == ("seed" if spec.method == "rst" else "values")
         assert set(spec.eval_attacks) == set(GATE_ATTACKS)
+
+
+def test_committed_reference_catches_a_3_point_drop() -> None:
+    """Against the committed reference's own seed spread, every base 3 points lower fails the pooled robust lines."""
+    ref = read_reference(Path(__file__).resolve().parent.parent / "results" / "reference" / "reference.csv")
+    lines = training_gate(ref, ref.assign(mean=ref["mean"] - 0.03))
+    pooled = {(line.attack, line.metric): line for line in lines if line.label.startswith("pooled")}
+    assert pooled and all(line.verdict == "FAIL" for (_a, metric), line in pooled.items() if metric == "robust_acc")
+    # The unchanged means pass everywhere.
+    assert all(line.verdict == "pass" for line in training_gate(ref, ref))
