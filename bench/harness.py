@@ -20,6 +20,7 @@ import torch
 from filelock import FileLock, Timeout
 
 from bench import paths
+from bench.compact import save_compact
 from bench.data import DataBundle, load_data
 from bench.evaluate import evaluate, with_worst_case
 from bench.flags import describe_flags
@@ -129,8 +130,10 @@ def _find_or_search(spec: RunSpec, data: DataBundle, device: torch.device, run_d
         "randomized": method.randomized,
         **ctx.info,
     }
-    # The ticket first, then its meta: a run is finished once both exist.
+    # The tickets (full, then compact) first, then the meta: a run is finished once both exist.
     atomic_save(paths.ticket(run_dir), model.state_dict())
+    meta["ticket_bytes"] = paths.ticket(run_dir).stat().st_size
+    meta.update(save_compact(paths.compact_ticket(run_dir), model, spec))
     atomic_json(paths.meta(run_dir), meta)
     atomic_json(paths.status(run_dir), {"status": "ok", "error": ""})
     log.info("ticket saved: measured sparsity %.4f", meta["measured_sparsity"])

@@ -65,6 +65,11 @@ class Method(abc.ABC):
                           net.bn_affine, net.linear_bias)
         return build_model(spec.arch, cfg).to(device)
 
+    def regenerate_weights(self, spec: RunSpec) -> Optional[Callable[[nn.Module], None]]:
+        """How to re-create this ticket's frozen weights in an empty model from the spec alone (``None``: they
+        were trained, or drawn in a way not reproducible outside the search). Compact tickets store a seed then."""
+        return None
+
     def inference_draws(self, spec: RunSpec) -> int:
         """Inference draws every accuracy of a randomised ticket averages over (1 for deterministic tickets)."""
         return 1

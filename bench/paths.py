@@ -57,6 +57,11 @@ def ticket(run: PathLike) -> Path:
     return Path(run) / "ticket.pt"
 
 
+def compact_ticket(run: PathLike) -> Path:
+    """The run's compact ticket (seed or surviving weights, packed mask; :mod:`bench.compact`)."""
+    return Path(run) / "ticket.compact.pt"
+
+
 def meta(run: PathLike) -> Path:
     """What the search recorded about the ticket (sparsity, compute, stages)."""
     return Path(run) / "meta.json"
@@ -129,5 +134,5 @@ def stage_lock(stage: PathLike) -> Path:
 
 
 def ticket_finished(run: PathLike) -> bool:
-    """Whether a run folder holds a finished ticket (spec, ticket and meta)."""
-    return spec(run).exists() and ticket(run).exists() and meta(run).exists()
+    """Whether a run folder holds a finished ticket (spec, meta and the ticket, full or compact)."""
+    return spec(run).exists() and (ticket(run).exists() or compact_ticket(run).exists()) and meta(run).exists()

@@ -28,6 +28,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from bench import paths
+from bench.attacks import ATTACKS
 from bench.config import load_yaml
 from bench.harness import run_spec
 from bench.io import atomic_with, atomic_write
@@ -191,19 +192,22 @@ def load_sweep(path: Union[str, Path]) -> Sweep:
 # Which runs are done.
 # ---------------------------------------------------------------------------
 
-def finished_pairs(out: Union[str, Path]) -> Set[Tuple[str, str]]:
-    """(run_id, attack) pairs with an ``ok`` row in ``<out>/runs.csv``."""
+def finished_pairs(out: Union[str, Path]) -> Set[Tuple[str, str, str]]:
+    """(run_id, attack, n_eval) triples with an ``ok`` row in ``<out>/runs.csv``."""
     csv_path = paths.runs_csv(out)
     if not csv_path.exists():
         return set()
     df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     if "status" in df:
         df = df[df["status"].isin(["ok", ""])]
-    return set(zip(df["run_id"], df["attack"]))
+    n_eval = df["n_eval"] if "n_eval" in df else pd.Series([""] * len(df), index=df.index)
+    return set(zip(df["run_id"], df["attack"], n_eval))
 
 
-def is_done(spec: RunSpec, out: Union[str, Path], pairs: Optional[Set[Tuple[str, str]]] = None) -> bool:
-    """A run is done when its ticket exists and runs.csv has a row for every requested attack.
+def is_done(spec: RunSpec, out: Union[str, Path], pairs: Optional[Set[Tuple[str, str, str]]] = None) -> bool:
+    """A run is done when its ticket exists and runs.csv has a row for every requested attack, on the spec's
+    ``n_eval`` examples for the attacks evaluated on ``n_eval`` (any count for the cascade-only ones, whose
+    subset depends on the device, and with ``n_eval`` 0, the whole test set).
 
     ``pairs`` (from :func:`finished_pairs`) saves re-reading runs.csv for each spec.
     """
@@ -211,7 +215,16 @@ def is_done(spec: RunSpec, out: Union[str, Path], pairs: Optional[Set[Tuple[str,
     if not paths.ticket_finished(paths.run_dir(out, spec.run_id)):
         return False
     pairs = finished_pairs(out) if pairs is None else pairs
-    return all((spec.run_id, attack) in pairs for attack in spec.eval_attacks)
+    counts: Dict[Tuple[str, str], Set[str]] = {}
+    for run_id, attack, n in pairs:
+        counts.setdefault((run_id, attack), set()).add(n)
+    for attack in spec.eval_attacks:
+        seen = counts.get((spec.run_id, attack), set())
+        if not seen:
+            return False
+        if spec.n_eval > 0 and not ATTACKS.get(attack)(1.0).cascade_only and str(spec.n_eval) not in seen:
+            return False
+    return True
 
 
 # ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from bench import paths
+from bench.compact import load_compact
 from bench.data import DataBundle
 from bench.masking import set_trainable
 from bench.methods import get_method
@@ -86,8 +87,16 @@ def read_meta(run_dir: Union[str, Path]) -> Dict[str, Any]:
 
 
 def load_ticket(run_dir: Union[str, Path], device: Union[str, torch.device] = "cpu") -> nn.Module:
-    """A finished ticket in eval mode: takes [0,1] inputs, returns logits."""
+    """A finished ticket in eval mode: takes [0,1] inputs, returns logits.
+
+    ``run_dir`` is a run folder (its ``ticket.pt``, else its compact ticket)
+    or a compact ticket file itself (it carries its spec).
+    """
+    if Path(run_dir).is_file():
+        return load_compact(run_dir, device)
     spec = read_spec(run_dir)
+    if not paths.ticket(run_dir).exists() and paths.compact_ticket(run_dir).exists():
+        return load_compact(paths.compact_ticket(run_dir), device)
     model = load_state(empty_model(spec, device), paths.ticket(run_dir), device)
     set_trainable(model, weights=False, scores=False)
     return model.eval()

@@ -22,11 +22,11 @@ LAYERS: List[Tuple[str, ...]] = [
     ("bench.data", "bench.models", "bench.attacks", "bench.trainers"),
     ("bench.spec",),
     ("bench.train",),
-    ("bench.methods", "bench.stages", "bench.ticket", "tickets", "baselines"),
+    ("bench.methods", "bench.stages", "bench.compact", "bench.ticket", "tickets", "baselines"),
     ("bench.flags", "bench.evaluate", "bench.randomized"),
     ("bench.harness",),
     ("bench.sweep", "bench.executors", "bench.zoo", "bench.export", "bench.tables", "bench.leaderboard",
-     "bench.plots", "bench.check"),
+     "bench.plots", "bench.exact_gate", "bench.training_gate", "bench.check"),
     ("bench.commands",),
     ("bench.cli", "bench.__main__", "bench"),
 ]

@@ -1,6 +1,8 @@
 """bench sweep: grid expansion, validation, skip-on-rerun, failure recording, executors, CLI."""
 from __future__ import annotations
 
+import dataclasses
+
 import argparse
 import itertools
 from pathlib import Path
@@ -161,7 +163,7 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path: Path, monkeypatc
     monkeypatch.setattr(sweep_mod, "run_spec", real)
     again = run_sweep(sweep, out, LocalExecutor(jobs=1), progress=False)
     assert (again.done, again.skipped, again.failed) == (1, 1, 0)
-    assert {bad} | {sweep.specs[1].run_id} == {rid for rid, _ in finished_pairs(out)}
+    assert {bad} | {sweep.specs[1].run_id} == {rid for rid, _, _ in finished_pairs(out)}
 
 
 @pytest.mark.slow
@@ -203,3 +205,17 @@ def test_dry_run_table_shows_varying_fields(tmp_path: Path) -> None:
 def test_shipped_sweep_files_expand(path: Path) -> None:
     sweep = load_sweep(path)
     assert sweep.specs and len({s.run_id for s in sweep.specs}) == len(sweep.specs)
+
+
+def test_more_examples_make_a_done_run_not_done(tmp_path: Path) -> None:
+    """Rows on 30 examples do not make a spec asking for 60 done (its n_eval rows are missing)."""
+    out = tmp_path / "out"
+    path = write_sweep(tmp_path, {"name": "n", "fixed": {**TINY, "n_eval": 30}, "grid": {"sparsity": [0.5]}})
+    sweep = load_sweep(path)
+    run_sweep(sweep, out, LocalExecutor(jobs=1), progress=False)
+    assert is_done(sweep.specs[0], out)
+    bigger = dataclasses.replace(sweep.specs[0], n_eval=60)
+    assert bigger.run_id == sweep.specs[0].run_id and not is_done(bigger, out)
+    more = dataclasses.replace(sweep, specs=(bigger,))
+    assert run_sweep(more, out, LocalExecutor(jobs=1), progress=False).done == 1
+    assert is_done(bigger, out)

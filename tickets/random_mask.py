@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -108,6 +109,12 @@ class RandomMask(Method):
         """RST's network (non-affine BatchNorm, no biases) unless ``--network standard``."""
         matched = spec.hparams.network == "matched"
         return Network(bn_affine=not matched, linear_bias=not matched)
+
+    def regenerate_weights(self, spec: RunSpec) -> Optional[Callable[[nn.Module], None]]:
+        """The frozen control's weights are RST's, from the seed alone."""
+        if spec.hparams.weights != "frozen":
+            return None
+        return lambda model: init_signed_kaiming_constant(model, torch.Generator().manual_seed(spec.seed))
 
     def find_ticket(self, ctx: RunContext) -> nn.Module:
         """Draw the mask; calibrate BatchNorm (frozen) or adversarially train the survivors (trained)."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -85,6 +85,12 @@ class RST(Method):
     def network(self, spec: RunSpec) -> Network:
         """Non-affine BatchNorm; linear biases only with ``--linear-bias true``."""
         return Network(bn_affine=False, linear_bias=bool(spec.hparams.linear_bias))
+
+    def regenerate_weights(self, spec: RunSpec) -> Optional[Callable[[nn.Module], None]]:
+        """Signed Kaiming-constant weights come from the seed alone (unless fine-tuning trained them)."""
+        if spec.hparams.finetune != "none" or spec.hparams.weight_init != "signed-constant":
+            return None
+        return lambda model: init_signed_kaiming_constant(model, torch.Generator().manual_seed(spec.seed))
 
     def validate(self, spec: RunSpec) -> None:
         """Fine-tuning epochs and lr must be valid (weight init and fine-tuning are checked choices)."""
