@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 S=results/study
 CSV=$S/runs.csv
 # The single-deviation runs (study-deviations.yaml) are left out of the main tables.
-DEV=$(bench sweep configs/sweeps/study-deviations.yaml --out $S --dry-run | awk 'NR>1 && $1 ~ /^[0-9a-f]{12}$/ {print $1}' | paste -sd, -)
+DEV=$(bench sweep configs/sweeps/study-deviations.yaml --out $S --dry-run | awk 'NR>1 && length($1) == 12 && $1 ~ /^[0-9a-f]+$/ {print $1}' | paste -sd, -)
 MAIN="--where epochs=8 --where craft_bn=eval --where width=0.5 --where run_id!=$DEV"
 bench table $CSV $MAIN --layout sparsity --attack pgd20 --output $S/sparsity_pgd20.md
 bench table $CSV $MAIN --layout sparsity --attack cw20 --output $S/sparsity_cw20.md

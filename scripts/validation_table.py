@@ -8,7 +8,6 @@ records in ``meta.json``), never on the test rows of ``runs.csv``:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple

@@ -1,9 +1,8 @@
 """bench sweep: grid expansion, validation, skip-on-rerun, failure recording, executors, CLI."""
 from __future__ import annotations
 
-import dataclasses
-
 import argparse
+import dataclasses
 import itertools
 from pathlib import Path
 from typing import Any, Dict, Iterator, Sequence
