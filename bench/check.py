@@ -138,7 +138,7 @@ def run_check(preset: Path, reference: Path, out: Path, update: bool = False, da
             new = pd.concat([new, old[old["base"].isin(missing)]], ignore_index=True)
         atomic_with(reference, lambda tmp: new.to_csv(tmp, index=False))
         # The exact gate's tickets: the seed-0 run of every base, evaluated under GATE_ATTACKS.
-        gated = [paths.run_dir(out, s.run_id) for s in available if s.seed == GATE_SEED]
+        gated = [s for s in available if s.seed == GATE_SEED]
         written = write_reference_tickets(gated, tickets, out, data_root, GATE_ATTACKS)
         return (1 if summary.failed else 0), (f"{summary.text()}\nupdated {reference}:\n{describe_update(old, new)}\n"
                                               f"updated {tickets}: {len(written)} ticket(s) with per-example flags")

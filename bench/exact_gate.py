@@ -30,6 +30,7 @@ from bench.data import DataNotFoundError
 from bench.evaluate import correct_flags
 from bench.harness import evaluate_run, find_or_load_ticket
 from bench.io import atomic_json, atomic_npz
+from bench.spec import RunSpec
 from bench.ticket import Ticket, load_ticket, read_spec
 
 FLAGS = "flags.npz"
@@ -87,24 +88,26 @@ def per_example_flags(ticket: Ticket, n_eval: Optional[int] = None) -> Dict[str,
     return flags
 
 
-def write_reference_tickets(run_dirs: Sequence[Path], dest: Path, out: Path, data_root: Optional[str],
+def write_reference_tickets(specs: Sequence[RunSpec], dest: Path, out: Path, data_root: Optional[str],
                             attacks: Sequence[str]) -> List[str]:
-    """Copy each run's compact ticket into ``dest/<run_id>/`` with its per-example flags under ``attacks``;
-    returns the run ids. The copied ``spec.json`` lists ``attacks`` (what the gate replays)."""
+    """Copy each spec's finished run (in ``out``) into ``dest/<run_id>/`` as a compact ticket with its per-example
+    flags under ``attacks``; returns the run ids. The written ``spec.json`` is the preset's spec with ``attacks``
+    (what the gate replays, on the preset's ``n_eval``)."""
     written = []
-    for run_dir in run_dirs:
-        target = dest / run_dir.name
+    for preset_spec in specs:
+        spec = dataclasses.replace(preset_spec.resolve(), eval_attacks=tuple(attacks))
+        run_dir = paths.run_dir(out, spec.run_id)
+        target = dest / spec.run_id
         target.mkdir(parents=True, exist_ok=True)
         # Runs made before compact tickets existed get theirs now.
         if not paths.compact_ticket(run_dir).exists():
             save_compact(paths.compact_ticket(run_dir), load_ticket(run_dir), read_spec(run_dir))
         for name in TICKET_FILES:
             shutil.copyfile(run_dir / name, target / name)
-        spec = dataclasses.replace(read_spec(run_dir), eval_attacks=tuple(attacks))
         atomic_json(paths.spec(target), spec.to_dict())
         ticket = find_or_load_ticket(spec, out, data_root, must_exist=True)
         atomic_npz(target / FLAGS, per_example_flags(ticket))
-        written.append(run_dir.name)
+        written.append(spec.run_id)
     return written
 
 

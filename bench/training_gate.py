@@ -48,6 +48,10 @@ def seed_stats(rows: pd.DataFrame, specs: Sequence[RunSpec], attacks: Sequence[s
     """Mean, std and seed list per (base, attack, metric) of the rows of ``specs``."""
     by_run = {s.run_id: s for s in specs}
     sub = rows[rows["run_id"].isin(list(by_run)) & rows["attack"].isin(list(attacks))]
+    # One row per (run, attack): the one on the spec's n_eval examples (rows of other counts are older evaluations).
+    wanted = sub.apply(lambda r: str(r["n_eval"]) == str(by_run[r["run_id"]].n_eval) or by_run[r["run_id"]].n_eval == 0,
+                       axis=1) if len(sub) else pd.Series([], dtype=bool)
+    sub = sub[wanted].drop_duplicates(["run_id", "attack"], keep="last")
     out = []
     groups: Dict[Tuple[str, str], List[Tuple[int, Mapping[str, float], RunSpec]]] = {}
     for _, r in sub.iterrows():

@@ -16,8 +16,9 @@ from bench.attacks import ATTACKS, PGD
 from bench.check import GATE_ATTACKS, read_reference, run_check
 from bench.compact import read_compact
 from bench.exact_gate import FLAGS, allowed_flips
+from bench.spec import RunSpec
 from bench.ticket import read_spec
-from bench.training_gate import training_gate
+from bench.training_gate import seed_stats, training_gate
 
 # Two tiny reference runs (RST over seeded weights: a seed + mask ticket; LWM: trained values).
 PRESET = {
@@ -161,3 +162,13 @@ def test_committed_reference_catches_a_3_point_drop() -> None:
     assert pooled and all(line.verdict == "FAIL" for (_a, metric), line in pooled.items() if metric == "robust_acc")
     # The unchanged means pass everywhere.
     assert all(line.verdict == "pass" for line in training_gate(ref, ref))
+
+
+def test_seed_stats_use_the_rows_on_the_specs_n_eval() -> None:
+    """Rows of an older, smaller evaluation of the same runs are not mixed into the seed statistics."""
+    specs = [RunSpec(method="rst", sparsity=0.9, seed=s, n_eval=1000) for s in (0, 1, 2)]
+    rows = pd.DataFrame([{"run_id": s.run_id, "attack": "pgd20", "n_eval": n, "clean_acc": 0.7, "robust_acc": acc}
+                         for s in specs for n, acc in ((500, 0.1), (1000, 0.5))])
+    stats = seed_stats(rows, specs, ["pgd20"])
+    robust = stats[stats["metric"] == "robust_acc"].iloc[0]
+    assert robust["seeds"] == "0+1+2" and robust["mean"] == pytest.approx(0.5) and robust["n_eval"] == 1000
