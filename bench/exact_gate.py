@@ -105,7 +105,14 @@ def write_reference_tickets(specs: Sequence[RunSpec], dest: Path, out: Path, dat
         for name in TICKET_FILES:
             shutil.copyfile(run_dir / name, target / name)
         atomic_json(paths.spec(target), spec.to_dict())
-        ticket = find_or_load_ticket(spec, out, data_root, must_exist=True)
+        # Flags from a fresh evaluation of the committed files, exactly as the gate will replay them (an
+        # evaluation cache grown in steps draws other per-chunk attack seeds).
+        fresh = out / "eval-gate-update"
+        shutil.rmtree(paths.run_dir(fresh, spec.run_id), ignore_errors=True)
+        paths.run_dir(fresh, spec.run_id).mkdir(parents=True)
+        for name in TICKET_FILES:
+            shutil.copyfile(target / name, paths.run_dir(fresh, spec.run_id) / name)
+        ticket = find_or_load_ticket(spec, fresh, data_root, must_exist=True)
         atomic_npz(target / FLAGS, per_example_flags(ticket))
         written.append(spec.run_id)
     return written
