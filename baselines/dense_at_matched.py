@@ -11,15 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 import torch.nn as nn
 
 from bench.config import spec_field
-from bench.masking import prunable_layers, set_trainable
+from bench.masking import set_trainable
 from bench.methods import Method, Network, RunContext, register
-from bench.models import init_signed_kaiming_constant
 from bench.spec import RunSpec
-from bench.stages import WEIGHT_INITS, train_weights
+from bench.stages import WEIGHT_INITS, init_frozen_weights, train_weights
 from bench.trainers import TRAINERS
 
 
@@ -52,10 +50,6 @@ class DenseATMatched(Method):
         """RST's initial network, every weight adversarially trained for ``--epochs``."""
         model = ctx.build_network(self.network(ctx.spec))
         # RST's initial weights (same generator seed as its search).
-        if ctx.hp.weight_init == "signed-constant":
-            init_signed_kaiming_constant(model, torch.Generator().manual_seed(ctx.spec.seed))
-        else:
-            for _name, layer in prunable_layers(model):
-                nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
+        init_frozen_weights(model, ctx.hp.weight_init, ctx.spec.seed)
         set_trainable(model, weights=True, scores=False)
         return train_weights(ctx, model, ctx.spec.epochs, ctx.spec.lr, ctx.run_dir / "train", desc="dense AT (matched)")

@@ -74,6 +74,16 @@ def allowed_flips(n: int) -> int:
     return max(MIN_FLIPS, int(math.floor(FLIP_FRACTION * n)))
 
 
+def fresh_run_folder(source: Path, work: Path, run_id: str) -> Path:
+    """``work/runs/<run_id>/`` holding only the committed ticket files of ``source`` (no evaluation cache)."""
+    run_dir = paths.run_dir(work, run_id)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    for name in TICKET_FILES:
+        shutil.copyfile(source / name, run_dir / name)
+    return run_dir
+
+
 def per_example_flags(ticket: Ticket, n_eval: Optional[int] = None) -> Dict[str, np.ndarray]:
     """Clean flags on the first ``n_eval`` test examples and every attack's robust flags (uint8)."""
     results = evaluate_run(ticket)
@@ -108,10 +118,7 @@ def write_reference_tickets(specs: Sequence[RunSpec], dest: Path, out: Path, dat
         # Flags from a fresh evaluation of the committed files, exactly as the gate will replay them (an
         # evaluation cache grown in steps draws other per-chunk attack seeds).
         fresh = out / "eval-gate-update"
-        shutil.rmtree(paths.run_dir(fresh, spec.run_id), ignore_errors=True)
-        paths.run_dir(fresh, spec.run_id).mkdir(parents=True)
-        for name in TICKET_FILES:
-            shutil.copyfile(target / name, paths.run_dir(fresh, spec.run_id) / name)
+        fresh_run_folder(target, fresh, spec.run_id)
         ticket = find_or_load_ticket(spec, fresh, data_root, must_exist=True)
         atomic_npz(target / FLAGS, per_example_flags(ticket))
         written.append(spec.run_id)
@@ -156,11 +163,7 @@ def exact_gate(ref_dir: Path, work: Path, data_root: Optional[str]) -> Tuple[Lis
         ref = read_flags(folder / FLAGS)
         spec = read_spec(folder)
         # A fresh run folder: the committed files only, no evaluation cache.
-        run_dir = paths.run_dir(work, folder.name)
-        shutil.rmtree(run_dir, ignore_errors=True)
-        run_dir.mkdir(parents=True)
-        for name in TICKET_FILES:
-            shutil.copyfile(folder / name, run_dir / name)
+        fresh_run_folder(folder, work, folder.name)
         try:
             ticket = find_or_load_ticket(spec, work, data_root, must_exist=True)
         except DataNotFoundError:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 import torch.nn as nn
@@ -27,8 +27,9 @@ import torch.nn as nn
 from bench import paths
 from bench.data import resolve_source
 from bench.io import atomic_json
-from bench.masking import set_trainable
+from bench.masking import prunable_layers, set_trainable
 from bench.methods import RunContext
+from bench.models import init_signed_kaiming_constant
 from bench.spec import RunSpec
 
 DENSE_STAGE = "dense-at"
@@ -95,6 +96,21 @@ def last_epoch_state(model: nn.Module, train_dir: Path, device: torch.device) ->
         return False
     model.load_state_dict(torch.load(path, map_location=device, weights_only=True)["model"])
     return True
+
+
+@torch.no_grad()
+def init_frozen_weights(model: nn.Module, weight_init: str, seed: int) -> None:
+    """RST's random weights: signed Kaiming constant from a seeded generator, or Kaiming normal (fan_in, relu)."""
+    if weight_init == "signed-constant":
+        init_signed_kaiming_constant(model, torch.Generator().manual_seed(seed))
+        return
+    for _name, layer in prunable_layers(model):
+        nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
+
+
+def signed_constant_regenerator(seed: int) -> Callable[[nn.Module], None]:
+    """Re-creates seed ``seed``'s signed Kaiming-constant weights in an empty model (compact tickets)."""
+    return lambda model: init_signed_kaiming_constant(model, torch.Generator().manual_seed(seed))
 
 
 def bn_parameters(model: nn.Module) -> List[nn.Parameter]:

@@ -20,7 +20,7 @@ import torch
 from bench import paths
 from bench.check import REFERENCE_DIR
 from bench.evaluate import correct_flags, evaluate
-from bench.exact_gate import CLEAN, FLAGS, TICKET_FILES, allowed_flips, read_flags
+from bench.exact_gate import CLEAN, FLAGS, allowed_flips, fresh_run_folder, read_flags
 from bench.harness import find_or_load_ticket
 from bench.ticket import read_spec
 
@@ -29,11 +29,7 @@ def flags_under(folder: Path, threads: int, batch_size: int, work: Path) -> dict
     """Per-example flags of one committed ticket evaluated with ``threads`` and ``batch_size``."""
     torch.set_num_threads(threads)
     spec = read_spec(folder)
-    run_dir = paths.run_dir(work, folder.name)
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
-    for name in TICKET_FILES:
-        shutil.copyfile(folder / name, run_dir / name)
+    run_dir = fresh_run_folder(folder, work, folder.name)
     ticket = find_or_load_ticket(spec, work, None, must_exist=True)
     n_aa = spec.n_eval_aa if spec.n_eval_aa is not None else 100
     results = evaluate(ticket.model, ticket.data.test, spec.eval_attacks, spec.eps_value, spec.n_eval, n_aa,

@@ -172,3 +172,17 @@ def test_seed_stats_use_the_rows_on_the_specs_n_eval() -> None:
     stats = seed_stats(rows, specs, ["pgd20"])
     robust = stats[stats["metric"] == "robust_acc"].iloc[0]
     assert robust["seeds"] == "0+1+2" and robust["mean"] == pytest.approx(0.5) and robust["n_eval"] == 1000
+
+
+def test_flags_of_a_grown_evaluation_match_a_fresh_one(tmp_path: Path) -> None:
+    """An update after raising n_eval (its run's evaluation cache grown in steps) still commits the flags a fresh
+    evaluation gives, so the next check sees no flips."""
+    preset = tmp_path / "preset.yaml"
+    spec = {**PRESET, "grid": [{"method": ["lwm"], "sparsity": [0.9], "seed": [0, 1, 2]}]}
+    for n_eval in (100, 400):
+        preset.write_text(yaml.safe_dump({**spec, "fixed": {**PRESET["fixed"], "n_eval": n_eval}}))
+        code, report = run_check(preset, tmp_path / "ref" / "reference.csv", tmp_path / "out", update=True, progress=False)
+        assert code == 0, report
+    code, report = run_check(preset, tmp_path / "ref" / "reference.csv", tmp_path / "out", progress=False)
+    eval_lines = [line for line in report.splitlines() if line.startswith("eval")]
+    assert code == 0 and eval_lines and all("flips 0 " in line for line in eval_lines), report

@@ -36,9 +36,8 @@ from bench.config import spec_field
 from bench.data import batches
 from bench.masking import MaskedMixin, ScoreFn, apply_masks, frozen_fingerprint, set_trainable
 from bench.methods import Method, Network, RunContext, register
-from bench.models import init_signed_kaiming_constant
 from bench.spec import RunSpec
-from bench.stages import train_weights
+from bench.stages import init_frozen_weights, signed_constant_regenerator, train_weights
 from bench.train import Compute, training_attack
 from bench.trainers import TRAINERS
 
@@ -114,7 +113,7 @@ class RandomMask(Method):
         """The frozen control's weights are RST's, from the seed alone."""
         if spec.hparams.weights != "frozen":
             return None
-        return lambda model: init_signed_kaiming_constant(model, torch.Generator().manual_seed(spec.seed))
+        return signed_constant_regenerator(spec.seed)
 
     def find_ticket(self, ctx: RunContext) -> nn.Module:
         """Draw the mask; calibrate BatchNorm (frozen) or adversarially train the survivors (trained)."""
@@ -122,7 +121,7 @@ class RandomMask(Method):
         frozen = ctx.hp.weights == "frozen"
         if frozen or ctx.hp.network == "matched":
             # RST's frozen random weights: same init, same generator seed.
-            init_signed_kaiming_constant(model, torch.Generator().manual_seed(ctx.spec.seed))
+            init_frozen_weights(model, "signed-constant", ctx.spec.seed)
         apply_masks(model, random_scores(ctx.spec.seed + 1), ctx.spec.sparsity, scope="layer")
         set_trainable(model, weights=False, scores=False)
         if frozen:

@@ -31,9 +31,8 @@ import torch.nn as nn
 from bench.config import spec_field
 from bench.masking import frozen_fingerprint, prunable_layers, score_mask_refresher, set_trainable
 from bench.methods import Method, Network, RunContext, register
-from bench.models import init_signed_kaiming_constant
 from bench.spec import RunSpec
-from bench.stages import WEIGHT_INITS, check_epochs, check_lr_scale, stage_epochs, train_weights
+from bench.stages import WEIGHT_INITS, check_epochs, check_lr_scale, init_frozen_weights, signed_constant_regenerator, stage_epochs, train_weights
 
 FINETUNES = ("none", "inherit", "reinit")
 REINIT_INITS = ("kaiming-normal", "pytorch-default")
@@ -90,7 +89,7 @@ class RST(Method):
         """Signed Kaiming-constant weights come from the seed alone (unless fine-tuning trained them)."""
         if spec.hparams.finetune != "none" or spec.hparams.weight_init != "signed-constant":
             return None
-        return lambda model: init_signed_kaiming_constant(model, torch.Generator().manual_seed(spec.seed))
+        return signed_constant_regenerator(spec.seed)
 
     def validate(self, spec: RunSpec) -> None:
         """Fine-tuning epochs and lr must be valid (weight init and fine-tuning are checked choices)."""
@@ -103,11 +102,7 @@ class RST(Method):
         net = self.network(ctx.spec)
         model = ctx.build_network(net)
         # Frozen random weights at the chosen initialisation.
-        if ctx.hp.weight_init == "signed-constant":
-            init_signed_kaiming_constant(model, torch.Generator().manual_seed(ctx.spec.seed))
-        else:
-            for _name, layer in prunable_layers(model):
-                nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
+        init_frozen_weights(model, ctx.hp.weight_init, ctx.spec.seed)
         init_scores(model)
         # Fingerprint of the frozen weights: evaluation flags `frozen_moved` if they change.
         if ctx.hp.finetune == "none":
