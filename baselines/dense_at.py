@@ -23,11 +23,12 @@ class DenseAT(Method):
     """Dense adversarial training: the reference every ticket is compared against."""
 
     bn_affine = True
+    dense = True
 
     def validate(self, spec: RunSpec) -> None:
         """Dense means no pruning; the trainer must be adversarial."""
         if spec.sparsity != 0:
-            raise ValueError(f"dense-at trains a dense network: --sparsity must be 0, got {spec.sparsity}")
+            raise ValueError(f"dense-at trains a dense network: --sparsity must be 0 (or left out), got {spec.sparsity}")
         if not TRAINERS.get(spec.trainer).adversarial:
             raise ValueError(f"dense-at needs an adversarial trainer (e.g. --trainer pgd or trades), got {spec.trainer!r}")
 

@@ -34,6 +34,7 @@ class DenseATMatched(Method):
 
     Hparams = MatchedHparams
     bn_affine = False
+    dense = True
 
     def network(self, spec: RunSpec) -> Network:
         """RST's network: non-affine BatchNorm, no linear biases."""
@@ -42,7 +43,7 @@ class DenseATMatched(Method):
     def validate(self, spec: RunSpec) -> None:
         """Dense means no pruning; the trainer must be adversarial."""
         if spec.sparsity != 0:
-            raise ValueError(f"dense-at-matched trains a dense network: --sparsity must be 0, got {spec.sparsity}")
+            raise ValueError(f"dense-at-matched trains a dense network: --sparsity must be 0 (or left out), got {spec.sparsity}")
         if not TRAINERS.get(spec.trainer).adversarial:
             raise ValueError(f"dense-at-matched needs an adversarial trainer (e.g. --trainer pgd), got {spec.trainer!r}")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,7 +35,7 @@ from bench.spec import RunSpec
 from bench.ticket import Ticket, load_ticket, read_meta
 from bench.train import Compute, TrainingDivergedError
 
-__all__ = ["autoattack_examples", "evaluate_run", "find_or_load_ticket", "load_ticket", "resolve_device",
+__all__ = ["autoattack_examples", "evaluate_run", "find_or_load_ticket", "load_finished_ticket", "load_ticket", "resolve_device",
            "run_rows", "run_spec", "summary"]
 
 
@@ -56,6 +57,35 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {name} requested but no CUDA GPU is available (use --device cpu)")
     return torch.device(name)
+
+
+# Float32 copies of every parameter a search holds at once: weights, scores, their gradients, optimiser
+# momentum, the best-validation copy and the ticket itself (activations come on top).
+SEARCH_PARAMETER_COPIES = 6
+
+
+def device_memory_bytes(device: torch.device) -> int:
+    """Total memory of ``device``: the GPU's, else the machine's physical memory."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def check_memory(spec: RunSpec, device: torch.device) -> int:
+    """Refuse a spec whose parameters alone cannot fit on ``device`` (counted on the meta device, no memory used).
+
+    Returns the estimate in bytes.
+    """
+    with torch.device("meta"):
+        model = get_method(spec.method).build_empty(spec, "meta")
+    n_params = sum(p.numel() for p in model.parameters())
+    need = n_params * 4 * SEARCH_PARAMETER_COPIES
+    have = device_memory_bytes(device)
+    if need > have:
+        raise ValueError(f"width {spec.width:g}: {spec.arch} has {n_params:.3g} parameters; a search holds "
+                         f"{SEARCH_PARAMETER_COPIES} float32 copies ({need / 2**30:.1f} GiB), more than the "
+                         f"{have / 2**30:.1f} GiB of {device.type} memory here; lower --width")
+    return need
 
 
 def _logger(run_dir: Path) -> logging.Logger:
@@ -82,6 +112,9 @@ def find_or_load_ticket(spec: RunSpec, out: Path, data_root: Optional[str] = Non
     run_dir = paths.run_dir(out, spec.run_id)
     if must_exist and not paths.ticket_finished(run_dir):
         raise ValueError(f"no finished ticket for spec {spec.run_id} in {paths.runs_root(out)} (spec.json, ticket.pt and meta.json)")
+    # A spec too large for this machine is refused before anything is written.
+    if not paths.ticket_finished(run_dir):
+        check_memory(spec, device)
     data = load_data(spec.dataset, spec.data_source, data_root, spec.val_fraction, spec.seed, spec.n_train)
     run_dir.mkdir(parents=True, exist_ok=True)
     # The spec is written once; evaluating a finished run with other attacks never rewrites it.
@@ -98,6 +131,16 @@ def find_or_load_ticket(spec: RunSpec, out: Path, data_root: Optional[str] = Non
         return _find_or_search(spec, data, device, run_dir, out)
     finally:
         lock.release()
+
+
+def load_finished_ticket(spec: RunSpec, run_dir: Path, data_root: Optional[str] = None) -> Ticket:
+    """The finished ticket in ``run_dir`` (any folder: a run copied elsewhere works), with the spec's data."""
+    spec = spec.resolve()
+    if not paths.ticket_finished(run_dir):
+        raise ValueError(f"{run_dir} has no finished ticket (spec.json, ticket.pt and meta.json)")
+    device = resolve_device(spec.device)
+    data = load_data(spec.dataset, spec.data_source, data_root, spec.val_fraction, spec.seed, spec.n_train)
+    return Ticket(spec, data, device, run_dir, load_ticket(run_dir, device), read_meta(run_dir))
 
 
 def _find_or_search(spec: RunSpec, data: DataBundle, device: torch.device, run_dir: Path, out: Path) -> Ticket:

@@ -45,6 +45,8 @@ class Method(abc.ABC):
     Hparams: ClassVar[Type[Any]]
     bn_affine: ClassVar[bool] = True
     randomized: ClassVar[bool] = False
+    # Dense methods prune nothing: their sparsity is 0, and a spec that leaves it out gets 0.
+    dense: ClassVar[bool] = False
 
     def validate(self, spec: RunSpec) -> None:
         """Raise ``ValueError`` for specs this method cannot run."""

@@ -37,6 +37,12 @@ def out_of_run(run: PathLike) -> Path:
     return Path(run).parent.parent
 
 
+def in_output_folder(run: PathLike, run_id: str) -> bool:
+    """Whether ``run`` sits where ``bench run`` puts run ``run_id`` (``<out>/runs/<run_id>``)."""
+    path = Path(run).resolve()
+    return path.name == run_id and path.parent.name == runs_root("").name
+
+
 def stages_root(out: PathLike) -> Path:
     """The folder of the stages runs share."""
     return Path(out) / "stages"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -29,6 +30,9 @@ LEADING_COLUMNS = (
 # chunks, early stopping on single draws of randomised models) are never reused or
 # deduplicated against new ones.
 EVAL_VERSION = 2
+# Columns every reader of the rows (tables, plots, leaderboard, export) relies on.
+TABLE_COLUMNS = ("run_id", "method", "dataset", "arch", "width", "target_sparsity", "attack", "eps", "n_eval",
+                 "clean_acc", "robust_acc")
 
 # Per-row statistics that become CSV columns when an evaluation provides them (randomised tickets).
 ROW_STATS = ("draws", "clean_std", "robust_std", "randomized", "adaptive", "non_adaptive")
@@ -120,15 +124,30 @@ def read_rows_file(csv_path: Path) -> pd.DataFrame:
     """The rows of ``csv_path`` as text (empty when absent); a file that is not a rows CSV is a ValueError naming it."""
     if not csv_path.exists():
         return pd.DataFrame()
+    return _read_csv(csv_path, ("run_id", "attack"), dtype=str)
+
+
+def _read_csv(csv_path: Path, required: Sequence[str], **kwargs: Any) -> pd.DataFrame:
+    """``csv_path`` read by pandas; an unreadable file or a missing column is a ValueError naming the file."""
     try:
-        old = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        df = pd.read_csv(csv_path, keep_default_na=False, **kwargs)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{csv_path} is empty, not a bench rows file (no header); move it away, then rerun") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise ValueError(f"{csv_path} is not a readable rows file ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
                          "move it away or repair it, then rerun") from None
-    missing = [c for c in ("run_id", "attack") if c not in old.columns]
+    except IsADirectoryError:
+        raise ValueError(f"{csv_path} is a directory, not a rows file") from None
+    missing = [c for c in required if c not in df.columns]
     if missing:
         raise ValueError(f"{csv_path} is not a bench rows file: no column(s) {', '.join(missing)}")
-    return old
+    # pandas pads short lines and may take long ones; a torn or hand-edited line is named instead.
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        for number, record in enumerate(csv.reader(fh), 1):
+            if record and len(record) != len(df.columns):
+                raise ValueError(f"{csv_path} line {number} has {len(record)} fields, the header {len(df.columns)}; "
+                                 "repair or remove that line, then rerun")
+    return df
 
 
 @contextlib.contextmanager
@@ -169,8 +188,8 @@ def append_rows(csv_path: Path, rows: List[Dict[str, Any]]) -> int:
 
 
 def read_rows(csv_path: Path) -> pd.DataFrame:
-    """The tidy table with numeric columns parsed."""
-    df = pd.read_csv(csv_path, keep_default_na=False)
+    """The tidy table with numeric columns parsed; a file that is not one is a ValueError naming it."""
+    df = _read_csv(csv_path, TABLE_COLUMNS)
     for col in ("width", "target_sparsity", "measured_sparsity", "eps", "clean_acc", "robust_acc", "seconds", "n_eval"):
         if col in df:
             df[col] = pd.to_numeric(df[col], errors="coerce")

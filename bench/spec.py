@@ -167,7 +167,14 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "RunSpec":
-        """Build from a mapping (YAML preset, spec.json); unknown keys are errors."""
+        """Build from a mapping (YAML preset, spec.json); unknown keys are errors.
+
+        A dense method's spec that leaves out ``sparsity`` gets 0 (the default 0.9 is a ticket's).
+        """
+        if isinstance(data, Mapping) and "sparsity" not in data:
+            method = data.get("method", cls.method)
+            if isinstance(method, str) and method in METHODS.names() and METHODS.get(method).dense:
+                data = {**data, "sparsity": 0.0}
         return build_dataclass(cls, data, "run spec")
 
 

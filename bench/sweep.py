@@ -33,6 +33,7 @@ from bench.config import load_yaml
 from bench.harness import run_spec
 from bench.io import atomic_with, atomic_write
 from bench.registry import Registry
+from bench.results import read_rows_file
 from bench.spec import RunSpec
 
 SWEEP_KEYS = ("name", "description", "fixed", "grid")
@@ -194,10 +195,9 @@ def load_sweep(path: Union[str, Path]) -> Sweep:
 
 def finished_pairs(out: Union[str, Path]) -> Set[Tuple[str, str, str]]:
     """(run_id, attack, n_eval) triples with an ``ok`` row in ``<out>/runs.csv``."""
-    csv_path = paths.runs_csv(out)
-    if not csv_path.exists():
+    df = read_rows_file(paths.runs_csv(out))
+    if df.empty:
         return set()
-    df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     if "status" in df:
         df = df[df["status"].isin(["ok", ""])]
     n_eval = df["n_eval"] if "n_eval" in df else pd.Series([""] * len(df), index=df.index)

@@ -67,7 +67,10 @@ def load_rows(paths: Sequence[Union[str, Path]]) -> pd.DataFrame:
         if not Path(p).exists():
             raise ValueError(f"results file not found: {p}")
         frames.append(read_rows(Path(p)))
-    return pd.concat(frames, ignore_index=True)
+    df = pd.concat(frames, ignore_index=True)
+    if df.empty:
+        raise ValueError(f"{', '.join(map(str, paths))}: no rows (a header and nothing else)")
+    return df
 
 
 def _matches(series: pd.Series, wanted: Sequence[str]) -> pd.Series:
@@ -96,6 +99,11 @@ def apply_filters(df: pd.DataFrame, where: Sequence[str]) -> pd.DataFrame:
         if col not in df.columns:
             raise ValueError(f"--where {clause!r}: unknown column {col!r}; columns: {', '.join(df.columns)}")
         hit = _matches(df[col], [v.strip() for v in value.split(",")])
+        # A filter that leaves nothing says what the column holds.
+        if not (hit if op == "=" else ~hit).any():
+            values = sorted(df[col].astype(str).unique())
+            shown = ", ".join(values[:10]) + (", ..." if len(values) > 10 else "")
+            raise ValueError(f"--where {clause!r} leaves no rows; {col} holds: {shown}")
         df = df[hit if op == "=" else ~hit]
     return df
 
@@ -103,7 +111,7 @@ def apply_filters(df: pd.DataFrame, where: Sequence[str]) -> pd.DataFrame:
 def latest_rows(df: pd.DataFrame, attack: str) -> pd.DataFrame:
     """One row per run for ``attack``: the largest n_eval, an attack-alone row over a cascade row, then the newest."""
     if df.empty:
-        raise ValueError("no rows left (check the --where filters)")
+        raise ValueError("no rows")
     sub = df[df["attack"] == attack]
     if "status" in sub:
         sub = sub[sub["status"].astype(str).isin(["ok", ""])]

@@ -8,7 +8,7 @@ from pathlib import Path
 from bench import paths
 from bench.commands import COMMANDS
 from bench.commands.zoo import add_zoo_eval_flags, run_zoo_eval
-from bench.harness import evaluate_run, find_or_load_ticket, record
+from bench.harness import evaluate_run, load_finished_ticket, record
 from bench.ticket import read_spec
 
 
@@ -23,6 +23,9 @@ def add(sub: argparse._SubParsersAction) -> None:
                    help="run AutoAttack-family attacks on every clean-correct example (rows = accuracy alone), "
                         "not only on those still robust after the cheaper attacks")
     p.add_argument("--data-root", default=None, help="folder with full datasets")
+    p.add_argument("--out", default=None,
+                   help="output folder whose runs.csv gets the rows [default: the <out> of <out>/runs/<run_id>; "
+                        "needed for a run folder kept anywhere else]")
     add_zoo_eval_flags(p)
 
     def run(args: argparse.Namespace) -> int:
@@ -38,8 +41,15 @@ def add(sub: argparse._SubParsersAction) -> None:
         spec = read_spec(run_dir)
         if args.attacks:
             spec = dataclasses.replace(spec, eval_attacks=tuple(a for a in args.attacks.split(",") if a))
-        out = paths.out_of_run(run_dir)
-        ticket = find_or_load_ticket(spec, out, args.data_root, must_exist=True)
+        # Rows go to --out, else to the output folder the run sits in.
+        if args.out is not None:
+            out = Path(args.out)
+        elif paths.in_output_folder(run_dir, spec.run_id):
+            out = paths.out_of_run(run_dir)
+        else:
+            raise ValueError(f"{run_dir} is not <out>/runs/{spec.run_id} (a copied or renamed run folder); "
+                             "give --out DIR to say which runs.csv gets its rows")
+        ticket = load_finished_ticket(spec, run_dir, args.data_root)
         results = evaluate_run(ticket, n_eval=args.n_eval, n_eval_aa=args.n_eval_aa, cascade=args.cascade)
         record(ticket, results, out)
         return 0
