@@ -10,10 +10,12 @@ header, filterable by a text box, no network).
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import math
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -21,14 +23,21 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import pandas as pd
 
 from bench.export import export_robustbench_json
+from bench.harness import evaluate_run, load_finished_ticket
 from bench.io import atomic_with, atomic_write
 from bench.results import parse_eps
+from bench.ticket import read_spec
 
 THREATS = ("Linf", "L2")
 # Where local entries record what they wrote, and the first characters that make a CSV cell a formula.
 MANIFEST = ".written-by-bench.txt"
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 PERCENT_RE = re.compile(r"^\d{1,3}(\.\d+)?$")
+# Where an entry comes from: this harness's rows, a submitted file, or a submitted file whose ticket
+# --verify re-evaluated here.
+EVALUATED_HERE, SUBMITTED, VERIFIED = "evaluated here", "submitted", "submitted, verified here"
+# How far (percentage points) a submission's claim may sit above this harness's re-evaluation of its ticket.
+VERIFY_TOLERANCE_PTS = 1.0
 
 # Field -> (allowed types, required). Types are checked exactly (bool is not an int here).
 ROBUSTBENCH_SCHEMA: Dict[str, Tuple[Tuple[type, ...], bool]] = {
@@ -62,20 +71,22 @@ EXTENSION_SCHEMA: Dict[str, Tuple[Tuple[type, ...], bool]] = {
     "run_id": ((str,), False),
     "n_eval": ((int,), False),
     "evaluations": ((list,), False),
+    "ticket": ((str,), False),
 }
 SCHEMA = {**ROBUSTBENCH_SCHEMA, **EXTENSION_SCHEMA}
 CSV_COLUMNS = ("dataset", "threat_model", "eps", "rank", "method", "name", "architecture", "width", "sparsity", "density",
                "clean_acc", "robust_acc", "autoattack_acc", "reported", "attacks", "n_eval", "randomized", "eot_iter",
-               "non_adaptive", "unreliable", "flags", "run_id", "source")
+               "non_adaptive", "unreliable", "flags", "run_id", "source", "entry")
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One validated leaderboard entry and where it came from."""
+    """One validated leaderboard entry, its file and where it came from (``EVALUATED_HERE``, ``SUBMITTED``, ``VERIFIED``)."""
 
     info: Dict[str, Any]
     threat: str
     source: str
+    origin: str = SUBMITTED
 
     @property
     def robust(self) -> float:
@@ -90,8 +101,14 @@ def _pct(value: Optional[str]) -> Optional[float]:
     return None if value is None else float(value)
 
 
-def validate_entry(info: Any, where: str) -> Dict[str, Any]:
-    """Check a model-info dict against the schema; raise ``ValueError`` naming the field."""
+def validate_entry(info: Any, where: str, submitted: bool = True) -> Dict[str, Any]:
+    """Check a model-info dict against the schema; raise ``ValueError`` naming the field.
+
+    A ``submitted`` entry's figures must also be consistent with each other
+    (its worst case at most each attack's figure). Entries evaluated here are
+    exempt: their PGD/CW rows cover ``n_eval`` examples and the worst case
+    only AutoAttack's subset, so the figures are of different example sets.
+    """
     if not isinstance(info, dict):
         raise ValueError(f"{where}: an entry must be a JSON object, got {type(info).__name__}")
     unknown = sorted(set(info) - set(SCHEMA))
@@ -142,10 +159,16 @@ def validate_entry(info: Any, where: str) -> Dict[str, Any]:
     for name in ("reported", "autoattack_acc", "external"):
         if info.get(name) is not None and float(info[name]) > clean + 1e-9:
             raise ValueError(f"{where}: field {name!r} ({info[name]}) is above clean_acc ({info['clean_acc']})")
+    # The worst case over every attack cannot beat any one of them (on one set of examples).
+    if submitted and info.get("external") is not None:
+        for name in ("autoattack_acc", "reported"):
+            if info.get(name) is not None and float(info["external"]) > float(info[name]) + 1e-9:
+                raise ValueError(f"{where}: field 'external' ({info['external']}) is above {name} ({info[name]}); "
+                                 "external is the worst case over every attack, so it is at most each of them")
     return info
 
 
-def load_entry(path: Union[str, Path], threat: Optional[str] = None) -> Entry:
+def load_entry(path: Union[str, Path], threat: Optional[str] = None, origin: str = SUBMITTED) -> Entry:
     """Read and validate one entry file (threat from the field, the argument, or Linf)."""
     path = Path(path)
     try:
@@ -154,8 +177,8 @@ def load_entry(path: Union[str, Path], threat: Optional[str] = None) -> Entry:
         raise ValueError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a UTF-8 text file") from None
-    info = validate_entry(info, str(path))
-    return Entry(info, str(info.get("threat_model") or threat or "Linf"), str(path))
+    info = validate_entry(info, str(path), submitted=origin != EVALUATED_HERE)
+    return Entry(info, str(info.get("threat_model") or threat or "Linf"), str(path), origin)
 
 
 def load_submissions(folder: Union[str, Path]) -> List[Entry]:
@@ -165,6 +188,9 @@ def load_submissions(folder: Union[str, Path]) -> List[Entry]:
         raise ValueError(f"submissions folder not found: {folder}")
     entries = []
     for path in sorted(folder.rglob("*.json")):
+        # A ticket's run folder shipped with an entry (its spec.json, eval cache) holds no entries.
+        if any((folder / parent / "spec.json").exists() for parent in path.relative_to(folder).parents if parent != Path(".")):
+            continue
         threat = next((p for p in reversed(path.relative_to(folder).parts[:-1]) if p in THREATS), None)
         entries.append(load_entry(path, threat))
     return entries
@@ -188,8 +214,48 @@ def local_entries(rows: pd.DataFrame, entries_dir: Union[str, Path]) -> List[Ent
     out = []
     for p in paths:
         threat = p.parent.name if p.parent.name in THREATS else "Linf"
-        out.append(load_entry(p, threat))
+        out.append(load_entry(p, threat, EVALUATED_HERE))
     return out
+
+
+def verify_entry(entry: Entry, folder: Union[str, Path], data_root: Optional[str] = None) -> Entry:
+    """Re-evaluate a submission's ticket with its spec's attacks (RobustBench re-runs claims).
+
+    The entry's ``ticket`` field names the run folder, relative to the entry
+    file and inside the submissions ``folder``. A claimed clean or worst-case
+    robust accuracy more than ``VERIFY_TOLERANCE_PTS`` above the re-evaluation
+    is a ValueError saying by how much; otherwise the entry is ranked by the
+    lower of the two figures. The evaluation cache goes to a temporary folder:
+    nothing is written next to the submission.
+    """
+    where = entry.source
+    if not entry.info.get("ticket"):
+        raise ValueError(f"{where}: --verify needs a 'ticket' field: the ticket's run folder, relative to this file")
+    root = Path(folder).resolve()
+    run_dir = (Path(entry.source).parent / entry.info["ticket"]).resolve()
+    if not run_dir.is_relative_to(root):
+        raise ValueError(f"{where}: field 'ticket' ({entry.info['ticket']!r}) points outside the submissions folder {folder}")
+    spec = read_spec(run_dir).resolve()
+    # The claim must be about this ticket's threat model.
+    if spec.dataset != entry.info["dataset"] or not math.isclose(spec.eps_value, parse_eps(entry.info["eps"]), abs_tol=1e-6):
+        raise ValueError(f"{where}: the entry claims {entry.info['dataset']} at eps {entry.info['eps']}, its ticket's spec "
+                         f"is {spec.dataset} at eps {spec.eps_value:.6g}")
+    ticket = load_finished_ticket(spec, run_dir, data_root)
+    n_eval = entry.info.get("n_eval") or spec.n_eval
+    with tempfile.TemporaryDirectory(prefix="bench-verify-") as scratch:
+        results = evaluate_run(dataclasses.replace(ticket, run_dir=Path(scratch)), n_eval=n_eval)
+    measured_robust = 100 * min(r.robust_acc for r in results)
+    measured_clean = 100 * results[0].clean_acc
+    attacks = "+".join(r.attack for r in results if r.attack != "worst_case")
+    checks = (("clean accuracy", float(entry.info["clean_acc"]), measured_clean),
+              ("worst-case robust accuracy", entry.robust, measured_robust))
+    for what, claimed, measured in checks:
+        if claimed > measured + VERIFY_TOLERANCE_PTS:
+            raise ValueError(f"{where}: claim rejected: {what} {claimed:.2f}% claimed, {measured:.2f}% re-evaluated here "
+                             f"({attacks} on {results[0].n_eval} examples): {claimed - measured:.2f} points above "
+                             f"(tolerance {VERIFY_TOLERANCE_PTS:g})")
+    info = {**entry.info, "external": f"{min(entry.robust, measured_robust):.2f}"}
+    return Entry(info, entry.threat, entry.source, VERIFIED)
 
 
 def rank_entries(entries: Sequence[Entry]) -> pd.DataFrame:
@@ -213,7 +279,7 @@ def rank_entries(entries: Sequence[Entry]) -> pd.DataFrame:
             "attacks": "+".join(str(ev.get("attack")) for ev in evaluations if isinstance(ev, dict) and ev.get("attack") != "worst_case"),
             "n_eval": info.get("n_eval"), "randomized": info["randomized"], "eot_iter": info["eot_iter"],
             "non_adaptive": info["non_adaptive"], "unreliable": info["unreliable"], "flags": info["flags"],
-            "run_id": run_id or "", "source": e.source,
+            "run_id": run_id or "", "source": e.origin, "entry": e.source,
         })
     df = pd.DataFrame(records, columns=list(CSV_COLUMNS) + ["eps_value"])
     if df.empty:
@@ -233,7 +299,7 @@ HTML_COLUMNS = (("rank", "#"), ("method", "method"), ("architecture", "architect
                 ("sparsity", "sparsity"), ("clean_acc", "clean (%)"), ("robust_acc", "worst-case robust (%)"),
                 ("autoattack_acc", "AutoAttack (%)"), ("reported", "PGD-20 (%)"), ("attacks", "attacks"),
                 ("n_eval", "n_eval"), ("randomized", "randomized"), ("non_adaptive", "non-adaptive"), ("flags", "flags"),
-                ("run_id", "run"))
+                ("source", "source"), ("run_id", "run"))
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em;color:#222}
@@ -333,11 +399,16 @@ def neutralise(cell: Any) -> Any:
 
 
 def build_leaderboard(rows: Optional[pd.DataFrame], out_dir: Union[str, Path],
-                      submissions: Optional[Union[str, Path]] = None) -> Dict[str, Any]:
-    """Export local entries, merge submissions, rank, and write csv + html; returns what was written."""
+                      submissions: Optional[Union[str, Path]] = None, verify: bool = False,
+                      data_root: Optional[str] = None) -> Dict[str, Any]:
+    """Export local entries, merge submissions (re-evaluated with ``verify``), rank, and write csv + html."""
     out_dir = Path(out_dir)
-    # Validate submissions first, so a bad file stops everything before any output is written.
+    # Validate (and verify) submissions first, so a bad one stops everything before any output is written.
     submitted = load_submissions(submissions) if submissions is not None else []
+    if verify:
+        if submissions is None:
+            raise ValueError("--verify re-evaluates submissions: give --submissions DIR")
+        submitted = [verify_entry(e, submissions, data_root) for e in submitted]
     entries = local_entries(rows, out_dir / "entries") if rows is not None and not rows.empty else []
     board = rank_entries(entries + submitted)
     out_dir.mkdir(parents=True, exist_ok=True)

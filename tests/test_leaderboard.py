@@ -88,6 +88,8 @@ def test_entry_jsons_have_robustbench_and_extended_fields(tmp_path: Path) -> Non
 
 def test_ties_share_a_rank(tmp_path: Path) -> None:
     rows = tidy_rows()
+    # a1's worst case ties a2's (the per-attack figures stay at or above the worst case, as they must).
+    rows.loc[rows["run_id"] == "a10000000000", "robust_acc"] = 0.58
     rows.loc[(rows["run_id"] == "a10000000000") & (rows["attack"] == "worst_case"), "robust_acc"] = 0.57
     board = build_leaderboard(rows, tmp_path / "lb")["board"]
     fm = board[board["dataset"] == "fashion-mnist"]
@@ -103,7 +105,7 @@ def test_submissions_are_merged_and_ranked(tmp_path: Path) -> None:
     fm = result["board"][result["board"]["dataset"] == "fashion-mnist"]
     # No 'external' field: its worst case is the lowest robust figure it gives (AutoAttack 53.50).
     assert list(fm["method"]) == ["hydra", "their-method", "rst", "lwm"]
-    assert fm.iloc[1]["robust_acc"] == 53.5 and fm.iloc[1]["source"].endswith("theirs.json")
+    assert fm.iloc[1]["robust_acc"] == 53.5 and fm.iloc[1]["entry"].endswith("theirs.json") and fm.iloc[1]["source"] == "submitted"
 
 
 def write(folder: Path, name: str, text: str) -> Path:
@@ -230,3 +232,67 @@ def test_html_page_sorts_and_filters_in_chromium(tmp_path: Path, browser: webdri
     box.send_keys("hydra")
     visible = [r for r in browser.find_elements(By.CSS_SELECTOR, "table.board tbody tr") if r.is_displayed()]
     assert len(visible) == 1 and "hydra" in visible[0].text
+
+
+def test_external_above_an_attack_is_refused() -> None:
+    """A worst case above AutoAttack's (or PGD's) own figure is a claim nobody could have measured."""
+    with pytest.raises(ValueError, match=r"'external' \(80.00\) is above autoattack_acc \(5.00\)"):
+        validate_entry(submission(external="80.00", autoattack_acc="5.00"), "x.json")
+    with pytest.raises(ValueError, match=r"'external' \(56.00\) is above reported \(55.00\)"):
+        validate_entry(submission(external="56.00", autoattack_acc=None), "x.json")
+    assert validate_entry(submission(external="50.00"), "x.json")["external"] == "50.00"
+
+
+TINY_RUN = ["--arch", "mlp", "--width", "0.1", "--epochs", "1", "--train-steps", "1", "--n-train", "300",
+            "--n-eval", "60", "--eval-attacks", "pgd20", "--device", "cpu", "--batch-size", "100"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
+    """A tiny finished ticket's run folder and its measured clean and PGD-20 accuracy (percent)."""
+    out = tmp_path_factory.mktemp("verify-run")
+    assert main(["run", "--out", str(out), *TINY_RUN]) == 0
+    rows = pd.read_csv(out / "runs.csv")
+    row = rows[rows["attack"] == "pgd20"].iloc[0]
+    return {"run": next((out / "runs").iterdir()), "clean": 100 * row["clean_acc"], "robust": 100 * row["robust_acc"]}
+
+
+def _submit(folder: Path, run: Path, **claims: Any) -> Path:
+    """A submissions folder holding a copy of ``run`` and one entry naming it, with ``claims``."""
+    folder.mkdir()
+    shutil.copytree(run, folder / "ticket")
+    (folder / "entry.json").write_text(json.dumps(submission(ticket="ticket", n_eval=60, autoattack_acc=None, **claims)))
+    return folder
+
+
+def test_verify_confirms_an_honest_claim(finished_run: Dict[str, Any], tmp_path: Path) -> None:
+    """The re-evaluation reproduces the run's own figures, so its claim stands, marked verified."""
+    subs = _submit(tmp_path / "subs", finished_run["run"], clean_acc=f"{finished_run['clean']:.2f}",
+                   reported=f"{finished_run['robust']:.2f}")
+    before = sorted(p.relative_to(subs) for p in subs.rglob("*"))
+    build_leaderboard(None, tmp_path / "lb", subs, verify=True)
+    board = pd.read_csv(tmp_path / "lb" / "leaderboard.csv")
+    assert list(board["source"]) == ["submitted, verified here"]
+    assert board["robust_acc"].iloc[0] == pytest.approx(finished_run["robust"], abs=0.01)
+    # Nothing was written next to the submission (the evaluation cache went to a temporary folder).
+    assert sorted(p.relative_to(subs) for p in subs.rglob("*")) == before
+
+
+def test_verify_rejects_an_inflated_claim_saying_by_how_much(finished_run: Dict[str, Any], tmp_path: Path) -> None:
+    assert finished_run["clean"] - finished_run["robust"] > 5, "the tiny ticket must leave room for a false claim"
+    claimed = finished_run["robust"] + 5
+    subs = _submit(tmp_path / "subs", finished_run["run"], clean_acc=f"{finished_run['clean']:.2f}", reported=f"{claimed:.2f}")
+    with pytest.raises(ValueError, match=r"claim rejected: worst-case robust accuracy .* claimed, .* re-evaluated here "
+                                         r"\(pgd20 on 60 examples\): 5.00 points above"):
+        build_leaderboard(None, tmp_path / "lb", subs, verify=True)
+    assert not (tmp_path / "lb").exists()
+
+
+@pytest.mark.parametrize("ticket, message", [(None, "needs a 'ticket' field"), ("../elsewhere", "points outside")])
+def test_verify_needs_a_ticket_inside_the_folder(ticket: Any, message: str, tmp_path: Path) -> None:
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    entry = submission() if ticket is None else submission(ticket=ticket)
+    (subs / "entry.json").write_text(json.dumps(entry))
+    with pytest.raises(ValueError, match=message):
+        build_leaderboard(None, tmp_path / "lb", subs, verify=True)

@@ -21,13 +21,17 @@ def add(sub: argparse._SubParsersAction) -> None:
                    help="folder of submitted entry JSON files to merge (each validated; a bad one is an error)")
     p.add_argument("--where", action="append", default=[], metavar="COL=VALUE",
                    help="keep rows where COL equals VALUE (a,b = either; COL!=VALUE excludes); repeatable")
+    p.add_argument("--verify", action="store_true",
+                   help="re-evaluate each submission's ticket (its 'ticket' field) with its spec's attacks and reject a "
+                        "claim the re-evaluation contradicts")
+    p.add_argument("--data-root", default=None, help="folder with full datasets (for --verify)")
     p.add_argument("--robustbench-json", default=None, metavar="DIR",
                    help="also write one RobustBench model-info JSON per ticket under DIR/<dataset>/<threat>/")
 
     def run(args: argparse.Namespace) -> int:
         csvs = args.csv or ([] if args.submissions else ["results/runs.csv"])
         rows = apply_filters(load_rows(csvs), args.where) if csvs else None
-        result = build_leaderboard(rows, args.out, args.submissions)
+        result = build_leaderboard(rows, args.out, args.submissions, args.verify, args.data_root)
         if args.robustbench_json and rows is not None:
             export_robustbench_json(rows, args.robustbench_json)
             print(f"wrote RobustBench JSON files under {args.robustbench_json}")
