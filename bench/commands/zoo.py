@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from pathlib import Path
 
 from bench.commands import COMMANDS
 from bench.export import export_robustbench_json
-from bench.results import read_rows
+from bench.tables import load_rows
 from bench.zoo import ZooSpec, checkpoint_paths, run_zoo, zoo_models
 
 DEFAULT_MODEL_DIR = "models"
@@ -83,9 +82,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--include-zoo", action="store_true", help="also export rows of RobustBench zoo models")
 
     def run(args: argparse.Namespace) -> int:
-        if not Path(args.runs_csv).is_file():
-            raise ValueError(f"runs file not found: {args.runs_csv}")
-        paths = export_robustbench_json(read_rows(Path(args.runs_csv)), args.out_dir, include_zoo=args.include_zoo)
+        paths = export_robustbench_json(load_rows([args.runs_csv]), args.out_dir, include_zoo=args.include_zoo)
         for path in paths:
             print(path)
         print(f"{len(paths)} model-info file(s) -> {args.out_dir}")
