@@ -240,3 +240,51 @@ def test_eps_formatter_writes_whole_steps_of_1_255() -> None:
 
     assert format_eps(5 / 255) == "5/255" and format_eps(8 / 255) == "8/255" and format_eps(0.1) == "0.1"
     assert parse_eps(format_eps(5 / 255)) == pytest.approx(5 / 255)
+
+
+@pytest.mark.parametrize("method", ["dense-at", "dense-at-matched"])
+def test_dense_methods_default_to_sparsity_zero(method: str) -> None:
+    """`bench run --method dense-at` works without --sparsity; a ticket method keeps the default 0.9."""
+    from bench.spec import RunSpec
+
+    assert RunSpec.from_dict({"method": method}).sparsity == 0.0
+    assert RunSpec.from_dict({"method": "rst"}).sparsity == 0.9
+    with pytest.raises(ValueError, match="--sparsity must be 0"):
+        RunSpec.from_dict({"method": method, "sparsity": 0.9})
+
+
+def test_legal_but_surprising_specs_warn() -> None:
+    """Zero epochs, and a --data-root the embedded subset never reads, each get one warning line."""
+    from bench.commands.run import spec_warnings
+    from bench.spec import RunSpec
+
+    assert spec_warnings(RunSpec(), None) == []
+    assert any("trains nothing" in w for w in spec_warnings(RunSpec(epochs=0), None))
+    assert any("is not read" in w for w in spec_warnings(RunSpec(), "/data"))
+    assert spec_warnings(RunSpec(data_source="full"), "/data") == []
+
+
+def test_memory_bound_counts_parameters_without_allocating() -> None:
+    """The estimate is the model's parameter count times the copies a search holds; too large is refused."""
+    import torch
+
+    from bench.harness import SEARCH_PARAMETER_COPIES, check_memory
+    from bench.spec import RunSpec
+    from bench.ticket import empty_model
+
+    spec = RunSpec(arch="mlp", width=0.5).resolve()
+    n_params = sum(p.numel() for p in empty_model(spec).parameters())
+    assert check_memory(spec, torch.device("cpu")) == n_params * 4 * SEARCH_PARAMETER_COPIES
+    with pytest.raises(ValueError, match="width 1000: convnet has .* lower --width"):
+        check_memory(RunSpec(width=1000).resolve(), torch.device("cpu"))
+
+
+def test_a_copied_run_folder_is_evaluated_into_out(tmp_path: Path) -> None:
+    """A run folder kept outside <out>/runs/ is evaluated with --out saying which runs.csv gets the rows."""
+    import shutil
+
+    assert main(["run", "--out", str(tmp_path / "a"), *TINY_FLAGS]) == 0
+    copy = tmp_path / "kept" / "my-ticket"
+    shutil.copytree(next((tmp_path / "a" / "runs").iterdir()), copy)
+    assert main(["eval", str(copy), "--out", str(tmp_path / "b"), "--attacks", "fgsm"]) == 0
+    assert set(pd.read_csv(tmp_path / "b" / "runs.csv")["attack"]) == {"fgsm"}

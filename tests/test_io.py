@@ -86,3 +86,47 @@ def test_store_survives_a_kill_between_its_two_files(tmp_path: Path) -> None:
     (tmp_path / "clean.json").unlink()
     again = Store(tmp_path / "clean", spec, {})
     assert again["tried"].tolist() == [True, True, False, False]
+
+
+WRITER = """
+import sys, torch
+from bench.io import atomic_save, atomic_write
+target, kind = sys.argv[1], sys.argv[2]
+blobs = [bytes([65]) * 4_000_000, bytes([66]) * 3_000_000]
+print("ready", flush=True)
+i = 0
+while True:
+    if kind == "bytes":
+        atomic_write(target, blobs[i % 2])
+    else:
+        atomic_save(target, {"w": torch.full((500_000,), float(i % 2))})
+    i += 1
+"""
+
+
+@pytest.mark.parametrize("kind", ["bytes", "torch"])
+def test_a_sigkill_during_writes_never_leaves_a_torn_file(kind: str, tmp_path: Path) -> None:
+    """A writer killed (SIGKILL) at random moments while rewriting one file: the file is always one whole version."""
+    import random
+    import signal
+    import time
+
+    import torch
+
+    target = tmp_path / ("blob.bin" if kind == "bytes" else "ticket.pt")
+    rng = random.Random(0)
+    for _ in range(4):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target), kind], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.05, 0.4))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if not target.exists():
+            continue
+        if kind == "bytes":
+            data = target.read_bytes()
+            assert data in (b"A" * 4_000_000, b"B" * 3_000_000), f"torn file of {len(data)} bytes"
+        else:
+            w = torch.load(target, weights_only=True)["w"]
+            assert w.numel() == 500_000 and w.unique().numel() == 1
+    assert target.exists(), "the writer never finished one write in 4 tries"
