@@ -11,11 +11,10 @@ import os
 import sys
 from typing import NoReturn, Optional, Sequence
 
-from bench.commands import COMMANDS
-from bench.commands.listing import registry_listing
-from bench.train import TrainingDivergedError
+from bench.commands import COMMANDS, command_summaries
+from bench.errors import TrainingDivergedError
 
-__all__ = ["build_parser", "main", "registry_listing"]
+__all__ = ["build_parser", "main", "summary_parser"]
 
 # oneDNN primitives cached per input shape (CPU). Early-stopping PGD shrinks its
 # batch at every step, so the default cache (1024 primitives) filled with one
@@ -40,21 +39,40 @@ def package_version() -> str:
         return "unknown"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every registered subcommand."""
+def _top_parser() -> argparse.ArgumentParser:
+    """The top-level parser without subcommands."""
     parser = OneLineErrorParser(prog="bench", description="Benchmark harness for robust tickets.")
     parser.add_argument("--version", action="version", version=f"bench (robust-tickets) {package_version()}")
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every registered subcommand."""
+    parser = _top_parser()
     sub = parser.add_subparsers(dest="command", required=True)
     for _name, entry in COMMANDS.items():
         entry.obj(sub)
     return parser
 
 
+def summary_parser() -> argparse.ArgumentParser:
+    """The top-level parser with each subcommand's name and help only (nothing imported: ``bench --help`` is fast)."""
+    parser = _top_parser()
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in command_summaries().items():
+        sub.add_parser(name, help=help_text)
+    return parser
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``bench`` console script."""
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # Top-level help, --version, no or an unknown command: answered from the sources, before torch is imported.
+    if not words or words[0] not in command_summaries():
+        summary_parser().parse_args(words)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(words)
     try:
         code = args.func(args)
     except TrainingDivergedError as exc:

@@ -24,14 +24,10 @@ from tqdm.auto import tqdm
 from bench import paths
 from bench.attacks import PGD
 from bench.data import DataBundle, Split, batches
+from bench.errors import TrainingDivergedError
 from bench.io import atomic_save
 from bench.spec import RunSpec
 from bench.trainers import TRAINERS
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss became NaN/inf or exploded."""
-
 
 # RunSpec fields a training stage reads; TrainConfig has a field of the same name for each.
 SPEC_TRAIN_FIELDS = ("epochs", "lr", "batch_size", "optimizer", "momentum", "weight_decay", "lr_schedule",

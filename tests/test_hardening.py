@@ -288,3 +288,23 @@ def test_a_copied_run_folder_is_evaluated_into_out(tmp_path: Path) -> None:
     shutil.copytree(next((tmp_path / "a" / "runs").iterdir()), copy)
     assert main(["eval", str(copy), "--out", str(tmp_path / "b"), "--attacks", "fgsm"]) == 0
     assert set(pd.read_csv(tmp_path / "b" / "runs.csv")["attack"]) == {"fgsm"}
+
+
+def test_top_level_help_does_not_import_torch() -> None:
+    """`bench --help` and `bench --version` answer from the sources (torch takes seconds to import)."""
+    code = ("import sys\nfrom bench.cli import main\nfor argv in (['--help'], ['--version']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\nprint('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"
+
+
+def test_command_summaries_agree_with_the_registry() -> None:
+    """The names and help read from the sources are those of the imported subcommands."""
+    import argparse
+
+    from bench.cli import build_parser
+    from bench.commands import command_summaries
+
+    action = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    imported = {c.dest: c.help for c in action._choices_actions}
+    assert command_summaries() == dict(sorted(imported.items()))

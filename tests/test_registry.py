@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench.attacks import ATTACKS
-from bench.cli import registry_listing
+from bench.commands.listing import registry_listing
 from bench.data import DATASETS
 from bench.models import MODELS
 from bench.registry import Registry

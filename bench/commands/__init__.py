@@ -6,8 +6,30 @@ adds its parser and sets ``func`` (returning the exit code), and calls
 this package on first use, so a new subcommand is one file here.
 """
 import argparse
-from typing import Callable
+import ast
+from pathlib import Path
+from typing import Callable, Dict
 
 from bench.registry import Registry
 
 COMMANDS: Registry[Callable[[argparse._SubParsersAction], None]] = Registry("command", plugins=("bench.commands",))
+
+
+def command_summaries() -> Dict[str, str]:
+    """Each subcommand's name and one-line help, read from this package's sources without importing them.
+
+    ``bench --help`` and ``bench --version`` use this, so they answer without
+    importing torch; a module's ``sub.add_parser("name", help="...")`` call is
+    what is read (tests check it agrees with the imported registry).
+    """
+    found: Dict[str, str] = {}
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            # sub.add_parser("<name>", help="<one line>")
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_parser"
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "sub"
+                    and node.args and isinstance(node.args[0], ast.Constant)):
+                help_text = next((k.value.value for k in node.keywords
+                                  if k.arg == "help" and isinstance(k.value, ast.Constant)), "")
+                found[str(node.args[0].value)] = str(help_text)
+    return dict(sorted(found.items()))
