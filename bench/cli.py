@@ -64,6 +64,12 @@ def summary_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _say(message: str) -> None:
+    """One line on stderr, starting at the left edge even over a progress bar's remains on a terminal."""
+    clear = "\r\x1b[K" if sys.stderr.isatty() else ""
+    print(f"{clear}{message}", file=sys.stderr)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``bench`` console script."""
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
@@ -76,12 +82,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         code = args.func(args)
     except TrainingDivergedError as exc:
-        print(f"bench: run failed: {exc}", file=sys.stderr)
+        _say(f"bench: run failed: {exc}")
         return 1
     except ValueError as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
+        _say(f"bench: error: {exc}")
         return 2
     except KeyboardInterrupt:
-        print("\nbench: interrupted; finished work is kept, rerun the same command to resume", file=sys.stderr)
+        _say("bench: interrupted; finished work is kept, rerun the same command to resume")
         return 130
     return int(code or 0)

@@ -155,14 +155,16 @@ def record_chunk(store: Store, chunk: Chunk, logits: torch.Tensor) -> None:
 
 
 def run_attack(model: nn.Module, test: Split, attack: Attack, store: Store, need: torch.Tensor,
-               device: torch.device, batch_size: int) -> None:
-    """Attack every example in ``need`` (bool over the first n) not yet tried, chunk by chunk."""
+               device: torch.device, batch_size: int, label: str = "") -> None:
+    """Attack every example in ``need`` (bool over the first n) not yet tried, chunk by chunk (a bar counts points)."""
     store.grow(len(need))
     todo = (need & ~store["tried"][: len(need)]).nonzero().squeeze(1)
-    for chunk in attack_chunks(model, test, attack, todo, device, batch_size):
-        with torch.no_grad():
-            logits = model(chunk.x_adv)
-        record_chunk(store, chunk, logits)
+    with tqdm(total=len(todo), desc=label or attack.label, unit="pt", leave=False, disable=len(todo) == 0) as bar:
+        for chunk in attack_chunks(model, test, attack, todo, device, batch_size):
+            with torch.no_grad():
+                logits = model(chunk.x_adv)
+            record_chunk(store, chunk, logits)
+            bar.update(len(chunk.sel))
 
 
 def _stats(store: Store, flags: torch.Tensor, tried: torch.Tensor) -> Dict[str, Any]:
@@ -263,18 +265,20 @@ def evaluate(model: nn.Module, test: Split, attacks: Sequence[str], eps: float, 
     stores: Dict[str, Store] = {}
     rows: List[Tuple[str, Attack, int, str, torch.Tensor]] = []
     done: List[str] = []
-    for name, attack, n in tqdm(order, desc="attacks", unit="attack", leave=False):
-        store = stores[name] = attack_store(folder, name, attack)
-        need = prior[:n] if (cascade and attack.cascade_only) else correct[:n]
-        run_attack(model, test, attack, store, need, device, batch_size)
-        tried, robust = store["tried"][:n], store["robust"][:n]
-        if bool((tried | ~correct[:n]).all()):
-            flags, scope = correct[:n] & robust, "alone"
-        else:
-            flags, scope = prior[:n] & robust, "after:" + "+".join(done)
-        prior[:n] &= flags
-        rows.append((name, attack, n, scope, flags))
-        done.append(name)
+    with tqdm(order, desc="attacks", unit="attack", leave=False) as bar:
+        for name, attack, n in bar:
+            bar.set_postfix_str(name)
+            store = stores[name] = attack_store(folder, name, attack)
+            need = prior[:n] if (cascade and attack.cascade_only) else correct[:n]
+            run_attack(model, test, attack, store, need, device, batch_size, label=name)
+            tried, robust = store["tried"][:n], store["robust"][:n]
+            if bool((tried | ~correct[:n]).all()):
+                flags, scope = correct[:n] & robust, "alone"
+            else:
+                flags, scope = prior[:n] & robust, "after:" + "+".join(done)
+            prior[:n] &= flags
+            rows.append((name, attack, n, scope, flags))
+            done.append(name)
 
     # Probes (cached beside the stores): convergence and eps on clean-correct examples; APGD-CE for aa_above_pgd.
     # (A model stuck in training mode is flagged `train_mode`; probing it would measure nothing.)

@@ -219,35 +219,38 @@ def train(
         compute = Compute(float(ck["seconds"]), int(ck["passes"]))
         history = [dict(h) for h in ck["history"]]
 
-    for epoch in tqdm(range(start_epoch, cfg.epochs), desc=desc, unit="epoch", leave=False, initial=start_epoch, total=cfg.epochs):
-        t0 = time.perf_counter()
-        gen = torch.Generator().manual_seed(seed * 1000 + epoch)
-        losses = []
-        # One epoch over shuffled training batches.
-        for step, (x, y) in enumerate(batches(data.train, cfg.batch_size, device, generator=gen, augment=cfg.augment)):
+    # The bar is closed (and cleared) even when the loop raises, so an error line starts on a clean line.
+    with tqdm(range(start_epoch, cfg.epochs), desc=desc, unit="epoch", leave=False, initial=start_epoch,
+              total=cfg.epochs) as epochs:
+        for epoch in epochs:
+            t0 = time.perf_counter()
+            gen = torch.Generator().manual_seed(seed * 1000 + epoch)
+            losses = []
+            # One epoch over shuffled training batches.
+            for step, (x, y) in enumerate(batches(data.train, cfg.batch_size, device, generator=gen, augment=cfg.augment)):
+                refresh()
+                step_attack = dataclasses.replace(attack, seed=(seed * 1000 + epoch) * 100_000 + step)
+                loss, passes = train_step(model, x, y, opt, cfg, step_attack, gen)
+                # Divergence guard: stop with a clear error, never train on NaN.
+                if not math.isfinite(loss) or loss > 1e4:
+                    raise TrainingDivergedError(f"{desc}: loss became {loss:.4g} at epoch {epoch}; lower --lr")
+                sched.step()
+                compute.passes += passes
+                losses.append(loss)
+            # Model selection on the validation split.
             refresh()
-            step_attack = dataclasses.replace(attack, seed=(seed * 1000 + epoch) * 100_000 + step)
-            loss, passes = train_step(model, x, y, opt, cfg, step_attack, gen)
-            # Divergence guard: stop with a clear error, never train on NaN.
-            if not math.isfinite(loss) or loss > 1e4:
-                raise TrainingDivergedError(f"{desc}: loss became {loss:.4g} at epoch {epoch}; lower --lr")
-            sched.step()
-            compute.passes += passes
-            losses.append(loss)
-        # Model selection on the validation split.
-        refresh()
-        model.eval()
-        val_clean = accuracy(model, val, device)
-        val_robust = robust_accuracy(model, val, val_attack, device) if TRAINERS.get(cfg.trainer).adversarial else val_clean
-        compute.seconds += time.perf_counter() - t0
-        history.append({"epoch": epoch, "loss": sum(losses) / max(1, len(losses)), "val_clean": val_clean, "val_robust": val_robust})
-        if val_robust > best["val_robust"]:
-            best = {"epoch": epoch, "val_robust": val_robust, "val_clean": val_clean}
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        # Atomic per-epoch checkpoint (resume point).
-        atomic_save(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                                "best_state": best_state, "epoch": epoch, "best": best, "seconds": compute.seconds,
-                                "passes": compute.passes, "history": history})
+            model.eval()
+            val_clean = accuracy(model, val, device)
+            val_robust = robust_accuracy(model, val, val_attack, device) if TRAINERS.get(cfg.trainer).adversarial else val_clean
+            compute.seconds += time.perf_counter() - t0
+            history.append({"epoch": epoch, "loss": sum(losses) / max(1, len(losses)), "val_clean": val_clean, "val_robust": val_robust})
+            if val_robust > best["val_robust"]:
+                best = {"epoch": epoch, "val_robust": val_robust, "val_clean": val_clean}
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            # Atomic per-epoch checkpoint (resume point).
+            atomic_save(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                                    "best_state": best_state, "epoch": epoch, "best": best, "seconds": compute.seconds,
+                                    "passes": compute.passes, "history": history})
 
     model.load_state_dict(best_state)
     refresh()

@@ -308,3 +308,26 @@ def test_command_summaries_agree_with_the_registry() -> None:
     action = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     imported = {c.dest: c.help for c in action._choices_actions}
     assert command_summaries() == dict(sorted(imported.items()))
+
+
+def test_autoattack_progress_names_the_sub_attack_and_its_points(capsys: pytest.CaptureFixture) -> None:
+    """AutoAttack's bar says which sub-attack runs on how many points (it used to sit at 0/1 for minutes)."""
+    import torch
+
+    from bench.attacks import ATTACKS
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)).eval()
+    x, y = torch.rand(6, 1, 4, 4), torch.randint(0, 3, (6,))
+    attack = ATTACKS.get("autoattack-custom")(0.01, attacks=("apgd-ce",))
+    attack.perturb_detailed(model, x, y)
+    err = capsys.readouterr().err
+    assert "AutoAttack custom" in err and "apgd-ce on 6 of 6 points" in err, err
+
+
+def test_an_error_after_a_progress_bar_starts_on_a_clean_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A run that diverges mid-epoch: the bar is cleared before the one error line is printed."""
+    assert main(["run", "--out", str(tmp_path), *TINY_FLAGS, "--lr", "1e12", "--method", "dense-at"]) == 1
+    err = capsys.readouterr().err
+    last = [line for line in err.split("\n") if line.strip()][-1]
+    assert last.split("\r")[-1].startswith("bench: run failed:"), repr(last)
