@@ -199,6 +199,12 @@ def cached_probe_flags(model: nn.Module, test: Split, correct: torch.Tensor, eps
     return flags
 
 
+# Examples by which APGD-CE alone may leave more of the probe robust than a CE PGD attack before the cascade's
+# AutoAttack rows are flagged: two different attacks each find an example the other misses now and then (one
+# example of 100 was seen on a healthy MLP, depending on the CPU's thread count); a broken AutoAttack loses dozens.
+APGD_PROBE_SLACK = 1
+
+
 def apgd_probe_flags(model: nn.Module, test: Split, order: Sequence[Tuple[str, Attack, int]], stores: Mapping[str, Store],
                      correct: torch.Tensor, eps: float, seed: int, folder: Optional[Path], device: torch.device,
                      batch_size: int) -> List[str]:
@@ -223,7 +229,7 @@ def apgd_probe_flags(model: nn.Module, test: Split, order: Sequence[Tuple[str, A
     need[idx] = True
     run_attack(model, test, probe, store, need, device, batch_size)
     apgd_robust = int(store["robust"][idx].sum())
-    if any(apgd_robust > int(stores[ref]["robust"][idx].sum()) for ref in refs):
+    if any(apgd_robust > int(stores[ref]["robust"][idx].sum()) + APGD_PROBE_SLACK for ref in refs):
         return [name for name, _ in strong]
     return []
 

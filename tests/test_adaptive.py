@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Tuple
+from typing import Any, List, Tuple
 
 import pytest
 import torch
@@ -239,3 +239,30 @@ def test_switch_rows_get_row_flags() -> None:
     stores = {"pgd20": {"tried": tried, "robust": torch.tensor([1.0, 0.2, 0.0, 0.0]), "broken_by": -torch.ones(4)},
               "autoattack-rand": {"tried": tried, "robust": torch.tensor([1.0, 0.6, 0.4, 0.0]), "broken_by": -torch.ones(4)}}
     assert row_flags(order, stores, tried)["autoattack-rand"] == {"aa_above_pgd"}
+
+
+def test_apgd_probe_allows_one_example_of_disagreement(monkeypatch: pytest.MonkeyPatch) -> None:
+    """APGD-CE alone leaving one probe example more robust than PGD-20 is two attacks' variance, not a broken AA;
+    two more is flagged."""
+    import bench.evaluate as ev
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval()
+    test = Split(torch.rand(10, 1, 4, 4), torch.randint(0, 3, (10,)))
+    order = ev.plan(["pgd20", "apgd-ce"], 0.05, 0, test, 10, 10)
+    correct = torch.ones(10, dtype=torch.bool)
+    pgd = ev.attack_store(None, "pgd20", order[0][1])
+    pgd.grow(10)
+    pgd["tried"][:] = True
+    pgd["robust"][:] = torch.tensor([True] * 4 + [False] * 6)
+
+    def fake_probe(extra: int) -> List[str]:
+        def run(_m: Any, _t: Any, _a: Any, store: Any, need: torch.Tensor, *_args: Any, **_kw: Any) -> None:
+            store.grow(len(need))
+            store["tried"][:] = True
+            store["robust"][:] = torch.arange(10) < 4 + extra
+        monkeypatch.setattr(ev, "run_attack", run)
+        return ev.apgd_probe_flags(model, test, order, {"pgd20": pgd}, correct, 0.05, 0, None, CPU, 500)
+
+    assert fake_probe(1) == []
+    assert fake_probe(2) == ["apgd-ce"]
