@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, List, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -243,6 +243,47 @@ def wrn_28_10(cfg: ModelConfig, f: LayerFactory) -> nn.Module:
 def wrn_34_10(cfg: ModelConfig, f: LayerFactory) -> nn.Module:
     """WRN-34-10."""
     return WideResNet(cfg, f, 34, 10)
+
+
+# VGG-16's convolutions (channels; "M" = 2x2 max-pool), configuration D of Simonyan & Zisserman.
+VGG16_LAYERS: Tuple[Union[int, str], ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+                                            512, 512, 512, "M")
+
+
+class VGG(nn.Module):
+    """VGG with BatchNorm for 32x32 inputs, as HYDRA's and the Adversarial Pruning Benchmark's code builds it.
+
+    3x3 convolutions, each followed by BatchNorm and ReLU; max-pools; a 2x2
+    adaptive average pool; a 256-256 ReLU classifier. ``width`` scales every
+    convolution's channels and the classifier's hidden units.
+    """
+
+    def __init__(self, cfg: ModelConfig, f: LayerFactory, layers: Sequence[Union[int, str]]) -> None:
+        super().__init__()
+        modules: List[nn.Module] = []
+        cin = cfg.in_channels
+        for item in layers:
+            if item == "M":
+                # ceil_mode: identical on 32x32 inputs, and 28x28 ones still reach 1x1 after five pools.
+                modules.append(nn.MaxPool2d(2, ceil_mode=True))
+                continue
+            cout = scaled(int(item), cfg.width)
+            modules += [f.conv(cin, cout, 3, padding=1), f.bn(cout), nn.ReLU()]
+            cin = cout
+        self.features = nn.Sequential(*modules)
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        hidden = scaled(256, cfg.width)
+        self.classifier = nn.Sequential(f.linear(cin * 4, hidden), nn.ReLU(), f.linear(hidden, hidden), nn.ReLU(),
+                                        f.linear(hidden, cfg.num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+
+
+@MODELS.register("vgg16", "VGG-16 with BatchNorm for 32x32 inputs (HYDRA's and APB's second architecture)")
+def vgg16(cfg: ModelConfig, f: LayerFactory) -> nn.Module:
+    """VGG-16 (configuration D) with BatchNorm and width multiplier."""
+    return VGG(cfg, f, VGG16_LAYERS)
 
 
 def build_model(arch: str, cfg: ModelConfig) -> Classifier:

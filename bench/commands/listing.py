@@ -3,19 +3,44 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
 from bench.attacks import ATTACKS
 from bench.commands import COMMANDS
-from bench.data import DATASETS
-from bench.models import MODELS
+from bench.data import DATASETS, dataset_info
+from bench.masking import prunable_layers
+from bench.models import MODELS, ModelConfig, build_model
+from bench.results import format_eps
 from bench.spec import METHODS
 from bench.trainers import TRAINERS
 
+# The input shape the architectures' prunable weights are counted for in `bench list`.
+COUNT_DATASET = "cifar10"
+
+
+def prunable_weights(arch: str, dataset: str = COUNT_DATASET, width: float = 1.0) -> int:
+    """Prunable weights (conv + linear) of ``arch`` at ``width`` for ``dataset``'s inputs, counted on the meta device."""
+    info = dataset_info(dataset)
+    with torch.device("meta"):
+        model = build_model(arch, ModelConfig(info.in_channels, info.num_classes, info.image_size, info.mean, info.std, width))
+    return sum(layer.weight.numel() for _name, layer in prunable_layers(model))
+
 
 def registry_listing() -> str:
-    """Every registry entry with its one-line description."""
-    lines = []
-    for title, reg in (("methods", METHODS), ("datasets", DATASETS), ("architectures", MODELS), ("attacks", ATTACKS),
-                       ("trainers", TRAINERS)):
+    """Every registry entry with its one-line description; datasets with sizes and eps, architectures with sizes."""
+    lines = ["methods:"]
+    lines += [f"  {name:<16} {entry.description}" for name, entry in METHODS.items()]
+    # Datasets: full train/test images, shape and the default L-inf budget.
+    lines.append("datasets:                    train / test   shape    eps")
+    for name, entry in DATASETS.items():
+        info = dataset_info(name)
+        shape = f"{info.in_channels}x{info.image_size}x{info.image_size}"
+        lines.append(f"  {name:<16} {info.train_size:>7,} / {info.test_size:<7,} {shape:<8} {format_eps(info.default_eps):<6} "
+                     f"{entry.description}")
+    # Architectures: prunable weights at width 1 on CIFAR-10 inputs.
+    lines.append(f"architectures:    prunable weights at width 1 ({COUNT_DATASET} inputs)")
+    lines += [f"  {name:<16} {prunable_weights(name):>12,}  {entry.description}" for name, entry in MODELS.items()]
+    for title, reg in (("attacks", ATTACKS), ("trainers", TRAINERS)):
         lines.append(f"{title}:")
         lines += [f"  {name:<16} {entry.description}" for name, entry in reg.items()]
     return "\n".join(lines)

@@ -22,6 +22,7 @@ from typing import Callable, Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 
+from bench.data.formats import CIFAR10, CIFAR100, expected_files, read_cifar, read_svhn
 from bench.registry import Registry
 
 # Where a dataset's images come from: the embedded subset, full data on disk, or the first that exists.
@@ -49,6 +50,9 @@ class DatasetInfo:
     default_eps: float
     has_embedded: bool = False
     augment: bool = False
+    # Images in the full training and test sets (before the validation split).
+    train_size: int = 0
+    test_size: int = 0
 
 
 @dataclass
@@ -173,7 +177,10 @@ def _idx_loader(slug: str, tv_name: str) -> Loader:
         if folder is not None:
             return (*_load_idx_folder(folder), str(folder))
         # 3. torchvision download.
-        return _download_or_fail(slug, tried, lambda: torchvision_download(slug), f" (apt-get install dataset-{slug})")
+        looked_for = ", ".join(f"{name}[.gz]" for name in IDX_NAMES)
+        return _download_or_fail(slug, tried, lambda: torchvision_download(slug),
+                                 f" (apt-get install dataset-{slug}); looked for {looked_for} in each root and its "
+                                 f"{', '.join(d for d in subdirs if d)} folders")
 
     return load
 
@@ -190,47 +197,61 @@ def _download_or_fail(slug: str, tried: List[str], download: Callable[[], Tuple[
         ) from exc
 
 
-def _torchvision_loader(slug: str) -> Loader:
-    """Loader for CIFAR-10/100 and SVHN through torchvision."""
+def _file_loader(slug: str) -> Loader:
+    """Loader for CIFAR-10/100 and SVHN: their original file formats under a root, else torchvision's download."""
 
     def load(source: str, data_root: Optional[str]) -> Tuple[Split, Split, str]:
         if source == "embedded":
             raise ValueError(f"dataset {slug!r} has no embedded subset; use --data-source full")
-        import torchvision.datasets as tvd
-
-        def make(root: Path, download: bool) -> Tuple[Split, Split]:
-            if slug == "svhn":
-                tr = tvd.SVHN(str(root), split="train", download=download)
-                te = tvd.SVHN(str(root), split="test", download=download)
-                return Split(torch.from_numpy(tr.data), torch.from_numpy(tr.labels).long()), Split(torch.from_numpy(te.data), torch.from_numpy(te.labels).long())
-            cls = tvd.CIFAR10 if slug == "cifar10" else tvd.CIFAR100
-            tr, te = cls(str(root), train=True, download=download), cls(str(root), train=False, download=download)
-            return _to_split(tr.data, tr.targets), _to_split(te.data, te.targets)
-
         tried = []
+        # 1. --data-root / $BENCH_DATA_ROOT, then Debian's folder: each root itself and its <dataset> subfolder.
         for root in _root_candidates(data_root) + [DEBIAN_ROOT / slug]:
             tried.append(str(root))
-            try:
-                return (*make(root, download=False), str(root))
-            except (RuntimeError, FileNotFoundError, OSError):
-                continue
-        return _download_or_fail(slug, tried, lambda: make(CACHE_ROOT, download=True), "")
+            for folder in (root, root / slug):
+                found = read_svhn(folder) if slug == "svhn" else read_cifar(folder, CIFAR10 if slug == "cifar10" else CIFAR100)
+                if found is not None:
+                    (xtr, ytr), (xte, yte), where = found
+                    return Split(xtr, ytr), Split(xte, yte), where
+        # 2. torchvision's download into the cache (it checks the archives' md5).
+        return _download_or_fail(slug, tried, lambda: _torchvision_download(slug), f"; looked for {expected_files(slug)}")
 
     return load
+
+
+def _torchvision_download(slug: str) -> Tuple[Split, Split]:
+    """CIFAR-10/100 or SVHN downloaded by torchvision into the cache."""
+    import torchvision.datasets as tvd
+
+    if slug == "svhn":
+        tr, te = (tvd.SVHN(str(CACHE_ROOT), split=split, download=True) for split in ("train", "test"))
+        return (Split(torch.from_numpy(tr.data), torch.from_numpy(tr.labels).long()),
+                Split(torch.from_numpy(te.data), torch.from_numpy(te.labels).long()))
+    cls = tvd.CIFAR10 if slug == "cifar10" else tvd.CIFAR100
+    tr, te = cls(str(CACHE_ROOT), train=True, download=True), cls(str(CACHE_ROOT), train=False, download=True)
+    return _to_split(tr.data, tr.targets), _to_split(te.data, te.targets)
 
 
 MNIST_STATS = ((0.1307,), (0.3081,))
 FMNIST_STATS = ((0.2860,), (0.3530,))
 CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616))
-DATASETS.add("fashion-mnist", (DatasetInfo("fashion-mnist", 10, 1, 28, *FMNIST_STATS, 0.1, has_embedded=True), _idx_loader("fashion-mnist", "FashionMNIST")),
+CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+SVHN_STATS = ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970))
+DATASETS.add("fashion-mnist",
+             (DatasetInfo("fashion-mnist", 10, 1, 28, *FMNIST_STATS, 0.1, has_embedded=True, train_size=60000, test_size=10000),
+              _idx_loader("fashion-mnist", "FashionMNIST")),
              "Fashion-MNIST 28x28 grey, 10 classes; default (embedded 6k/1k subset, or full 60k/10k)")
-DATASETS.add("mnist", (DatasetInfo("mnist", 10, 1, 28, *MNIST_STATS, 0.3), _idx_loader("mnist", "MNIST")),
+DATASETS.add("mnist", (DatasetInfo("mnist", 10, 1, 28, *MNIST_STATS, 0.3, train_size=60000, test_size=10000),
+                       _idx_loader("mnist", "MNIST")),
              "MNIST 28x28 grey, 10 classes (full data only)")
-DATASETS.add("cifar10", (DatasetInfo("cifar10", 10, 3, 32, *CIFAR_STATS, 8 / 255, augment=True), _torchvision_loader("cifar10")),
+DATASETS.add("cifar10", (DatasetInfo("cifar10", 10, 3, 32, *CIFAR_STATS, 8 / 255, augment=True, train_size=50000, test_size=10000),
+                         _file_loader("cifar10")),
              "CIFAR-10 32x32 colour, 10 classes (torchvision)")
-DATASETS.add("cifar100", (DatasetInfo("cifar100", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 8 / 255, augment=True), _torchvision_loader("cifar100")),
+DATASETS.add("cifar100", (DatasetInfo("cifar100", 100, 3, 32, *CIFAR100_STATS, 8 / 255, augment=True, train_size=50000,
+                                      test_size=10000),
+                          _file_loader("cifar100")),
              "CIFAR-100 32x32 colour, 100 classes (torchvision)")
-DATASETS.add("svhn", (DatasetInfo("svhn", 10, 3, 32, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), 8 / 255), _torchvision_loader("svhn")),
+DATASETS.add("svhn", (DatasetInfo("svhn", 10, 3, 32, *SVHN_STATS, 8 / 255, train_size=73257, test_size=26032),
+                      _file_loader("svhn")),
              "SVHN 32x32 colour digits, 10 classes (torchvision)")
 
 
