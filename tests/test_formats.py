@@ -163,6 +163,7 @@ def test_missing_data_says_what_was_looked_for_and_where(dataset: str, looked_fo
         raise OSError("no network")
 
     monkeypatch.setattr(data, "_torchvision_download", offline)
+    monkeypatch.delenv("BENCH_DATA_ROOT", raising=False)
     with pytest.raises(ValueError, match=f"full {dataset} data not found: tried .*{tmp_path}") as info:
         load_data(dataset, "full", str(tmp_path))
     assert looked_for in str(info.value)
@@ -218,6 +219,7 @@ def test_missing_idx_data_says_what_was_looked_for(tmp_path: Path, monkeypatch: 
         raise OSError("no network")
 
     monkeypatch.setattr(data, "torchvision_download", offline)
+    monkeypatch.delenv("BENCH_DATA_ROOT", raising=False)
     monkeypatch.setattr(data, "DEBIAN_ROOT", tmp_path / "debian")
     with pytest.raises(ValueError, match=r"full mnist data not found: .*looked for train-images-idx3-ubyte\[.gz\].* MNIST/raw"):
         load_data("mnist", "full", str(tmp_path))
