@@ -23,6 +23,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from unittest import mock
 
 from bench.cli import main
 
@@ -41,7 +42,8 @@ class Case:
     expect: str
     setup: Optional[Setup] = None
     code: int = 2
-    cpu_only: bool = False
+    # Run as on a machine without a GPU (torch.cuda.is_available() answers False), whatever this one has.
+    no_gpu: bool = False
 
     @property
     def command(self) -> str:
@@ -236,8 +238,8 @@ CHOICES = [
     Case("unknown trainer", ("run", "--trainer", "fast"), "invalid choice: 'fast'"),
     Case("--device cudaXYZ", ("run", "--device", "cudaXYZ"), "unknown device 'cudaXYZ'"),
     Case("--device tpu", ("run", "--device", "tpu"), "unknown device 'tpu'"),
-    Case("--device cuda without a GPU", ("run", "--device", "cuda"), "no CUDA GPU is available", cpu_only=True),
-    Case("--device cuda:1 without a GPU", ("run", "--device", "cuda:1"), "no CUDA GPU is available", cpu_only=True),
+    Case("--device cuda without a GPU", ("run", "--device", "cuda"), "no CUDA GPU is available", no_gpu=True),
+    Case("--device cuda:1 without a GPU", ("run", "--device", "cuda:1"), "no CUDA GPU is available", no_gpu=True),
     Case("unknown flag", ("run", "--prune-rate", "0.9"), "unrecognized arguments: --prune-rate"),
     Case("hyperparameter choice", ("run", "--method", "lwm", "--scope", "neuron"), "scope"),
     Case("hyperparameter of another method", ("run", "--method", "rst", "--prune-fraction", "0.3"), "prune_fraction"),
@@ -469,7 +471,8 @@ def run_case(case: Case, folder: Path, finished: Path) -> Outcome:
     os.chdir(folder)
     os.environ["BENCH_DATA_ROOT"] = str(folder / "no-data")
     try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        no_gpu = mock.patch("torch.cuda.is_available", return_value=False) if case.no_gpu else contextlib.nullcontext()
+        with no_gpu, contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
             try:
                 code = main(args)
             except SystemExit as exc:

@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 from bad_inputs import CASES, Case, make_finished_run, run_case, table_row
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "bad-inputs.md"
@@ -36,8 +35,6 @@ def test_there_are_enough_cases_with_unique_names() -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input(case: Case, finished: Path, tmp_path: Path, doc_rows: dict) -> None:
-    if case.cpu_only and torch.cuda.is_available():
-        pytest.skip("needs a machine without a GPU")
     outcome = run_case(case, tmp_path, finished)
     assert outcome.code == case.code, outcome
     assert len(outcome.lines) == 1 and "Traceback" not in outcome.message, outcome.lines
