@@ -152,7 +152,7 @@ def run_check(preset: Path, reference: Path, out: Path, update: bool = False, da
 def _data_available(spec: RunSpec, data_root: Optional[str]) -> bool:
     """Whether the spec's data can be loaded here (MNIST needs ../shared or a data root)."""
     try:
-        load_data(spec.dataset, spec.data_source, data_root)
+        load_data(spec.dataset, spec.data_source, data_root, info=spec.data_info)
     except DataNotFoundError:
         return False
     return True

@@ -115,7 +115,8 @@ def find_or_load_ticket(spec: RunSpec, out: Path, data_root: Optional[str] = Non
     # A spec too large for this machine is refused before anything is written.
     if not paths.ticket_finished(run_dir):
         check_memory(spec, device)
-    data = load_data(spec.dataset, spec.data_source, data_root, spec.val_fraction, spec.seed, spec.n_train)
+    data = load_data(spec.dataset, spec.data_source, data_root, spec.val_fraction, spec.seed, spec.n_train,
+                     spec.data_info)
     run_dir.mkdir(parents=True, exist_ok=True)
     # The spec is written once; evaluating a finished run with other attacks never rewrites it.
     if not paths.spec(run_dir).exists():
@@ -139,8 +140,19 @@ def load_finished_ticket(spec: RunSpec, run_dir: Path, data_root: Optional[str] 
     if not paths.ticket_finished(run_dir):
         raise ValueError(f"{run_dir} has no finished ticket (spec.json, ticket.pt and meta.json)")
     device = resolve_device(spec.device)
-    data = load_data(spec.dataset, spec.data_source, data_root, spec.val_fraction, spec.seed, spec.n_train)
-    return Ticket(spec, data, device, run_dir, load_ticket(run_dir, device), read_meta(run_dir))
+    data = load_data(spec.dataset, spec.data_source, data_root, spec.val_fraction, spec.seed, spec.n_train,
+                     spec.data_info)
+    meta = read_meta(run_dir)
+    check_same_files(meta, data, run_dir)
+    return Ticket(spec, data, device, run_dir, load_ticket(run_dir, device), meta)
+
+
+def check_same_files(meta: Dict[str, Any], data: DataBundle, run_dir: Path) -> None:
+    """Refuse to reuse a ticket of a user's folder for another folder's images (the run id cannot tell them apart)."""
+    made_from = meta.get("data_fingerprint")
+    if data.fingerprint is not None and made_from is not None and made_from != data.fingerprint:
+        raise ValueError(f"{run_dir} holds a ticket of another image folder (files {made_from}, now {data.fingerprint} "
+                         f"in {data.source}); give another --out for this folder")
 
 
 def _find_or_search(spec: RunSpec, data: DataBundle, device: torch.device, run_dir: Path, out: Path) -> Ticket:
@@ -149,7 +161,9 @@ def _find_or_search(spec: RunSpec, data: DataBundle, device: torch.device, run_d
     log = _logger(run_dir)
     if paths.ticket_finished(run_dir):
         log.info("ticket exists, skipping search")
-        return Ticket(spec, data, device, run_dir, load_ticket(run_dir, device), read_meta(run_dir))
+        meta = read_meta(run_dir)
+        check_same_files(meta, data, run_dir)
+        return Ticket(spec, data, device, run_dir, load_ticket(run_dir, device), meta)
     log.info("finding ticket: %s", json.dumps(spec.canonical(), default=str))
     ctx = RunContext(spec, data, device, run_dir, paths.stages_root(out), Compute())
     t0 = time.perf_counter()
@@ -170,6 +184,7 @@ def _find_or_search(spec: RunSpec, data: DataBundle, device: torch.device, run_d
         "train_passes": ctx.compute.passes + sum(s["passes"] for s in ctx.info.get("stage_compute", [])),
         "wall_seconds": time.perf_counter() - t0,
         "data_source": data.source,
+        **({"data_fingerprint": data.fingerprint} if data.fingerprint is not None else {}),
         "randomized": method.randomized,
         **ctx.info,
     }

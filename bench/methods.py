@@ -24,7 +24,7 @@ import torch.nn as nn
 from filelock import FileLock
 
 from bench import paths
-from bench.data import DataBundle, dataset_info
+from bench.data import DataBundle
 from bench.io import atomic_json, atomic_save, atomic_write, digest
 from bench.models import Classifier, ModelConfig, build_model
 from bench.spec import METHODS, NoHparams, RunSpec
@@ -61,7 +61,7 @@ class Method(abc.ABC):
 
     def build_empty(self, spec: RunSpec, device: Union[str, torch.device] = "cpu") -> nn.Module:
         """The untrained module ``ticket.pt`` loads into: the spec's architecture as :meth:`network` says."""
-        info = dataset_info(spec.dataset)
+        info = spec.data_info
         net = self.network(spec)
         cfg = ModelConfig(info.in_channels, info.num_classes, info.image_size, info.mean, info.std, spec.width,
                           net.bn_affine, net.linear_bias)

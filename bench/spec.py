@@ -18,7 +18,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from bench.attacks import ATTACKS
 from bench.config import build_dataclass, check_choices, non_default, spec_field
-from bench.data import DATA_SOURCES, DATASETS, dataset_info, resolve_source
+from bench.data import DATA_SOURCES, DATASETS, DatasetInfo, dataset_info, resolve_source
 from bench.io import digest
 from bench.models import MODELS
 from bench.registry import Registry
@@ -51,6 +51,9 @@ class RunSpec:
     dataset: str = _f("fashion-mnist", "dataset (see `bench list`)", choices=DATASETS)
     data_source: str = _f("auto", "auto | embedded | full: 'auto' uses the embedded subset when the dataset ships one",
                           choices=DATA_SOURCES)
+    num_classes: int = _f(0, "classes of a folder dataset (imagefolder: the number of class folders, required); "
+                          "0 for the others, whose classes are fixed")
+    image_size: int = _f(0, "image side in pixels of a folder dataset (imagefolder: 0 = 224); 0 for the others")
     arch: str = _f("convnet", "architecture (see `bench list`)", choices=MODELS)
     width: float = _f(0.5, "width multiplier on every layer's channels/units (1.0 = the standard net; the default 0.5 keeps the default run CPU-sized)")
     sparsity: float = _f(0.9, "target fraction of ZEROS among prunable weights, in [0, 1): 0.9 keeps 10%")
@@ -83,6 +86,7 @@ class RunSpec:
         check_choices(self)
         method = METHODS.get(self.method)
         resolve_source(self.dataset, self.data_source)
+        self._check_data_shape()
         _check(isinstance(self.sparsity, (int, float)) and math.isfinite(self.sparsity) and 0.0 <= self.sparsity < 1.0,
                f"sparsity must be in [0, 1) (fraction of zeros), got {self.sparsity}")
         _check(self.width > 0 and math.isfinite(self.width), f"width must be > 0, got {self.width}")
@@ -122,6 +126,27 @@ class RunSpec:
             raise ValueError(f"hparams for {self.method!r} must be {method.Hparams.__name__}, got {type(self.hparams).__name__}")
         check_choices(self.hparams, self.method)
         method.validate(self)
+
+    def _check_data_shape(self) -> None:
+        """``num_classes`` and ``image_size`` are a folder dataset's to set; the registry's datasets fix them."""
+        info = dataset_info(self.dataset)
+        if info.from_folder:
+            _check(self.num_classes >= 2, f"dataset {self.dataset!r} needs num_classes >= 2 (--num-classes: the number "
+                                          f"of class folders under train/), got {self.num_classes}")
+            _check(self.image_size == 0 or 16 <= self.image_size <= 1024,
+                   f"image_size must be 0 (= {info.image_size}) or in [16, 1024] pixels, got {self.image_size}")
+            return
+        for name, fixed in (("num_classes", info.num_classes), ("image_size", info.image_size)):
+            value = getattr(self, name)
+            _check(value in (0, fixed), f"{name} is fixed by dataset {self.dataset!r} ({fixed}); leave it at 0, "
+                                        f"got {value}")
+
+    @property
+    def data_info(self) -> DatasetInfo:
+        """The dataset's facts with a folder dataset's classes and image size taken from this spec."""
+        info = dataset_info(self.dataset)
+        return dataclasses.replace(info, num_classes=self.num_classes or info.num_classes,
+                                   image_size=self.image_size or info.image_size)
 
     def resolve(self) -> "RunSpec":
         """Fill dataset-dependent defaults (eps) so the stored spec is explicit."""

@@ -270,6 +270,14 @@ COMBINATIONS = [
     Case("full data requested, none found", ("run", "--dataset", "cifar10", "--arch", "resnet18"), "full cifar10 data not found"),
     Case("full CIFAR-100 in an empty --data-root", ("run", "--dataset", "cifar100", "--arch", "resnet18", "--data-root", "no-data"),
          "full cifar100 data not found"),
+    Case("imagefolder without --num-classes", ("run", "--dataset", "imagefolder"), "needs num_classes >= 2"),
+    Case("--num-classes on CIFAR-10", ("run", "--dataset", "cifar10", "--num-classes", "5"),
+         "num_classes is fixed by dataset 'cifar10' (10)"),
+    Case("--image-size on MNIST", ("run", "--dataset", "mnist", "--image-size", "32"), "image_size is fixed by dataset 'mnist'"),
+    Case("imagefolder --image-size 8", ("run", "--dataset", "imagefolder", "--num-classes", "3", "--image-size", "8"),
+         "image_size must be 0"),
+    Case("imagefolder with no train/ and val/", ("run", "--dataset", "imagefolder", "--num-classes", "3", "--data-root", "imgs"),
+         "no image folder found: looked for train/<class>/<image>", lambda here, _runs: (here / "imgs").mkdir()),
 ]
 
 YAML = [

@@ -31,12 +31,12 @@ def registry_listing() -> str:
     lines = ["methods:"]
     lines += [f"  {name:<16} {entry.description}" for name, entry in METHODS.items()]
     # Datasets: full train/test images, shape and the default L-inf budget.
-    lines.append("datasets:                    train / test   shape    eps")
+    lines.append("datasets:                    train / test   shape     eps")
     for name, entry in DATASETS.items():
         info = dataset_info(name)
         shape = f"{info.in_channels}x{info.image_size}x{info.image_size}"
-        lines.append(f"  {name:<16} {info.train_size:>7,} / {info.test_size:<7,} {shape:<8} {format_eps(info.default_eps):<6} "
-                     f"{entry.description}")
+        sizes = f"{'yours':>7} / {'yours':<7}" if info.from_folder else f"{info.train_size:>7,} / {info.test_size:<7,}"
+        lines.append(f"  {name:<16} {sizes} {shape:<9} {format_eps(info.default_eps):<6} {entry.description}")
     # Architectures: prunable weights at width 1 on CIFAR-10 inputs.
     lines.append(f"architectures:    prunable weights at width 1 ({COUNT_DATASET} inputs)")
     lines += [f"  {name:<16} {prunable_weights(name):>12,}  {entry.description}" for name, entry in MODELS.items()]

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from bench.data.formats import CIFAR10, CIFAR100, expected_files, read_cifar, read_svhn
+from bench.data.imagefolder import expected_layout, read_image_folder
 from bench.registry import Registry
 
 # Where a dataset's images come from: the embedded subset, full data on disk, or the first that exists.
@@ -50,9 +51,11 @@ class DatasetInfo:
     default_eps: float
     has_embedded: bool = False
     augment: bool = False
-    # Images in the full training and test sets (before the validation split).
+    # Images in the full training and test sets (before the validation split); 0: the user's folder decides.
     train_size: int = 0
     test_size: int = 0
+    # A user's folder of images: classes and size come from the spec (num_classes 0 here), not from the registry.
+    from_folder: bool = False
 
 
 @dataclass
@@ -83,9 +86,13 @@ class DataBundle:
     val: Split
     test: Split
     source: str
+    # A hash of the files a user's folder held (None for the registry's datasets, whose content is fixed).
+    fingerprint: Optional[str] = None
 
 
-Loader = Callable[[str, Optional[str]], Tuple[Split, Split, str]]
+# A loader gets the data source, the --data-root and the dataset's facts (a folder dataset's size and classes
+# filled in from the spec); it returns train, test, where they were read and the files' fingerprint (or None).
+Loader = Callable[[str, Optional[str], DatasetInfo], Tuple[Split, Split, str, Optional[str]]]
 DATASETS: Registry[Tuple[DatasetInfo, Loader]] = Registry("dataset")
 
 
@@ -156,13 +163,14 @@ def torchvision_download(slug: str) -> Tuple[Split, Split]:
 def _idx_loader(slug: str, tv_name: str) -> Loader:
     """Loader for an MNIST-like dataset stored as IDX files."""
 
-    def load(source: str, data_root: Optional[str]) -> Tuple[Split, Split, str]:
+    def load(source: str, data_root: Optional[str], info: DatasetInfo) -> Tuple[Split, Split, str, Optional[str]]:
         # The embedded subset needs nothing from disk but the package.
         if source == "embedded":
             if slug != "fashion-mnist":
                 raise ValueError(f"dataset {slug!r} has no embedded subset; use --data-source full")
             with np.load(EMBEDDED) as z:
-                return _to_split(z["x_train"], z["y_train"]), _to_split(z["x_test"], z["y_test"]), f"embedded:{EMBEDDED.name}"
+                return (_to_split(z["x_train"], z["y_train"]), _to_split(z["x_test"], z["y_test"]),
+                        f"embedded:{EMBEDDED.name}", None)
         subdirs = ["", slug, tv_name, f"{tv_name}/raw", f"{slug}/raw"]
         tried = []
         # 1. --data-root / $BENCH_DATA_ROOT.
@@ -170,12 +178,12 @@ def _idx_loader(slug: str, tv_name: str) -> Loader:
             tried.append(str(root))
             folder = _find_idx_folder(root, subdirs)
             if folder is not None:
-                return (*_load_idx_folder(folder), str(folder))
+                return (*_load_idx_folder(folder), str(folder), None)
         # 2. Debian's packaged copy.
         folder = _find_idx_folder(DEBIAN_ROOT, [slug])
         tried.append(str(DEBIAN_ROOT / slug))
         if folder is not None:
-            return (*_load_idx_folder(folder), str(folder))
+            return (*_load_idx_folder(folder), str(folder), None)
         # 3. torchvision download.
         looked_for = ", ".join(f"{name}[.gz]" for name in IDX_NAMES)
         return _download_or_fail(slug, tried, lambda: torchvision_download(slug),
@@ -186,10 +194,10 @@ def _idx_loader(slug: str, tv_name: str) -> Loader:
 
 
 def _download_or_fail(slug: str, tried: List[str], download: Callable[[], Tuple[Split, Split]],
-                      debian_hint: str) -> Tuple[Split, Split, str]:
+                      debian_hint: str) -> Tuple[Split, Split, str, Optional[str]]:
     """The last resort, torchvision's download; its failure names every source tried (the last one is Debian's)."""
     try:
-        return (*download(), f"torchvision:{CACHE_ROOT}")
+        return (*download(), f"torchvision:{CACHE_ROOT}", None)
     except Exception as exc:  # noqa: BLE001 - reported with every source tried
         raise DataNotFoundError(
             f"full {slug} data not found: tried --data-root/${ENV_ROOT} ({', '.join(tried[:-1]) or 'unset'}), "
@@ -200,7 +208,7 @@ def _download_or_fail(slug: str, tried: List[str], download: Callable[[], Tuple[
 def _file_loader(slug: str) -> Loader:
     """Loader for CIFAR-10/100 and SVHN: their original file formats under a root, else torchvision's download."""
 
-    def load(source: str, data_root: Optional[str]) -> Tuple[Split, Split, str]:
+    def load(source: str, data_root: Optional[str], info: DatasetInfo) -> Tuple[Split, Split, str, Optional[str]]:
         if source == "embedded":
             raise ValueError(f"dataset {slug!r} has no embedded subset; use --data-source full")
         tried = []
@@ -211,11 +219,29 @@ def _file_loader(slug: str) -> Loader:
                 found = read_svhn(folder) if slug == "svhn" else read_cifar(folder, CIFAR10 if slug == "cifar10" else CIFAR100)
                 if found is not None:
                     (xtr, ytr), (xte, yte), where = found
-                    return Split(xtr, ytr), Split(xte, yte), where
+                    return Split(xtr, ytr), Split(xte, yte), where, None
         # 2. torchvision's download into the cache (it checks the archives' md5).
         return _download_or_fail(slug, tried, lambda: _torchvision_download(slug), f"; looked for {expected_files(slug)}")
 
     return load
+
+
+def _image_folder_loader(source: str, data_root: Optional[str], info: DatasetInfo
+                         ) -> Tuple[Split, Split, str, Optional[str]]:
+    """Loader of a user's ImageFolder tree: ``--data-root`` (then ``$BENCH_DATA_ROOT``) must hold it; no fallbacks."""
+    if source == "embedded":
+        raise ValueError("dataset 'imagefolder' has no embedded subset; use --data-source full")
+    roots = _root_candidates(data_root)
+    if not roots:
+        raise DataNotFoundError(f"dataset 'imagefolder' reads your own images: give --data-root DIR (or "
+                                f"${ENV_ROOT}) holding {expected_layout()}")
+    for root in roots:
+        found = read_image_folder(root, info.image_size, info.num_classes)
+        if found is not None:
+            (xtr, ytr), (xte, yte), where, files = found
+            return Split(xtr, ytr), Split(xte, yte), where, files
+    raise DataNotFoundError(f"no image folder found: looked for {expected_layout()} in "
+                            f"{', '.join(str(r) for r in roots)}")
 
 
 def _torchvision_download(slug: str) -> Tuple[Split, Split]:
@@ -236,6 +262,7 @@ FMNIST_STATS = ((0.2860,), (0.3530,))
 CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616))
 CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
 SVHN_STATS = ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970))
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 DATASETS.add("fashion-mnist",
              (DatasetInfo("fashion-mnist", 10, 1, 28, *FMNIST_STATS, 0.1, has_embedded=True, train_size=60000, test_size=10000),
               _idx_loader("fashion-mnist", "FashionMNIST")),
@@ -253,6 +280,12 @@ DATASETS.add("cifar100", (DatasetInfo("cifar100", 100, 3, 32, *CIFAR100_STATS, 8
 DATASETS.add("svhn", (DatasetInfo("svhn", 10, 3, 32, *SVHN_STATS, 8 / 255, train_size=73257, test_size=26032),
                       _file_loader("svhn")),
              "SVHN 32x32 colour digits, 10 classes (torchvision)")
+# A user's own images: 224x224 (--image-size), ImageNet's statistics and RobustBench's ImageNet L-inf budget 4/255.
+DATASETS.add("imagefolder", (DatasetInfo("imagefolder", 0, 3, 224, *IMAGENET_STATS, 4 / 255, augment=True,
+                                         from_folder=True),
+                             _image_folder_loader),
+             "your own images: --data-root DIR with train/<class>/ and val/<class>/ (ImageNet layout); "
+             "needs --num-classes; --image-size (default 224)")
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -270,16 +303,22 @@ def resolve_source(name: str, source: str) -> str:
 
 
 def load_data(name: str, source: str = "auto", data_root: Optional[str] = None, val_fraction: float = 0.1,
-              seed: int = 0, n_train: int = 0) -> DataBundle:
-    """Load ``name``, split a seeded validation set off the training data, optionally cap the rest."""
-    info, loader = DATASETS.get(name)
-    train, test, origin = loader(resolve_source(name, source), data_root)
+              seed: int = 0, n_train: int = 0, info: Optional[DatasetInfo] = None) -> DataBundle:
+    """Load ``name``, split a seeded validation set off the training data, optionally cap the rest.
+
+    ``info`` replaces the registry's facts (a folder dataset's classes and image size, from the spec).
+    """
+    registered, loader = DATASETS.get(name)
+    info = info or registered
+    if info.from_folder and info.num_classes <= 0:
+        raise ValueError(f"dataset {name!r} needs num_classes (--num-classes: the number of class folders)")
+    train, test, origin, files = loader(resolve_source(name, source), data_root, info)
     # Hold out a validation split from training data (model selection only).
     g = torch.Generator().manual_seed(10_000 + seed)
     perm = torch.randperm(len(train), generator=g)
     n_val = int(round(val_fraction * len(train)))
     rest = perm[n_val:] if n_train <= 0 else perm[n_val : n_val + n_train]
-    return DataBundle(info, train.subset(rest), train.subset(perm[:n_val]), test, origin)
+    return DataBundle(info, train.subset(rest), train.subset(perm[:n_val]), test, origin, files)
 
 
 def to_float(x: torch.Tensor, device: torch.device) -> torch.Tensor:
