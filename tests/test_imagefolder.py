@@ -17,7 +17,8 @@ from PIL import Image
 from bench.cli import main
 from bench.data import load_data
 from bench.data.imagefolder import read_image_folder
-from bench.spec import RunSpec
+from bench.models import MODELS
+from bench.spec import METHODS, RunSpec
 
 CLASSES = ("cat", "dog", "eel")
 RUN = ["--dataset", "imagefolder", "--num-classes", "3", "--image-size", "32", "--arch", "mlp", "--width", "0.1",
@@ -153,3 +154,14 @@ def test_bench_run_end_to_end_and_refuses_another_folder_in_the_same_out(tmp_pat
     assert main(["run", *RUN, "--data-root", str(tmp_path / "b"), "--out", str(out)]) == 2
     assert "holds a ticket of another image folder" in capsys.readouterr().err
     assert json.loads((run_dir / "meta.json").read_text()) == meta
+
+
+@pytest.mark.parametrize("arch", MODELS.names())
+@pytest.mark.parametrize("size", [16, 64, 224])
+def test_every_architecture_takes_a_folder_spec(arch: str, size: int) -> None:
+    """Each architecture built from an imagefolder spec (on the meta device) maps its image size to its classes."""
+    spec = RunSpec(dataset="imagefolder", num_classes=5, image_size=size, arch=arch, width=0.25)
+    with torch.device("meta"):
+        model = METHODS.get(spec.method).build_empty(spec, "meta")
+        out = model(torch.zeros(2, 3, size, size))
+    assert tuple(out.shape) == (2, 5)
