@@ -33,11 +33,15 @@ from tqdm.auto import tqdm
 from bench.attacks import Attack, attack_for_run
 from bench.data import Split, batches, to_float
 from bench.flags import N_ATTACK_PROBE, after_attack_flags, attack_probe_flags, meta_flags, probe_flags, row_flags
+from bench.inference import PREPARATION, ieee_float32, inference_model
 from bench.io import atomic_json, digest, mix_seed, model_fingerprint, slug
 from bench.results import EVAL_VERSION, AttackResult
 from bench.store import Store
 
 # The arrays of a deterministic model's stores.
+# Prepared models store weights and take inputs channels-last (faster input-gradient passes on CPU; see
+# docs/performance.md).
+CHANNELS_LAST = True
 CLEAN_ARRAYS = {"computed": (torch.bool, False, ()), "correct": (torch.bool, False, ())}
 ATTACK_ARRAYS = {"tried": (torch.bool, False, ()), "robust": (torch.bool, False, ()),
                  "linf": (torch.float32, float("nan"), ()), "l2": (torch.float32, float("nan"), ()),
@@ -45,9 +49,13 @@ ATTACK_ARRAYS = {"tried": (torch.bool, False, ()), "robust": (torch.bool, False,
                  "broken_by": (torch.int64, -1, ())}
 
 
-def model_folder(cache_dir: Optional[Path], model: nn.Module) -> Optional[Path]:
-    """The evaluation cache folder of a model: named by the digest of every parameter and buffer."""
-    return cache_dir / digest(model_fingerprint(model)) if cache_dir is not None else None
+def model_folder(cache_dir: Optional[Path], model: nn.Module, preparation: str = "") -> Optional[Path]:
+    """The evaluation cache folder of a model: named by the digest of every parameter and buffer (and of the
+    evaluation-time preparation its passes went through, whose results differ by float rounding)."""
+    if cache_dir is None:
+        return None
+    fingerprint = model_fingerprint(model)
+    return cache_dir / digest({"model": fingerprint, "preparation": preparation} if preparation else fingerprint)
 
 
 def attack_config(attack: Attack) -> Dict[str, Any]:
@@ -243,9 +251,11 @@ def plan(attacks: Sequence[str], eps: float, seed: int, test: Split, n_eval: int
     return sorted(chosen, key=lambda t: (t[1].cascade_only, t[1].cost))
 
 
+@ieee_float32()
 def evaluate(model: nn.Module, test: Split, attacks: Sequence[str], eps: float, n_eval: int, n_eval_aa: int,
              device: torch.device, cache_dir: Optional[Path] = None, seed: int = 0, batch_size: int = 500,
-             cascade: bool = True, meta: Optional[Mapping[str, Any]] = None, probes: bool = True) -> List[AttackResult]:
+             cascade: bool = True, meta: Optional[Mapping[str, Any]] = None, probes: bool = True,
+             prepare: bool = False) -> List[AttackResult]:
     """Run ``attacks`` cheapest first (see the module docstring); one result per attack, in run order.
 
     ``n_eval`` examples for most attacks, ``n_eval_aa`` for cascade-only ones
@@ -253,7 +263,11 @@ def evaluate(model: nn.Module, test: Split, attacks: Sequence[str], eps: float, 
     every clean-correct example. ``meta`` (the ticket's meta.json) enables the
     sparsity and frozen-weight checks. ``probes`` runs the attack probes behind
     the ``not_converged``, ``eps_not_monotone`` and cascade ``aa_above_pgd``
-    flags (a few seconds, once per model).
+    flags (a few seconds, once per model). With ``prepare`` (the harness's
+    tickets: architectures of the registry, which torch.fx traces) every pass
+    goes through :func:`bench.inference.inference_model`'s copy (masks
+    materialised, BatchNorm folded: the same function up to float rounding);
+    the checks on masks, weights and modes read ``model`` itself.
     """
     model.eval()
     order = plan(attacks, eps, seed, test, n_eval, n_eval_aa)
@@ -261,10 +275,14 @@ def evaluate(model: nn.Module, test: Split, attacks: Sequence[str], eps: float, 
         return []
     n_all = max(n for _, _, n in order)
     before = model_fingerprint(model)
-    folder = model_folder(cache_dir, model)
-    correct = clean_correct(clean_store(folder), model, test, n_all, device, batch_size)
+    # The model the passes go through: the prepared copy (its own cache folder), or the ticket itself.
+    prepared = prepare and not any(m.training for m in model.modules())
+    attacked = inference_model(model, channels_last=CHANNELS_LAST) if prepared else model
+    attacked_before = model_fingerprint(attacked)
+    folder = model_folder(cache_dir, model, PREPARATION if prepared else "")
+    correct = clean_correct(clean_store(folder), attacked, test, n_all, device, batch_size)
     any_adaptive = any(a.adaptive for _, a, _ in order)
-    run_flags = probe_flags(model, test, correct, device, any_adaptive) | meta_flags(meta, model)
+    run_flags = probe_flags(attacked, test, correct, device, any_adaptive) | meta_flags(meta, model)
 
     # The cascade: each attack's row flags; cascade-only attacks attack only what is still robust.
     prior = correct.clone()
@@ -276,7 +294,7 @@ def evaluate(model: nn.Module, test: Split, attacks: Sequence[str], eps: float, 
             bar.set_postfix_str(name)
             store = stores[name] = attack_store(folder, name, attack)
             need = prior[:n] if (cascade and attack.cascade_only) else correct[:n]
-            run_attack(model, test, attack, store, need, device, batch_size, label=name)
+            run_attack(attacked, test, attack, store, need, device, batch_size, label=name)
             tried, robust = store["tried"][:n], store["robust"][:n]
             if bool((tried | ~correct[:n]).all()):
                 flags, scope = correct[:n] & robust, "alone"
@@ -290,13 +308,13 @@ def evaluate(model: nn.Module, test: Split, attacks: Sequence[str], eps: float, 
     # (A model stuck in training mode is flagged `train_mode`; probing it would measure nothing.)
     probes = probes and not any(m.training for m in model.modules())
     if probes:
-        run_flags |= cached_probe_flags(model, test, correct, eps, seed, folder, device)
+        run_flags |= cached_probe_flags(attacked, test, correct, eps, seed, folder, device)
     per_row = row_flags(order, stores, correct)
     if cascade and probes:
-        for name in apgd_probe_flags(model, test, order, stores, correct, eps, seed, folder, device, batch_size):
+        for name in apgd_probe_flags(attacked, test, order, stores, correct, eps, seed, folder, device, batch_size):
             per_row[name].add("aa_above_pgd")
-    # Checks after attacking: modes, parameters and buffers unchanged.
-    run_flags |= after_attack_flags(model, before)
+    # Checks after attacking: modes, parameters and buffers unchanged (of the ticket and of the copy attacked).
+    run_flags |= after_attack_flags(model, before) | after_attack_flags(attacked, attacked_before)
 
     results = []
     for name, attack, n, scope, flags in rows:

@@ -32,6 +32,7 @@ from bench.models import prunable_policy
 from bench.randomized import evaluate_switch
 from bench.results import AttackResult, append_rows, read_rows_file, result_rows
 from bench.spec import RunSpec
+from bench.threads import THREAD_ENV_VARS
 from bench.ticket import Ticket, load_ticket, read_meta
 from bench.train import Compute, TrainingDivergedError
 
@@ -184,6 +185,8 @@ def _find_or_search(spec: RunSpec, data: DataBundle, device: torch.device, run_d
         "train_passes": ctx.compute.passes + sum(s["passes"] for s in ctx.info.get("stage_compute", [])),
         "wall_seconds": time.perf_counter() - t0,
         "data_source": data.source,
+        # The threads the search ran with (a sweep's workers share the cores: see bench.sweep.limit_threads).
+        "threads": {"torch": torch.get_num_threads(), **{k: os.environ.get(k, "") for k in THREAD_ENV_VARS}},
         **({"data_fingerprint": data.fingerprint} if data.fingerprint is not None else {}),
         "randomized": method.randomized,
         **ctx.info,
@@ -228,7 +231,7 @@ def evaluate_run(ticket: Ticket, attacks: Optional[Sequence[str]] = None, n_eval
     if method.randomized:
         return evaluate_switch(ticket, chosen, n, n_aa, method.inference_draws(spec))
     results = evaluate(ticket.model, ticket.data.test, chosen, spec.eps_value, n, n_aa, ticket.device,
-                       paths.eval_root(ticket.run_dir), seed=spec.seed, cascade=cascade, meta=ticket.meta)
+                       paths.eval_root(ticket.run_dir), seed=spec.seed, cascade=cascade, meta=ticket.meta, prepare=True)
     return with_worst_case(results)
 
 

@@ -44,6 +44,7 @@ from bench.attacks import Attack, SwitchModel, as_switch, attack_for_run
 from bench.data import Split, to_float
 from bench.evaluate import attack_chunks, attack_store_path, model_folder
 from bench.flags import after_attack_flags, meta_flags, probe_flags, row_flags
+from bench.inference import ieee_float32
 from bench.io import atomic_json, atomic_write, mix_seed, model_fingerprint
 from bench.results import AttackResult
 from bench.store import Store
@@ -202,6 +203,7 @@ def write_transfer(switch: nn.Module, test: Split, n: int, eps: float, seed: int
     return frames
 
 
+@ieee_float32()
 def evaluate_switch(ticket: Ticket, attack_names: Sequence[str], n_eval: int, n_eval_aa: int, draws: int,
                     batch_size: int = 500) -> List[AttackResult]:
     """Every requested attack on a random switch, accuracies over ``draws`` draws, then ``worst_case``."""

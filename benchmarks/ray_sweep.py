@@ -5,11 +5,14 @@ core) is run from scratch three times, each into a fresh output folder:
 
 - ``ray-1``: Ray with 1 CPU, ``--cpus-per-run 1`` (one run at a time);
 - ``ray-2``: Ray with 2 CPUs, ``--cpus-per-run 1`` (two runs at a time);
-- ``local-2``: the local executor with ``--jobs 2`` (two worker processes, 1 torch thread each).
+- ``local-2``: the local executor with ``--jobs 2`` (two worker processes, 1 torch thread each);
+- ``local-1``: the local executor with ``--jobs 1`` (one run after another in this process, with every core:
+  the sequential baseline a user gets without ``--jobs``).
 
 Wall time is end to end, as a user of ``bench sweep`` sees it: Ray start-up and
 shutdown (or the process pool's) included; the time inside ``run_sweep`` alone
-is printed too. Reported: ``ray-1 / ray-2`` (scaling) and ``ray-2 / local-2 - 1``
+is printed too. Reported: ``ray-1 / ray-2`` (scaling), ``local-1 / local-2`` (what
+``--jobs 2`` gains over running sequentially) and ``ray-2 / local-2 - 1``
 (Ray's overhead at the same total cores). The load average is printed before
 and after: the figures mean something only on an otherwise idle machine.
 
@@ -73,6 +76,8 @@ def main() -> None:
         "ray-1": (ray_with(1), ray.shutdown, lambda: RayExecutor(cpus_per_run=1)),
         "ray-2": (ray_with(2), ray.shutdown, lambda: RayExecutor(cpus_per_run=1)),
         "local-2": (lambda: None, lambda: None, lambda: LocalExecutor(jobs=2)),
+        "local-1": (lambda: torch.set_num_threads(os.cpu_count() or 1), lambda: torch.set_num_threads(1),
+                    lambda: LocalExecutor(jobs=1)),
     }
     walls: Dict[str, float] = {}
     for name, (setup, teardown, factory) in configs.items():
@@ -84,6 +89,7 @@ def main() -> None:
               f"load {os.getloadavg()[0]:.2f}", flush=True)
 
     print(f"scaling  ray-1 / ray-2       = {walls['ray-1'] / walls['ray-2']:.2f}x  (goal >= 1.7x)")
+    print(f"jobs     local-1 / local-2   = {walls['local-1'] / walls['local-2']:.2f}x  (goal >= 1.7x)")
     print(f"overhead ray-2 / local-2 - 1 = {100 * (walls['ray-2'] / walls['local-2'] - 1):+.1f} %  (goal <= 10 %)")
     print(f"load average after: {os.getloadavg()}")
 

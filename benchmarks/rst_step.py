@@ -24,11 +24,11 @@ from bench.models import ModelConfig, build_model, init_signed_kaiming_constant
 from bench.train import TrainConfig, _optimizer, train_step
 
 
-def make_step(kind: str, arch: str, batch: tuple, cfg: TrainConfig) -> Callable[[], None]:
+def make_step(kind: str, arch: str, batch: tuple, cfg: TrainConfig, device: torch.device = torch.device("cpu")) -> Callable[[], None]:
     """A closure running one optimiser step of ``kind`` ('rst' or 'dense')."""
     torch.manual_seed(0)
     rst = kind == "rst"
-    model = build_model(arch, ModelConfig(1, 10, 28, (0.286,), (0.353,), 1.0, bn_affine=not rst))
+    model = build_model(arch, ModelConfig(1, 10, 28, (0.286,), (0.353,), 1.0, bn_affine=not rst)).to(device)
     if rst:
         init_signed_kaiming_constant(model, torch.Generator().manual_seed(0))
         for _n, layer in prunable_layers(model):

@@ -18,9 +18,9 @@ PACKAGES = ("bench", "tickets", "baselines")
 
 # Bottom to top; a module may import modules of its own layer or below. First matching prefix wins.
 LAYERS: List[Tuple[str, ...]] = [
-    ("bench.registry", "bench.config", "bench.io", "bench.paths", "bench.masking", "bench.results", "bench.store",
+    ("bench.registry", "bench.config", "bench.io", "bench.paths", "bench.masking", "bench.results", "bench.store", "bench.threads",
      "bench.errors"),
-    ("bench.data", "bench.models", "bench.attacks", "bench.trainers"),
+    ("bench.data", "bench.models", "bench.attacks", "bench.trainers", "bench.inference"),
     ("bench.spec",),
     ("bench.train",),
     ("bench.methods", "bench.stages", "bench.compact", "bench.ticket", "tickets", "baselines"),

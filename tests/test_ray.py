@@ -5,6 +5,7 @@ Ray is a test requirement (``pip install -e '.[ray]'``): without it this module 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -95,6 +96,10 @@ def test_ray_sweep_matches_local_and_builds_shared_stages_once(tmp_path: Path) -
     ours, theirs = comparable(tmp_path / "ray" / "runs.csv"), comparable(tmp_path / "local" / "runs.csv")
     pd.testing.assert_frame_equal(ours, theirs)
     assert len(ours) == len(ours.drop_duplicates(["run_id", "attack"])) == 4
+    # Every task ran with its --cpus-per-run: one torch thread, and OMP/MKL told so before torch loaded.
+    for s in sweep.specs:
+        threads = json.loads((tmp_path / "ray" / "runs" / s.run_id / "meta.json").read_text())["threads"]
+        assert threads == {"torch": 1, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     # The dense stage was trained by one LWM run and loaded by the other.
     lwm = [s for s in sweep.specs if s.method == "lwm"]
     metas = [pd.read_json(tmp_path / "ray" / "runs" / s.run_id / "meta.json", typ="series") for s in lwm]

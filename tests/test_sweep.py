@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import json
 from pathlib import Path
 from typing import Any, Dict, Iterator, Sequence
 
@@ -30,6 +31,7 @@ from bench.sweep import (
     load_sweep,
     run_sweep,
 )
+from bench.threads import THREAD_ENV_VARS, thread_env, threads_per_worker
 
 # The smallest real runs: a 10%-width MLP, one epoch of one-step PGD on 256 examples.
 # The shared budget as sweep-file values (lists, not tuples), on the embedded data.
@@ -174,6 +176,17 @@ def test_parallel_processes_write_the_same_rows(tmp_path: Path) -> None:
     rows = pd.read_csv(out / "runs.csv")
     assert sorted(rows["run_id"]) == sorted(s.run_id for s in sweep.specs)
     assert all(is_done(s, out) for s in sweep.specs)
+    # Each worker had its share of the cores, in torch and in the math libraries' environment.
+    share = threads_per_worker(2)
+    for s in sweep.specs:
+        threads = json.loads((out / "runs" / s.run_id / "meta.json").read_text())["threads"]
+        assert threads == {"torch": share, **{name: str(share) for name in THREAD_ENV_VARS}}
+
+
+def test_threads_per_worker_shares_the_cores() -> None:
+    """cores // workers, never below one; the environment names OpenMP, MKL and OpenBLAS."""
+    assert [threads_per_worker(w, cores=16) for w in (1, 2, 3, 16, 32)] == [16, 8, 5, 1, 1]
+    assert thread_env(3) == {"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "3"}
 
 
 class RecordingExecutor(Executor):

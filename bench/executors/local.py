@@ -5,33 +5,34 @@ import concurrent.futures as cf
 import contextlib
 import multiprocessing
 import os
-from typing import Iterator, Sequence
+from typing import Dict, Iterator, Sequence
 
 from bench.sweep import EXECUTORS, Executor, JobResult, SweepJob, run_job
+from bench.threads import limit_threads, thread_env, threads_per_worker
 
 
 def _init_worker(threads: int) -> None:
-    """Worker-process setup: share the CPU cores fairly."""
-    import torch
-
-    torch.set_num_threads(threads)
+    """Worker-process setup: its share of the CPU cores for torch (the math libraries got it from the environment)."""
+    limit_threads(threads)
 
 
 @contextlib.contextmanager
-def _quiet_children() -> Iterator[None]:
-    """Spawned workers inherit TQDM_DISABLE=1 (tqdm reads it at import), so only the sweep's bar shows.
+def _child_env(env: Dict[str, str]) -> Iterator[None]:
+    """Spawned workers inherit ``env``: TQDM_DISABLE=1 (tqdm reads it at import, so only the sweep's bar shows) and
+    each one's thread counts (OpenMP and MKL read theirs when torch loads, before any initializer runs).
 
-    The variable is restored when the pool is gone; this process's tqdm is already imported.
+    The variables are restored when the pool is gone; this process's libraries are already loaded.
     """
-    old = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
+    old = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = old
+        for name, value in old.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class LocalExecutor(Executor):
@@ -47,9 +48,9 @@ class LocalExecutor(Executor):
                 yield run_job(job)
             return
         # Several at once: fresh interpreters (spawn), each with its share of the cores.
-        threads = max(1, (os.cpu_count() or 1) // self.jobs)
+        threads = threads_per_worker(min(self.jobs, len(jobs)))
         ctx = multiprocessing.get_context("spawn")
-        with _quiet_children(), cf.ProcessPoolExecutor(max_workers=min(self.jobs, len(jobs)), mp_context=ctx,
+        with _child_env({"TQDM_DISABLE": "1", **thread_env(threads)}), cf.ProcessPoolExecutor(max_workers=min(self.jobs, len(jobs)), mp_context=ctx,
                                                        initializer=_init_worker, initargs=(threads,)) as pool:
             futures = {pool.submit(run_job, job): job for job in jobs}
             for future in cf.as_completed(futures):

@@ -21,10 +21,11 @@ from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 from bench import paths
 from bench.io import atomic_write
 from bench.sweep import EXECUTORS, Executor, JobResult, SweepJob, run_job
+from bench.threads import limit_threads, thread_env
 
 INSTALL_HINT = "--executor ray needs Ray, which is not installed; install it with: pip install -e '.[ray]'"
 
-# Environment of every task: no inner progress bars (tqdm reads this at import).
+# Environment of every task: no inner progress bars (tqdm reads this at import); thread counts are added per task.
 TASK_ENV = {"TQDM_DISABLE": "1"}
 
 
@@ -39,9 +40,7 @@ def import_ray() -> Any:
 
 def run_in_worker(job: SweepJob, threads: int, runner: Callable[[SweepJob], JobResult]) -> JobResult:
     """Body of one Ray task: torch gets the task's cores, then the job runs (never raises)."""
-    import torch
-
-    torch.set_num_threads(threads)
+    limit_threads(threads)
     return runner(job)
 
 
@@ -123,7 +122,7 @@ class RayExecutor(Executor):
         started = self._connect(ray)
         task = ray.remote(run_in_worker).options(
             num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, max_retries=self.max_retries,
-            retry_exceptions=False, runtime_env={"env_vars": TASK_ENV})
+            retry_exceptions=False, runtime_env={"env_vars": {**TASK_ENV, **thread_env(self.cpus_per_run)}})
         pending: Dict[Any, SweepJob] = {}
         try:
             # Submit all at once: Ray queues them until a worker with the resources is free.
