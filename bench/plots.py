@@ -1,7 +1,7 @@
 """Figures from tidy ``runs.csv`` rows: PNG and PDF, drawn with matplotlib's Agg canvas.
 
 - robust accuracy vs sparsity: one line per method, band = ± std over seeds,
-  one panel per attack; dense methods (only sparsity 0) are dashed reference lines;
+  bars = 95 % Wilson interval of the examples of all seeds pooled, one panel per attack; dense methods (only sparsity 0) are dashed reference lines;
 - robust accuracy vs width: one line per (method, sparsity);
 - clean vs robust accuracy: one point per configuration (mean over seeds).
 
@@ -19,7 +19,7 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bench.results import format_eps
+from bench.results import format_eps, wilson_interval
 from bench.tables import check_cells, latest_rows, span
 
 KINDS = ("sparsity", "width", "scatter")
@@ -58,7 +58,7 @@ def _subtitle(rows: pd.DataFrame, bands: bool = True, width: int = 200) -> str:
     if "epochs" in rows:
         parts.append(f"{span(rows['epochs'])} epoch(s)")
     seeds = rows.groupby([c for c in ("method", "arch", "width", "target_sparsity") if c in rows])["seed"].nunique()
-    what = "mean ± std (band)" if bands else "mean"
+    what = "mean ± std (band), bars: 95 % Wilson interval of the pooled examples" if bands else "mean"
     parts.append(f"{what} over {span(seeds)} seeds" if seeds.max() > 1 else "1 seed")
     return textwrap.fill(" | ".join(parts), width)
 
@@ -84,11 +84,24 @@ def _attacks(df: pd.DataFrame, attacks: Optional[Sequence[str]]) -> List[str]:
 
 
 def _agg(rows: pd.DataFrame, keys: List[str], column: str) -> pd.DataFrame:
-    """Mean and std (over seeds) of ``column`` in percent per key."""
+    """Mean and std (over seeds) of ``column`` in percent per key, and the 95 % Wilson interval (``lo``, ``hi``)
+    over the key's test examples of all seeds pooled."""
+    rows = rows.assign(n_examples=pd.to_numeric(rows["n_eval"]))
+    rows = rows.assign(n_correct=rows[column] * rows["n_examples"])
     out = rows.groupby(keys)[column].agg(["mean", "std", "count"]).reset_index()
+    pooled = rows.groupby(keys)[["n_correct", "n_examples"]].sum().reset_index()
+    bounds = [wilson_interval(k / n if n else 0.0, int(round(n))) for k, n in zip(pooled["n_correct"], pooled["n_examples"])]
+    out["lo"] = [100 * lo for lo, _ in bounds]
+    out["hi"] = [100 * hi for _, hi in bounds]
     out[["mean", "std"]] = out[["mean", "std"]] * 100
     out["std"] = out["std"].fillna(0.0)
     return out
+
+
+def _interval_bars(ax: Any, x: Any, g: pd.DataFrame, color: Any) -> None:
+    """Vertical bars of each point's pooled 95 % Wilson interval."""
+    ax.errorbar(x, g["mean"], yerr=[(g["mean"] - g["lo"]).clip(lower=0), (g["hi"] - g["mean"]).clip(lower=0)],
+                fmt="none", ecolor=color, elinewidth=0.8, capsize=2)
 
 
 def plot_vs_sparsity(df: pd.DataFrame, out_stem: Union[str, Path], attacks: Optional[Sequence[str]] = None,
@@ -113,6 +126,7 @@ def plot_vs_sparsity(df: pd.DataFrame, out_stem: Union[str, Path], attacks: Opti
                 continue
             ax.plot(x, g["mean"], marker="o", markersize=4, linewidth=1.8, color=colors[str(method)], label=str(method))
             ax.fill_between(x, g["mean"] - g["std"], g["mean"] + g["std"], color=colors[str(method)], alpha=0.2, linewidth=0)
+            _interval_bars(ax, x, g, colors[str(method)])
         # Each panel names its own number of evaluated examples.
         _style(ax, "sparsity (% of prunable weights zero)", f"{metric} accuracy (%)", f"{attack} (n_eval {span(rows['n_eval'])})")
         ax.set_ylim(bottom=0)
@@ -135,6 +149,7 @@ def plot_vs_width(df: pd.DataFrame, out_stem: Union[str, Path], attack: str = "w
         (line,) = ax.plot(g["width"], g["mean"], marker="o", markersize=4, linewidth=1.8,
                           color=colors[f"{method} {sparsity}"], label=f"{method}, sparsity {sparsity * 100:g}%")
         ax.fill_between(g["width"], g["mean"] - g["std"], g["mean"] + g["std"], color=line.get_color(), alpha=0.2, linewidth=0)
+        _interval_bars(ax, g["width"], g, line.get_color())
     # Widths usually double: a log2 axis with a tick at every width used.
     widths = sorted(stats["width"].unique())
     ax.set_xscale("log", base=2)

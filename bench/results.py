@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import math
 import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,7 +21,7 @@ KEY_COLUMNS = ("run_id", "attack", "n_eval", "eps", "version", "scope", "eval_ve
 LEADING_COLUMNS = (
     "run_id", "method", "dataset", "arch", "width", "target_sparsity", "measured_sparsity", "seed",
     "attack", "norm", "eps", "steps", "step_size", "restarts", "eot_samples", "version", "scope", "n_eval",
-    "clean_acc", "robust_acc", "flags", "eval_version", "status", "seconds", "train_seconds", "train_passes",
+    "clean_acc", "robust_acc", "clean_ci_low", "clean_ci_high", "robust_ci_low", "robust_ci_high", "flags", "eval_version", "status", "seconds", "train_seconds", "train_passes",
     "created_at", "git_commit", "torch_version", "device",
 )
 
@@ -71,12 +72,41 @@ def result_rows(head: Mapping[str, Any], results: Sequence[AttackResult], tail: 
             "attack": r.attack, "norm": s.get("norm", "Linf"), "eps": s["eps"], "steps": s.get("steps", ""),
             "step_size": s.get("step_size", ""), "restarts": s.get("restarts", ""), "eot_samples": s.get("eot_samples", ""),
             "version": s.get("version", ""), "scope": r.scope, "n_eval": r.n_eval, "clean_acc": round(r.clean_acc, 6),
-            "robust_acc": round(r.robust_acc, 6), **{k: r.stats[k] for k in ROW_STATS if k in r.stats},
+            "robust_acc": round(r.robust_acc, 6), **interval_columns(r.clean_acc, r.robust_acc, r.n_eval),
+            **{k: r.stats[k] for k in ROW_STATS if k in r.stats},
             "flags": ";".join(r.flags), "eval_version": r.eval_version, "status": "ok", "seconds": round(r.seconds, 3),
             **tail,
             "created_at": now, "git_commit": commit, "torch_version": torch.__version__, "device": device.type,
         })
     return rows
+
+
+# Two-sided 95 % normal quantile of the Wilson score intervals in every row.
+Z95 = 1.959963984540054
+
+
+def wilson_interval(accuracy: float, n: int, z: float = Z95) -> Tuple[float, float]:
+    """The Wilson score interval of an accuracy measured on ``n`` examples (95 % by default).
+
+    Unlike the normal approximation it stays inside [0, 1] and is not empty at 0 or 1 correct; with ``n`` 0
+    there is nothing to estimate: (nan, nan).
+    """
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = min(1.0, max(0.0, accuracy))
+    zz = z * z / n
+    centre = (p + zz / 2) / (1 + zz)
+    half = z * math.sqrt(p * (1 - p) / n + zz / (4 * n)) / (1 + zz)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def interval_columns(clean_acc: float, robust_acc: float, n: int) -> Dict[str, float]:
+    """A row's 95 % Wilson intervals of its clean and robust accuracy on its ``n`` examples."""
+    out = {}
+    for name, acc in (("clean", clean_acc), ("robust", robust_acc)):
+        lo, hi = wilson_interval(acc, n)
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = round(lo, 6), round(hi, 6)
+    return out
 
 
 def format_eps(eps: float) -> str:

@@ -23,14 +23,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import pandas as pd
 
-from bench.results import format_eps, read_rows
+from bench.results import format_eps, read_rows, wilson_interval
 
 # Columns that define a run (besides the row/column keys and the seed); a table cell
 # must not mix values of these.
 CONFIG_COLUMNS = (
     "method", "dataset", "data_source", "arch", "width", "target_sparsity", "eps", "norm", "epochs", "batch_size",
     "optimizer", "lr", "momentum", "weight_decay", "lr_schedule", "trainer", "trades_beta", "train_steps",
-    "train_step_size", "val_fraction", "n_train", "hparams",
+    "train_step_size", "val_fraction", "n_train", "hparams", "num_classes", "image_size",
 )
 LAYOUTS = ("sparsity", "method", "width")
 FORMATS = ("markdown", "latex", "csv")
@@ -56,6 +56,9 @@ class Table:
     flagged: pd.DataFrame
     caption: str
     flags: Tuple[str, ...]
+    # 95 % Wilson interval (percent) of the ranked metric over each cell's pooled examples, when asked for.
+    low: Optional[pd.DataFrame] = None
+    high: Optional[pd.DataFrame] = None
 
 
 def load_rows(paths: Sequence[Union[str, Path]]) -> pd.DataFrame:
@@ -198,8 +201,12 @@ def _flag_names(flags: pd.Series) -> Tuple[str, ...]:
 
 
 def build_table(df: pd.DataFrame, layout: str, attack: str = "worst_case", metric: str = "robust",
-                columns: Optional[str] = None) -> Table:
-    """Aggregate tidy rows into one of the three layouts (see the module docstring)."""
+                columns: Optional[str] = None, interval: bool = False) -> Table:
+    """Aggregate tidy rows into one of the three layouts (see the module docstring).
+
+    With ``interval`` each cell also gets the 95 % Wilson score interval of its accuracy over the test
+    examples of all its runs pooled (accuracy x n_eval correct of n_eval, summed over seeds).
+    """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown table layout {layout!r}; choices: {', '.join(LAYOUTS)}")
     if metric not in ("robust", "clean"):
@@ -238,8 +245,20 @@ def build_table(df: pd.DataFrame, layout: str, attack: str = "worst_case", metri
     flags = _flag_names(rows["all_flags"])
     if flags:
         caption += f" † = a run in the cell is flagged ({', '.join(flags)})."
+    low = high = None
+    if interval:
+        # Pooled over seeds: correct examples and examples, summed per cell.
+        rows["n_examples"] = pd.to_numeric(rows["n_eval"])
+        rows["n_correct"] = rows[value] / 100 * rows["n_examples"]
+        pooled = rows.groupby(keys)[["n_correct", "n_examples"]].sum()
+        bounds = [wilson_interval(k / n if n else 0.0, int(round(n))) for k, n in zip(pooled["n_correct"], pooled["n_examples"])]
+        low = wide(pd.Series([100 * lo for lo, _ in bounds], index=pooled.index))
+        high = wide(pd.Series([100 * hi for _, hi in bounds], index=pooled.index))
+        caption += (f" [a, b] = 95 % Wilson score interval of the {metric} accuracy over the cell's test examples, "
+                    "all seeds pooled.")
     return Table(layout, row_key, tuple(col_keys), wide(stats["mean"]), wide(stats["std"]), wide(stats["count"]),
-                 wide(clean) if clean is not None else None, wide(flagged).fillna(False).astype(bool), caption, flags)
+                 wide(clean) if clean is not None else None, wide(flagged).fillna(False).astype(bool), caption, flags,
+                 low, high)
 
 
 # ---------------------------------------------------------------------------
@@ -285,6 +304,8 @@ def cell_texts(table: Table, decimals: int = 1) -> pd.DataFrame:
                 text = f"{m:.{decimals}f} ± {table.std.at[r, c]:.{decimals}f}"
             else:
                 text = f"{m:.{decimals}f}"
+            if table.low is not None and table.high is not None:
+                text += f" [{table.low.at[r, c]:.{decimals}f}, {table.high.at[r, c]:.{decimals}f}]"
             out.at[r, c] = text + ("†" if table.flagged.at[r, c] else "")
     return out
 

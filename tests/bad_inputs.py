@@ -334,6 +334,12 @@ EVAL = [
          finished_run),
     Case("eval --attacks zoo", ("eval", "results/runs/RUN", "--attacks", "zoo"), "unknown attack 'zoo'", finished_run),
     Case("eval --n-eval x", ("eval", "results/runs/RUN", "--n-eval", "x"), "invalid int value: 'x'", finished_run),
+    Case("compare with a missing run", ("compare", "results/runs/RUN", "nowhere"), "nowhere has no finished ticket",
+         finished_run),
+    Case("compare --level 1.5", ("compare", "results/runs/RUN", "results/runs/RUN", "--level", "1.5"),
+         "--level must be in (0, 1)", finished_run),
+    Case("compare --attacks zoo", ("compare", "results/runs/RUN", "results/runs/RUN", "--attacks", "zoo"),
+         "unknown attack 'zoo'", finished_run),
 ]
 
 SWEEP = [

@@ -26,7 +26,7 @@ LAYERS: List[Tuple[str, ...]] = [
     ("bench.methods", "bench.stages", "bench.compact", "bench.ticket", "tickets", "baselines"),
     ("bench.flags", "bench.evaluate", "bench.randomized"),
     ("bench.harness",),
-    ("bench.sweep", "bench.executors", "bench.zoo", "bench.export", "bench.tables", "bench.leaderboard",
+    ("bench.sweep", "bench.executors", "bench.zoo", "bench.export", "bench.tables", "bench.leaderboard", "bench.compare",
      "bench.plots", "bench.exact_gate", "bench.training_gate", "bench.check"),
     ("bench.commands",),
     ("bench.cli", "bench.__main__", "bench"),

@@ -10,9 +10,12 @@ from typing import List
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from scipy.stats import binomtest
 
 from bench.cli import main
-from bench.plots import make_plots
+from bench.plots import _agg, make_plots
+from bench.results import AttackResult, result_rows, wilson_interval
 from bench.tables import apply_filters, build_table, latest_rows, load_rows, render, to_latex, to_markdown
 
 METHODS = ("hydra", "rst")
@@ -247,3 +250,46 @@ def test_importing_plots_leaves_matplotlib_settings_alone() -> None:
             "import bench.plots, bench.tables; "
             "assert dict(matplotlib.rcParams) == before and matplotlib.get_backend() == backend")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("k, n", [(0, 10), (10, 10), (617, 1000), (55, 100), (3, 7), (1, 1)])
+def test_wilson_interval_matches_scipy(k: int, n: int) -> None:
+    """Our Wilson score interval against scipy's (binomtest(...).proportion_ci(method='wilson'))."""
+    ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    lo, hi = wilson_interval(k / n, n)
+    assert (lo, hi) == (pytest.approx(ref.low, abs=1e-12), pytest.approx(ref.high, abs=1e-12))
+
+
+def test_rows_carry_intervals() -> None:
+    """Every row built by result_rows has the 95 % Wilson interval of its clean and robust accuracy."""
+    r = AttackResult("pgd20", {"eps": 0.1}, 200, 0.75, 0.5, 1.0, torch.zeros(200, dtype=torch.bool))
+    row = result_rows({"run_id": "x"}, [r], {}, torch.device("cpu"))[0]
+    assert (row["robust_ci_low"], row["robust_ci_high"]) == tuple(round(v, 6) for v in wilson_interval(0.5, 200))
+    assert row["clean_ci_low"] < 0.75 < row["clean_ci_high"]
+
+
+def test_interval_cells_pool_the_seeds(csv_path: Path) -> None:
+    """--interval: each cell's interval is Wilson over the correct examples of all its seeds pooled."""
+    df = make_rows()
+    rows = df[(df["attack"] == "pgd20") & (df["width"] == 0.5)]
+    table = build_table(apply_filters(load_rows([csv_path]), ["width=0.5"]), "sparsity", "pgd20", interval=True)
+    assert table.low is not None and table.high is not None and "Wilson" in table.caption
+    for (method, sparsity), g in rows.groupby(["method", "target_sparsity"]):
+        k, n = float((g["robust_acc"] * g["n_eval"]).sum()), int(g["n_eval"].sum())
+        lo, hi = wilson_interval(k / n, n)
+        assert table.low.at[sparsity, method] == pytest.approx(100 * lo)
+        assert table.high.at[sparsity, method] == pytest.approx(100 * hi)
+    text = to_markdown(table)
+    assert f"[{table.low.iloc[0, 0]:.1f}, {table.high.iloc[0, 0]:.1f}]" in text
+
+
+def test_plot_points_carry_the_pooled_interval() -> None:
+    """The plots' aggregation gives each point the Wilson interval of its pooled examples (drawn as bars)."""
+    df = make_rows()
+    rows = latest_rows(df[df["width"] == 0.5], "pgd20")
+    stats = _agg(rows, ["method", "target_sparsity"], "robust_acc")
+    for _, s in stats.iterrows():
+        g = rows[(rows["method"] == s["method"]) & (rows["target_sparsity"] == s["target_sparsity"])]
+        lo, hi = wilson_interval(float((g["robust_acc"] * g["n_eval"]).sum()) / g["n_eval"].sum(), int(g["n_eval"].sum()))
+        assert (s["lo"], s["hi"]) == (pytest.approx(100 * lo), pytest.approx(100 * hi))
+        assert s["lo"] <= s["mean"] <= s["hi"]
