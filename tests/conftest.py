@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from bench.data import DataBundle, DatasetInfo, Split, load_data, to_float
+from bench.masking import apply_masks
 from bench.models import ModelConfig, build_model
 
 # The one tiny budget every test file builds its runs from (a few seconds each on the CPU).
@@ -32,6 +33,23 @@ def train_mlp(hidden: int, n_train: int, epochs: int, batch: int, lr: float,
             value.backward()
             opt.step()
     return model.eval(), data.test
+
+
+def trained_convnet() -> nn.Module:
+    """A half-pruned quarter-width conv net trained for ten SGD steps on the embedded Fashion-MNIST (CPU, seed 0),
+    so its BatchNorm statistics and decisions are not trivial; in eval mode."""
+    data = load_data("fashion-mnist", "embedded")
+    torch.manual_seed(0)
+    model = build_model("convnet", ModelConfig(1, 10, 28, (0.286,), (0.353,), 0.25))
+    apply_masks(model, lambda _n, layer: layer.weight.abs(), 0.5)
+    opt = torch.optim.SGD(model.parameters(), 0.05)
+    x, y = to_float(data.train.x[:1000], torch.device("cpu")), data.train.y[:1000]
+    for i in range(0, 1000, 100):
+        loss = nn.functional.cross_entropy(model(x[i : i + 100]), y[i : i + 100])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
 
 
 @pytest.fixture(scope="module")

@@ -9,35 +9,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-import torch.nn as nn
-from conftest import TINY
+from conftest import TINY, trained_convnet
 
 from bench.attacks import make_attack
 from bench.cli import main
 from bench.data import load_data, to_float
 from bench.evaluate import evaluate
 from bench.inference import inference_model
-from bench.masking import apply_masks
-from bench.models import ModelConfig, build_model
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 CUDA = torch.device("cuda")
-
-
-def trained_convnet() -> nn.Module:
-    """A half-pruned conv net trained for a few steps on Fashion-MNIST (CPU, seed 0), in eval mode."""
-    data = load_data("fashion-mnist", "embedded")
-    torch.manual_seed(0)
-    model = build_model("convnet", ModelConfig(1, 10, 28, (0.286,), (0.353,), 0.25))
-    apply_masks(model, lambda _n, layer: layer.weight.abs(), 0.5)
-    opt = torch.optim.SGD(model.parameters(), 0.05)
-    x, y = to_float(data.train.x[:1000], torch.device("cpu")), data.train.y[:1000]
-    for i in range(0, 1000, 100):
-        loss = nn.functional.cross_entropy(model(x[i : i + 100]), y[i : i + 100])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
 
 
 def test_bench_run_on_cuda(tmp_path: Path) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
+from conftest import trained_convnet
 
-from bench.data import load_data, to_float
+from bench.data import load_data
 from bench.evaluate import evaluate, model_folder
 from bench.inference import PREPARATION, inference_model
 from bench.io import model_fingerprint
@@ -78,18 +79,7 @@ def test_prepared_evaluation_agrees_and_caches_apart(tmp_path) -> None:  # type:
     """evaluate(prepare=True) gives the clean flags of the ticket and PGD-20 flags equal up to rounding-decided
     examples (at most 1 of 200), in its own cache folder."""
     data = load_data("fashion-mnist", "embedded")
-    torch.manual_seed(0)
-    model = build_model("convnet", ModelConfig(1, 10, 28, (0.286,), (0.353,), 0.25))
-    apply_masks(model, lambda _n, layer: layer.weight.abs(), 0.5)
-    # A few training steps so the BatchNorm statistics and the model are not trivial.
-    opt = torch.optim.SGD(model.parameters(), 0.05)
-    x, y = to_float(data.train.x[:1000], torch.device("cpu")), data.train.y[:1000]
-    for i in range(0, 1000, 100):
-        loss = nn.functional.cross_entropy(model(x[i : i + 100]), y[i : i + 100])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    model = trained_convnet()
     runs = {p: evaluate(model, data.test, ("pgd20",), 0.1, 200, 0, torch.device("cpu"), tmp_path, prepare=p)
             for p in (False, True)}
     plain, prepared = runs[False][0], runs[True][0]
