@@ -38,10 +38,10 @@ from bench.io import atomic_json, digest, mix_seed, model_fingerprint, slug
 from bench.results import EVAL_VERSION, AttackResult
 from bench.store import Store
 
-# The arrays of a deterministic model's stores.
 # Prepared models store weights and take inputs channels-last (faster input-gradient passes on CPU; see
 # docs/performance.md).
 CHANNELS_LAST = True
+# The arrays of a deterministic model's stores.
 CLEAN_ARRAYS = {"computed": (torch.bool, False, ()), "correct": (torch.bool, False, ())}
 ATTACK_ARRAYS = {"tried": (torch.bool, False, ()), "robust": (torch.bool, False, ()),
                  "linf": (torch.float32, float("nan"), ()), "l2": (torch.float32, float("nan"), ()),

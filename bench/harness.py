@@ -185,7 +185,7 @@ def _find_or_search(spec: RunSpec, data: DataBundle, device: torch.device, run_d
         "train_passes": ctx.compute.passes + sum(s["passes"] for s in ctx.info.get("stage_compute", [])),
         "wall_seconds": time.perf_counter() - t0,
         "data_source": data.source,
-        # The threads the search ran with (a sweep's workers share the cores: see bench.sweep.limit_threads).
+        # The threads the search ran with (a sweep's workers share the cores: see bench.threads).
         "threads": {"torch": torch.get_num_threads(), **{k: os.environ.get(k, "") for k in THREAD_ENV_VARS}},
         **({"data_fingerprint": data.fingerprint} if data.fingerprint is not None else {}),
         "randomized": method.randomized,

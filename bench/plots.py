@@ -19,8 +19,8 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bench.results import format_eps, wilson_interval
-from bench.tables import check_cells, latest_rows, span
+from bench.results import format_eps
+from bench.tables import check_cells, latest_rows, pooled_interval, span
 
 KINDS = ("sparsity", "width", "scatter")
 FONT = 10
@@ -86,13 +86,7 @@ def _attacks(df: pd.DataFrame, attacks: Optional[Sequence[str]]) -> List[str]:
 def _agg(rows: pd.DataFrame, keys: List[str], column: str) -> pd.DataFrame:
     """Mean and std (over seeds) of ``column`` in percent per key, and the 95 % Wilson interval (``lo``, ``hi``)
     over the key's test examples of all seeds pooled."""
-    rows = rows.assign(n_examples=pd.to_numeric(rows["n_eval"]))
-    rows = rows.assign(n_correct=rows[column] * rows["n_examples"])
-    out = rows.groupby(keys)[column].agg(["mean", "std", "count"]).reset_index()
-    pooled = rows.groupby(keys)[["n_correct", "n_examples"]].sum().reset_index()
-    bounds = [wilson_interval(k / n if n else 0.0, int(round(n))) for k, n in zip(pooled["n_correct"], pooled["n_examples"])]
-    out["lo"] = [100 * lo for lo, _ in bounds]
-    out["hi"] = [100 * hi for _, hi in bounds]
+    out = rows.groupby(keys)[column].agg(["mean", "std", "count"]).join(pooled_interval(rows, keys, column)).reset_index()
     out[["mean", "std"]] = out[["mean", "std"]] * 100
     out["std"] = out["std"].fillna(0.0)
     return out

@@ -21,8 +21,8 @@ KEY_COLUMNS = ("run_id", "attack", "n_eval", "eps", "version", "scope", "eval_ve
 LEADING_COLUMNS = (
     "run_id", "method", "dataset", "arch", "width", "target_sparsity", "measured_sparsity", "seed",
     "attack", "norm", "eps", "steps", "step_size", "restarts", "eot_samples", "version", "scope", "n_eval",
-    "clean_acc", "robust_acc", "clean_ci_low", "clean_ci_high", "robust_ci_low", "robust_ci_high", "flags", "eval_version", "status", "seconds", "train_seconds", "train_passes",
-    "created_at", "git_commit", "torch_version", "device",
+    "clean_acc", "robust_acc", "clean_ci_low", "clean_ci_high", "robust_ci_low", "robust_ci_high", "flags", "eval_version",
+    "status", "seconds", "train_seconds", "train_passes", "created_at", "git_commit", "torch_version", "device",
 )
 
 

@@ -200,6 +200,15 @@ def _flag_names(flags: pd.Series) -> Tuple[str, ...]:
     return tuple(sorted(names))
 
 
+def pooled_interval(rows: pd.DataFrame, keys: List[str], column: str) -> pd.DataFrame:
+    """Per key, the 95 % Wilson interval (percent, columns ``lo`` and ``hi``) of accuracy ``column`` over the
+    test examples of all the key's runs pooled: accuracy x n_eval correct of n_eval, summed over seeds."""
+    n = pd.to_numeric(rows["n_eval"])
+    pooled = pd.DataFrame({"k": rows[column] * n, "n": n}).groupby([rows[k] for k in keys]).sum()
+    bounds = [wilson_interval(k / n if n else 0.0, int(round(n))) for k, n in zip(pooled["k"], pooled["n"])]
+    return pd.DataFrame({"lo": [100 * lo for lo, _ in bounds], "hi": [100 * hi for _, hi in bounds]}, index=pooled.index)
+
+
 def build_table(df: pd.DataFrame, layout: str, attack: str = "worst_case", metric: str = "robust",
                 columns: Optional[str] = None, interval: bool = False) -> Table:
     """Aggregate tidy rows into one of the three layouts (see the module docstring).
@@ -247,13 +256,8 @@ def build_table(df: pd.DataFrame, layout: str, attack: str = "worst_case", metri
         caption += f" † = a run in the cell is flagged ({', '.join(flags)})."
     low = high = None
     if interval:
-        # Pooled over seeds: correct examples and examples, summed per cell.
-        rows["n_examples"] = pd.to_numeric(rows["n_eval"])
-        rows["n_correct"] = rows[value] / 100 * rows["n_examples"]
-        pooled = rows.groupby(keys)[["n_correct", "n_examples"]].sum()
-        bounds = [wilson_interval(k / n if n else 0.0, int(round(n))) for k, n in zip(pooled["n_correct"], pooled["n_examples"])]
-        low = wide(pd.Series([100 * lo for lo, _ in bounds], index=pooled.index))
-        high = wide(pd.Series([100 * hi for _, hi in bounds], index=pooled.index))
+        bounds = pooled_interval(rows, keys, "clean_acc" if metric == "clean" else "robust_acc")
+        low, high = wide(bounds["lo"]), wide(bounds["hi"])
         caption += (f" [a, b] = 95 % Wilson score interval of the {metric} accuracy over the cell's test examples, "
                     "all seeds pooled.")
     return Table(layout, row_key, tuple(col_keys), wide(stats["mean"]), wide(stats["std"]), wide(stats["count"]),
