@@ -50,7 +50,7 @@ def _folder(path: Path) -> tvd.ImageFolder:
     """torchvision's index of one split folder; its complaints become ValueErrors naming the folder."""
     try:
         return tvd.ImageFolder(str(path))
-    except (FileNotFoundError, OSError) as exc:
+    except OSError as exc:  # FileNotFoundError included: torchvision raises it for a class folder with no image
         raise ValueError(f"{path}: {exc}") from None
 
 
