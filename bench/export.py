@@ -36,7 +36,7 @@ import pandas as pd
 
 from bench.data import DATASETS
 from bench.io import atomic_write, slug
-from bench.results import format_eps
+from bench.results import CURVE_ATTACKS, format_eps
 
 # The threat models an entry may name (folder names), and what a run id looks like.
 THREAT_MODELS = ("Linf", "L2")
@@ -86,6 +86,13 @@ def model_info(rows: pd.DataFrame, threat: str = "Linf") -> Dict[str, Any]:
     """One RobustBench model-info dict (plus extra fields) from the rows of one run."""
     if rows["run_id"].nunique() != 1:
         raise ValueError("model_info expects the rows of exactly one run")
+    # Security-curve rows (one per eps) give the median minimal perturbation and their flags, not accuracies.
+    curve = rows[rows["attack"].astype(str).isin(CURVE_ATTACKS)]
+    if len(curve) == len(rows):
+        raise ValueError(f"run {rows['run_id'].iloc[0]} has only security-curve rows; evaluate it first (bench eval)")
+    curve_flags = {f.strip() for v in curve.get("flags", pd.Series(dtype=str)) for f in re.split(r"[;,|]", _text(v)) if f.strip()}
+    medians = [m for m in (_number(v) for v in curve.get("median_distance", pd.Series(dtype=str))) if m is not None]
+    rows = rows[~rows["attack"].astype(str).isin(CURVE_ATTACKS)]
     rows = _pick(rows.assign(version=[_text(v) for v in rows.get("version", [""] * len(rows))]))
     first = rows.iloc[0]
     by_attack = {r["attack"]: r for _, r in rows.iterrows()}
@@ -106,6 +113,7 @@ def model_info(rows: pd.DataFrame, threat: str = "Linf") -> Dict[str, Any]:
     eot_iter = int(max([v for v in eot if v is not None], default=1))
     randomized = _flag(first.get("randomized", ""))
     flag_set = {f.strip() for v in rows.get("flags", pd.Series(dtype=str)) for f in re.split(r"[;,|]", _text(v)) if f.strip()}
+    flag_set |= curve_flags
     flags = ";".join(sorted(flag_set))
     non_adaptive = _flag(first.get("non_adaptive", "")) or "non_adaptive" in flag_set
     # With an `adaptive` column (randomised tickets): non-adaptive means no adaptive row at all for this ticket.
@@ -150,6 +158,9 @@ def model_info(rows: pd.DataFrame, threat: str = "Linf") -> Dict[str, Any]:
         "flags": flags,
         "run_id": str(first["run_id"]),
         "n_eval": int(float(largest["n_eval"])),
+        # FMN's median minimal L-inf perturbation (bench security); None before one ran, or when FMN broke fewer
+        # than half the examples (an infinite median has no JSON number).
+        "median_distance": medians[-1] if medians and math.isfinite(medians[-1]) else None,
         "evaluations": [{"attack": r["attack"], "version": r["version"], "n_eval": int(float(r["n_eval"])),
                          "clean_acc": _number(r["clean_acc"]), "robust_acc": _number(r["robust_acc"])}
                         for _, r in rows.iterrows()],

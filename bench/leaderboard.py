@@ -72,11 +72,12 @@ EXTENSION_SCHEMA: Dict[str, Tuple[Tuple[type, ...], bool]] = {
     "n_eval": ((int,), False),
     "evaluations": ((list,), False),
     "ticket": ((str,), False),
+    "median_distance": ((float, int, type(None)), False),
 }
 SCHEMA = {**ROBUSTBENCH_SCHEMA, **EXTENSION_SCHEMA}
 CSV_COLUMNS = ("dataset", "threat_model", "eps", "rank", "method", "name", "architecture", "width", "sparsity", "density",
-               "clean_acc", "robust_acc", "autoattack_acc", "reported", "attacks", "n_eval", "randomized", "eot_iter",
-               "non_adaptive", "unreliable", "flags", "run_id", "source", "entry")
+               "clean_acc", "robust_acc", "autoattack_acc", "reported", "median_distance", "attacks", "n_eval", "randomized",
+               "eot_iter", "non_adaptive", "unreliable", "flags", "run_id", "source", "entry")
 
 
 @dataclass(frozen=True)
@@ -276,6 +277,7 @@ def rank_entries(entries: Sequence[Entry]) -> pd.DataFrame:
             "width": float(info["width"]), "sparsity": float(info["sparsity"]), "density": float(info["density"]),
             "clean_acc": float(info["clean_acc"]), "robust_acc": e.robust,
             "autoattack_acc": _pct(info.get("autoattack_acc")), "reported": _pct(info.get("reported")),
+            "median_distance": info.get("median_distance"),
             "attacks": "+".join(str(ev.get("attack")) for ev in evaluations if isinstance(ev, dict) and ev.get("attack") != "worst_case"),
             "n_eval": info.get("n_eval"), "randomized": info["randomized"], "eot_iter": info["eot_iter"],
             "non_adaptive": info["non_adaptive"], "unreliable": info["unreliable"], "flags": info["flags"],
@@ -297,7 +299,8 @@ def rank_entries(entries: Sequence[Entry]) -> pd.DataFrame:
 
 HTML_COLUMNS = (("rank", "#"), ("method", "method"), ("architecture", "architecture"), ("width", "width"),
                 ("sparsity", "sparsity"), ("clean_acc", "clean (%)"), ("robust_acc", "worst-case robust (%)"),
-                ("autoattack_acc", "AutoAttack (%)"), ("reported", "PGD-20 (%)"), ("attacks", "attacks"),
+                ("autoattack_acc", "AutoAttack (%)"), ("reported", "PGD-20 (%)"),
+                ("median_distance", "FMN median eps"), ("attacks", "attacks"),
                 ("n_eval", "n_eval"), ("randomized", "randomized"), ("non_adaptive", "non-adaptive"), ("flags", "flags"),
                 ("source", "source"), ("run_id", "run"))
 

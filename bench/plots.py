@@ -3,7 +3,9 @@
 - robust accuracy vs sparsity: one line per method, band = ± std over seeds,
   bars = 95 % Wilson interval of the examples of all seeds pooled, one panel per attack; dense methods (only sparsity 0) are dashed reference lines;
 - robust accuracy vs width: one line per (method, sparsity);
-- clean vs robust accuracy: one point per configuration (mean over seeds).
+- clean vs robust accuracy: one point per configuration (mean over seeds);
+- security curves: robust accuracy against eps from FMN, one line per ticket (band = 95 % Wilson interval),
+  the fixed-eps worst case at the spec's eps as a marker.
 
 Figures are built on ``matplotlib.figure.Figure`` with an explicit Agg canvas:
 no pyplot, no global backend switch and no rcParams changes.
@@ -19,10 +21,12 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bench.results import format_eps
+from bench.results import CURVE_ATTACKS, format_eps
 from bench.tables import check_cells, latest_rows, pooled_interval, span
 
-KINDS = ("sparsity", "width", "scatter")
+KINDS = ("sparsity", "width", "scatter", "security")
+# What `bench plot` draws without --kind (security curves exist only after `bench security`).
+DEFAULT_KINDS = ("sparsity", "width", "scatter")
 FONT = 10
 PANEL = (4.2, 3.4)
 
@@ -73,10 +77,10 @@ def _save(fig: Figure, stem: Path) -> List[Path]:
 
 
 def _attacks(df: pd.DataFrame, attacks: Optional[Sequence[str]]) -> List[str]:
-    """Requested attacks, or every attack present with worst_case last."""
+    """Requested attacks, or every fixed-eps attack present (security curves left out) with worst_case last."""
     present = sorted(df["attack"].astype(str).unique(), key=lambda a: (a == "worst_case", a))
     if not attacks:
-        return present
+        return [a for a in present if a not in CURVE_ATTACKS]
     missing = [a for a in attacks if a not in present]
     if missing:
         raise ValueError(f"no rows for attack(s) {', '.join(missing)}; attacks present: {', '.join(present)}")
@@ -179,7 +183,53 @@ def plot_clean_vs_robust(df: pd.DataFrame, out_stem: Union[str, Path], attack: s
     return _save(fig, Path(out_stem))
 
 
-def make_plots(df: pd.DataFrame, out_dir: Union[str, Path], kinds: Sequence[str] = KINDS,
+def plot_security(df: pd.DataFrame, out_stem: Union[str, Path], attack: str = "worst_case") -> List[Path]:
+    """Robust accuracy against eps from FMN (``bench security``), one panel per dataset and one line per ticket
+    (band: the 95 % Wilson interval at each eps); ``attack`` at the spec's eps is a square with its interval, so a
+    curve that disagrees with the fixed-eps evaluation shows."""
+    curves = df[df["attack"].isin(CURVE_ATTACKS)]
+    if curves.empty:
+        raise ValueError("no security-curve rows (attack fmn) to plot; run `bench security RUN_DIR` first")
+    # One point per (ticket, eps): the largest evaluation, then the newest.
+    order = [c for c in ("n_eval", "created_at") if c in curves]
+    curves = curves.sort_values(order, kind="mergesort").drop_duplicates(["run_id", "eps"], keep="last")
+    fixed = latest_rows(df, attack).set_index("run_id") if (df["attack"] == attack).any() else pd.DataFrame()
+    datasets = sorted(curves["dataset"].astype(str).unique())
+    fig, axes = _figure(len(datasets))
+    configs = curves.assign(_config=[f"{m}, sparsity {s * 100:g}%" for m, s in zip(curves["method"], curves["target_sparsity"])])
+    colors = _palette(configs["_config"])
+    styles = ("-", "--", ":", "-.")
+    for ax, dataset in zip(axes, datasets):
+        rows = configs[configs["dataset"].astype(str) == dataset]
+        for run_id, g in rows.sort_values(["_config", "seed"]).groupby("run_id", sort=False):
+            g = g.sort_values("eps")
+            color = colors[g["_config"].iloc[0]]
+            seeds = sorted(rows[rows["_config"] == g["_config"].iloc[0]]["seed"].unique())
+            style = styles[seeds.index(g["seed"].iloc[0]) % len(styles)]
+            bounds = pooled_interval(g, ["eps"], "robust_acc")
+            ax.plot(g["eps"], g["robust_acc"] * 100, linestyle=style, linewidth=1.5, color=color,
+                    label=f"{g['_config'].iloc[0]}, seed {g['seed'].iloc[0]} (median {float(g['median_distance'].iloc[0]):.3g})"
+                    if "median_distance" in g else f"{g['_config'].iloc[0]}, seed {g['seed'].iloc[0]}")
+            ax.fill_between(g["eps"], bounds["lo"].to_numpy(), bounds["hi"].to_numpy(), color=color, alpha=0.12, linewidth=0)
+            # The fixed-eps evaluation of the same ticket, at the spec's eps, with its own interval.
+            if run_id in fixed.index:
+                r = fixed.loc[run_id]
+                point = pooled_interval(fixed.loc[[run_id]].reset_index(), ["run_id"], "robust_acc").iloc[0]
+                value = float(r["robust_acc"]) * 100
+                ax.errorbar([float(r["eps"])], [value], yerr=[[max(0.0, value - point["lo"])], [max(0.0, point["hi"] - value)]],
+                            fmt="s", markersize=4, color=color, capsize=2)
+        n_text = span(rows["n_eval"])
+        _style(ax, "eps (L-inf, pixel units)", "robust accuracy (%)", f"{dataset}: FMN security curves (n_eval {n_text})")
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=FONT - 3, frameon=False)
+    steps = span(curves["steps"]) if "steps" in curves else "?"
+    fig.suptitle(textwrap.fill(f"robust accuracy = share of examples whose FMN minimal L-inf perturbation ({steps} steps) "
+                               f"exceeds eps; band: 95 % Wilson interval; squares: {attack} at the spec's eps", 110),
+                 fontsize=FONT - 1)
+    return _save(fig, Path(out_stem))
+
+
+def make_plots(df: pd.DataFrame, out_dir: Union[str, Path], kinds: Sequence[str] = DEFAULT_KINDS,
                attacks: Optional[Sequence[str]] = None, attack: str = "worst_case", metric: str = "robust") -> List[Path]:
     """Draw the requested kinds into ``out_dir``; returns every file written."""
     out_dir = Path(out_dir)
@@ -191,6 +241,8 @@ def make_plots(df: pd.DataFrame, out_dir: Union[str, Path], kinds: Sequence[str]
             written += plot_vs_width(df, out_dir / f"{metric}_vs_width", attack, metric)
         elif kind == "scatter":
             written += plot_clean_vs_robust(df, out_dir / "clean_vs_robust", attack)
+        elif kind == "security":
+            written += plot_security(df, out_dir / "security", attack)
         else:
             raise ValueError(f"unknown plot kind {kind!r}; choices: {', '.join(KINDS)}")
     return written

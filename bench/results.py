@@ -35,8 +35,12 @@ EVAL_VERSION = 2
 TABLE_COLUMNS = ("run_id", "method", "dataset", "arch", "width", "target_sparsity", "attack", "eps", "n_eval",
                  "clean_acc", "robust_acc")
 
-# Per-row statistics that become CSV columns when an evaluation provides them (randomised tickets).
-ROW_STATS = ("draws", "clean_std", "robust_std", "randomized", "adaptive", "non_adaptive")
+# Attacks whose rows are the points of a security curve (one row per eps, bench.security), not fixed-eps
+# evaluations: tables, plots of accuracy, exports and the leaderboard leave them out of their figures.
+CURVE_ATTACKS = ("fmn",)
+# Per-row statistics that become CSV columns when an evaluation provides them (randomised tickets; the median
+# minimal perturbation of a security curve's rows).
+ROW_STATS = ("draws", "clean_std", "robust_std", "randomized", "adaptive", "non_adaptive", "median_distance")
 
 
 @dataclass

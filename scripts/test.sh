@@ -13,7 +13,8 @@ fi
 
 # Python packages: torch from this machine's disk, then the project with its test extras.
 python -m pip install -q torch==2.14.1 torchvision==0.29.1
-python -m pip install -q -e '.[test,robustbench,ray]'
+# (constraints/build.txt: adv-lib's visdom dependency is an sdist that builds only with setuptools<81.)
+PIP_CONSTRAINT="$PWD/constraints/build.txt" python -m pip install -q -e '.[test,robustbench,ray,security]'
 
 # Full MNIST lives beside the checkout (../shared/datasets/mnist) on project machines.
 if [ -z "${BENCH_DATA_ROOT:-}" ] && [ -d ../shared/datasets ]; then

@@ -340,6 +340,13 @@ EVAL = [
          "--level must be in (0, 1)", finished_run),
     Case("compare --attacks zoo", ("compare", "results/runs/RUN", "results/runs/RUN", "--attacks", "zoo"),
          "unknown attack 'zoo'", finished_run),
+    Case("security with a missing run", ("security", "nowhere"), "nowhere has no finished ticket"),
+    Case("security --steps 0", ("security", "results/runs/RUN", "--steps", "0"), "--steps must be >= 1", finished_run),
+    Case("security --n-eval -1", ("security", "results/runs/RUN", "--n-eval", "-1"), "--n-eval must be >= 0", finished_run),
+    Case("security --grid-points 1", ("security", "results/runs/RUN", "--grid-points", "1"), "needs >= 2 points",
+         finished_run),
+    Case("security --grid-span 0", ("security", "results/runs/RUN", "--grid-span", "0"), "a positive span", finished_run),
+    Case("security of a copied run without --out", ("security", "myrun"), "give --out DIR", copied_run),
 ]
 
 SWEEP = [

@@ -24,7 +24,7 @@ LAYERS: List[Tuple[str, ...]] = [
     ("bench.spec",),
     ("bench.train",),
     ("bench.methods", "bench.stages", "bench.compact", "bench.ticket", "tickets", "baselines"),
-    ("bench.flags", "bench.evaluate", "bench.randomized"),
+    ("bench.flags", "bench.evaluate", "bench.randomized", "bench.security"),
     ("bench.harness",),
     ("bench.sweep", "bench.executors", "bench.zoo", "bench.export", "bench.tables", "bench.leaderboard", "bench.compare",
      "bench.plots", "bench.exact_gate", "bench.training_gate", "bench.check"),

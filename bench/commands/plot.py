@@ -4,18 +4,19 @@ from __future__ import annotations
 import argparse
 
 from bench.commands import COMMANDS
-from bench.plots import KINDS, make_plots
+from bench.plots import DEFAULT_KINDS, KINDS, make_plots
 from bench.tables import apply_filters, load_rows
 
 
 def add(sub: argparse._SubParsersAction) -> None:
     """Register ``bench plot``."""
 
-    p = sub.add_parser("plot", help="figures from runs.csv: accuracy vs sparsity / width, clean vs robust",
+    p = sub.add_parser("plot", help="figures from runs.csv: accuracy vs sparsity / width, clean vs robust, security curves",
                        description="Draw PNG and PDF figures from tidy rows (means over seeds, bands = ± std).")
     p.add_argument("csv", nargs="*", default=["results/runs.csv"], help="tidy runs.csv file(s) [default: results/runs.csv]")
     p.add_argument("--kind", action="append", choices=KINDS, default=None,
-                   help="figure(s) to draw; repeatable [default: all]")
+                   help="figure(s) to draw; repeatable [default: sparsity, width and scatter; "
+                        "security draws the curves of `bench security`]")
     p.add_argument("--attacks", default=None, help="comma-separated panels of the sparsity figure [default: every attack present]")
     p.add_argument("--attack", default="worst_case", help="attack of the width and scatter figures [default: worst_case]")
     p.add_argument("--metric", choices=("robust", "clean"), default="robust", help="accuracy on the y axis [default: robust]")
@@ -26,7 +27,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     def run(args: argparse.Namespace) -> int:
         df = apply_filters(load_rows(args.csv), args.where)
         attacks = [a for a in args.attacks.split(",") if a] if args.attacks else None
-        for path in make_plots(df, args.out_dir, args.kind or KINDS, attacks, args.attack, args.metric):
+        for path in make_plots(df, args.out_dir, args.kind or DEFAULT_KINDS, attacks, args.attack, args.metric):
             print(f"wrote {path}")
         return 0
 

@@ -1,0 +1,67 @@
+"""``bench security``: security curves of finished tickets (robust accuracy against eps from FMN)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import List
+
+from bench import paths
+from bench.commands import COMMANDS
+from bench.harness import evaluate_run, load_finished_ticket, record
+from bench.methods import get_method
+from bench.security import FMN_STEPS, GRID_POINTS, GRID_SPAN, adv_lib_version, curve_results, eps_grid, min_norm
+from bench.ticket import read_spec
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    """Register ``bench security``."""
+    p = sub.add_parser("security", help="security curves of finished tickets: robust accuracy against eps from FMN",
+                       description="Run the minimum-norm FMN attack (adv-lib) on each ticket's test examples and append "
+                                   "one `fmn` row per eps of a grid (0 to SPAN x the spec's eps) with the median "
+                                   "minimal perturbation; the curve is checked against the spec's fixed-eps attacks.")
+    p.add_argument("run_dirs", nargs="+", help="run folders (<out>/runs/<run_id>)")
+    p.add_argument("--steps", type=int, default=FMN_STEPS, help=f"FMN steps [default: {FMN_STEPS}]")
+    p.add_argument("--n-eval", type=int, default=None, help="test examples [default: the spec's n_eval]")
+    p.add_argument("--grid-points", type=int, default=GRID_POINTS, help=f"eps values of the curve [default: {GRID_POINTS}]")
+    p.add_argument("--grid-span", type=float, default=GRID_SPAN,
+                   help=f"largest eps of the curve, in multiples of the spec's eps [default: {GRID_SPAN:g}]")
+    p.add_argument("--data-root", default=None, help="folder with full datasets")
+    p.add_argument("--out", default=None, help="output folder whose runs.csv gets the rows [default: each run's <out>]")
+
+    def run(args: argparse.Namespace) -> int:
+        # Every folder is checked before any attack runs.
+        run_dirs: List[Path] = [Path(d) for d in args.run_dirs]
+        for run_dir in run_dirs:
+            if not paths.ticket_finished(run_dir):
+                raise ValueError(f"{run_dir} has no finished ticket (spec.json, ticket.pt and meta.json)")
+            spec = read_spec(run_dir)
+            if get_method(spec.method).randomized:
+                raise ValueError(f"{run_dir}: method {spec.method} is randomised; FMN attacks one deterministic "
+                                 "model, so its curve would not be an adaptive evaluation (use bench eval)")
+            if args.out is None and not paths.in_output_folder(run_dir, spec.run_id):
+                raise ValueError(f"{run_dir} is not <out>/runs/{spec.run_id}; give --out DIR for its rows")
+        # Bad settings fail now too (the grid scales with each spec's eps).
+        eps_grid(1.0, args.grid_points, args.grid_span)
+        if args.steps < 1:
+            raise ValueError(f"--steps must be >= 1, got {args.steps}")
+        if args.n_eval is not None and args.n_eval < 0:
+            raise ValueError(f"--n-eval must be >= 0 (0 = the whole test set), got {args.n_eval}")
+        for run_dir in run_dirs:
+            spec = read_spec(run_dir)
+            out = Path(args.out) if args.out is not None else paths.out_of_run(run_dir)
+            ticket = load_finished_ticket(spec, run_dir, args.data_root)
+            # The spec's own evaluation (cached) is the reference the curve is checked against at its eps.
+            evaluated = evaluate_run(ticket)
+            reference = next((r for r in evaluated if r.attack == "worst_case"), evaluated[-1] if evaluated else None)
+            n = spec.n_eval if args.n_eval is None else args.n_eval
+            found = min_norm(ticket.model, ticket.data.test, n, ticket.device, paths.eval_root(run_dir), args.steps,
+                             prepare=True)
+            curve = curve_results(found, spec.eps_value, eps_grid(spec.eps_value, args.grid_points, args.grid_span),
+                                  reference.robust if reference is not None else None, adv_lib_version())
+            record(ticket, [*evaluated, *curve], out)
+        return 0
+
+    p.set_defaults(func=run)
+
+
+COMMANDS.add("security", add)
