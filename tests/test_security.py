@@ -14,6 +14,8 @@ from conftest import TINY
 from bench import security
 from bench.cli import main
 from bench.data import Split
+from bench.export import model_info
+from bench.results import format_eps
 from bench.security import (
     MinNorm,
     agreement_flags,
@@ -197,4 +199,10 @@ def test_bench_security_appends_a_checked_curve_and_plots_it(tmp_path: Path, cap
     assert len(board) == 1 and board["robust_acc"].iloc[0] == pytest.approx(100 * pgd["robust_acc"], abs=0.01)
     assert board["median_distance"].iloc[0] == pytest.approx(curve["median_distance"].iloc[0])
     assert set(str(board["flags"].iloc[0]).split(";")) >= {f for f in flags.split(";") if f}
+    # A weak curve does not make the fixed-eps figure unreliable; FMN beating the attacks does.
+    fixed = rows[rows["attack"] != "fmn"].assign(flags="")
+    for flag, unreliable in (("fmn_weaker", False), ("fmn_beats_attacks", True), ("", False)):
+        info = model_info(pd.concat([fixed, curve.assign(flags=flag)]))
+        assert info["unreliable"] is unreliable and info["eps"] == format_eps(float(pgd["eps"]))
+        assert info["median_distance"] == pytest.approx(curve["median_distance"].iloc[0])
 
