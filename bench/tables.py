@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import pandas as pd
+from scipy.stats import fisher_exact
 
 from bench.results import format_eps, read_rows, wilson_interval
 
@@ -35,6 +36,8 @@ CONFIG_COLUMNS = (
 LAYOUTS = ("sparsity", "method", "width")
 FORMATS = ("markdown", "latex", "csv")
 LABELS = {"target_sparsity": "sparsity", "method": "method", "width": "width", "arch": "arch"}
+# Significance level of the --reference marks (two-sided Fisher's exact test on pooled examples).
+REFERENCE_LEVEL = 0.05
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,8 @@ class Table:
     # 95 % Wilson interval (percent) of the ranked metric over each cell's pooled examples, when asked for.
     low: Optional[pd.DataFrame] = None
     high: Optional[pd.DataFrame] = None
+    # With a reference method: True where a cell does not differ significantly from the reference's cell.
+    same_as_reference: Optional[pd.DataFrame] = None
 
 
 def load_rows(paths: Sequence[Union[str, Path]]) -> pd.DataFrame:
@@ -209,12 +214,48 @@ def pooled_interval(rows: pd.DataFrame, keys: List[str], column: str) -> pd.Data
     return pd.DataFrame({"lo": [100 * lo for lo, _ in bounds], "hi": [100 * hi for _, hi in bounds]}, index=pooled.index)
 
 
+def pooled_counts(rows: pd.DataFrame, keys: List[str], column: str) -> pd.DataFrame:
+    """Per key, ``k`` correct of ``n`` examples of accuracy ``column``, all the key's runs pooled."""
+    n = pd.to_numeric(rows["n_eval"])
+    pooled = pd.DataFrame({"k": (rows[column] * n).round(), "n": n}).groupby([rows[k] for k in keys]).sum()
+    return pooled.astype(int)
+
+
+def reference_marks(counts: pd.DataFrame, reference: str, level: float = REFERENCE_LEVEL) -> pd.DataFrame:
+    """True where a cell's pooled accuracy does not differ from the reference method's at ``level`` (two-sided
+    Fisher's exact test on the 2 x 2 table of robust / not robust examples).
+
+    ``counts`` is indexed by (row key, method). A cell is compared with the reference's cell of its row, or with
+    the reference's only cell when the reference has one (a dense method, at sparsity 0 only).
+    """
+    ref = counts.xs(reference, level="method")
+    out = {}
+    for (row, method), (k, n) in counts[["k", "n"]].iterrows():
+        if method == reference:
+            continue
+        if row in ref.index:
+            rk, rn = ref.loc[row, "k"], ref.loc[row, "n"]
+        elif len(ref) == 1:
+            rk, rn = ref["k"].iloc[0], ref["n"].iloc[0]
+        else:
+            continue
+        p = fisher_exact([[int(k), int(n - k)], [int(rk), int(rn - rk)]])[1]
+        out[(row, method)] = bool(p >= level)
+    marks = pd.Series(out, dtype=bool)
+    if marks.empty:
+        return pd.DataFrame()
+    marks.index = marks.index.set_names(counts.index.names)
+    return marks.unstack("method").sort_index().sort_index(axis=1)
+
+
 def build_table(df: pd.DataFrame, layout: str, attack: str = "worst_case", metric: str = "robust",
-                columns: Optional[str] = None, interval: bool = False) -> Table:
+                columns: Optional[str] = None, interval: bool = False, reference: Optional[str] = None) -> Table:
     """Aggregate tidy rows into one of the three layouts (see the module docstring).
 
     With ``interval`` each cell also gets the 95 % Wilson score interval of its accuracy over the test
-    examples of all its runs pooled (accuracy x n_eval correct of n_eval, summed over seeds).
+    examples of all its runs pooled (accuracy x n_eval correct of n_eval, summed over seeds). With
+    ``reference`` (a method; layouts whose columns are methods) cells that do not differ significantly from
+    the reference's are marked ‡ (:func:`reference_marks`).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown table layout {layout!r}; choices: {', '.join(LAYOUTS)}")
@@ -260,9 +301,21 @@ def build_table(df: pd.DataFrame, layout: str, attack: str = "worst_case", metri
         low, high = wide(bounds["lo"]), wide(bounds["hi"])
         caption += (f" [a, b] = 95 % Wilson score interval of the {metric} accuracy over the cell's test examples, "
                     "all seeds pooled.")
+    same = None
+    if reference is not None:
+        if col_keys != ["method"]:
+            raise ValueError("--reference compares methods: use --layout sparsity, or --layout width --columns method")
+        present = sorted(rows["method"].astype(str).unique())
+        if reference not in present:
+            raise ValueError(f"--reference {reference!r} has no rows in this table; methods: {', '.join(present)}")
+        counts = pooled_counts(rows, keys, "clean_acc" if metric == "clean" else "robust_acc")
+        same = reference_marks(counts, reference).reindex(index=wide(stats["mean"]).index,
+                                                           columns=wide(stats["mean"]).columns).fillna(False).astype(bool)
+        caption += (f" ‡ = not significantly different from {reference} (two-sided Fisher's exact test on the pooled "
+                    f"test examples, level {REFERENCE_LEVEL:g}; unpaired, so conservative for the same examples).")
     return Table(layout, row_key, tuple(col_keys), wide(stats["mean"]), wide(stats["std"]), wide(stats["count"]),
                  wide(clean) if clean is not None else None, wide(flagged).fillna(False).astype(bool), caption, flags,
-                 low, high)
+                 low, high, same)
 
 
 # ---------------------------------------------------------------------------
@@ -310,7 +363,8 @@ def cell_texts(table: Table, decimals: int = 1) -> pd.DataFrame:
                 text = f"{m:.{decimals}f}"
             if table.low is not None and table.high is not None:
                 text += f" [{table.low.at[r, c]:.{decimals}f}, {table.high.at[r, c]:.{decimals}f}]"
-            out.at[r, c] = text + ("†" if table.flagged.at[r, c] else "")
+            same = table.same_as_reference is not None and bool(table.same_as_reference.at[r, c])
+            out.at[r, c] = text + ("†" if table.flagged.at[r, c] else "") + ("‡" if same else "")
     return out
 
 
@@ -348,7 +402,7 @@ def latex_escape(text: str) -> str:
 
 def _latex_cell(text: str) -> str:
     """Escape a cell and typeset ± and † in math/text mode."""
-    return latex_escape(text).replace("±", r"$\pm$").replace("†", r"$^\dagger$").replace("–", "--")
+    return latex_escape(text).replace("±", r"$\pm$").replace("†", r"$^\dagger$").replace("‡", r"$^\ddagger$").replace("–", "--")
 
 
 def to_latex(table: Table, bold: str = "column", decimals: int = 1, label: Optional[str] = None) -> str:

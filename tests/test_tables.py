@@ -1,6 +1,7 @@
 """bench table / bench plot: numbers equal a pandas groupby of the input, rendering, filters, errors."""
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
@@ -293,3 +294,56 @@ def test_plot_points_carry_the_pooled_interval() -> None:
         lo, hi = wilson_interval(float((g["robust_acc"] * g["n_eval"]).sum()) / g["n_eval"].sum(), int(g["n_eval"].sum()))
         assert (s["lo"], s["hi"]) == (pytest.approx(100 * lo), pytest.approx(100 * hi))
         assert s["lo"] <= s["mean"] <= s["hi"]
+
+
+def fisher_two_sided(a: int, b: int, c: int, d: int) -> float:
+    """Fisher's exact two-sided p-value of [[a, b], [c, d]] by hand: the hypergeometric probabilities of every
+    table with the same margins that are no more likely than the observed one, summed."""
+    row1, col1, n = a + b, a + c, a + b + c + d
+
+    def prob(x: int) -> float:
+        return math.comb(col1, x) * math.comb(n - col1, row1 - x) / math.comb(n, row1)
+
+    observed = prob(a)
+    return min(1.0, sum(prob(x) for x in range(max(0, row1 + col1 - n), min(row1, col1) + 1)
+                        if prob(x) <= observed * (1 + 1e-7)))
+
+
+def reference_rows(robust: dict) -> pd.DataFrame:
+    """One seed per (method, sparsity) on 200 examples: dense-at only at 0, the others at 0.5 and 0.9."""
+    records = []
+    for (method, sparsity), acc in robust.items():
+        records.append({"run_id": f"{method}-{sparsity}", "method": method, "dataset": "fashion-mnist", "arch": "convnet",
+                        "width": 0.5, "target_sparsity": sparsity, "measured_sparsity": sparsity, "seed": 0,
+                        "attack": "pgd20", "norm": "Linf", "eps": 0.1, "version": "", "scope": "alone", "n_eval": 200,
+                        "clean_acc": 0.8, "robust_acc": acc, "flags": "", "status": "ok", "epochs": 8,
+                        "created_at": "2026-01-01T00:00:00+00:00"})
+    return pd.DataFrame(records)
+
+
+def test_reference_marks_follow_fishers_exact_test() -> None:
+    """--reference dense-at: a cell is marked ‡ exactly when Fisher's exact test (computed by hand here) on its
+    200 examples against the dense reference's 200 gives p >= 0.05; a dense reference serves every row."""
+    robust = {("dense-at", 0.0): 0.60, ("rst", 0.5): 0.59, ("rst", 0.9): 0.45, ("hydra", 0.5): 0.52, ("hydra", 0.9): 0.70}
+    table = build_table(reference_rows(robust), "sparsity", "pgd20", reference="dense-at")
+    assert table.same_as_reference is not None and "Fisher" in table.caption and "0.05" in table.caption
+    ref_k = 120
+    for (method, sparsity), acc in robust.items():
+        if method == "dense-at":
+            assert not table.same_as_reference.at[sparsity, method]
+            continue
+        k = round(acc * 200)
+        p = fisher_two_sided(k, 200 - k, ref_k, 200 - ref_k)
+        assert bool(table.same_as_reference.at[sparsity, method]) == (p >= 0.05), (method, sparsity, p)
+    marks = table.same_as_reference
+    assert marks.at[0.5, "rst"] and not marks.at[0.9, "rst"] and not marks.at[0.9, "hydra"]
+    text = to_markdown(table, bold="none")
+    assert "59.0‡" in text and "45.0‡" not in text and r"$^\ddagger$" in to_latex(table)
+
+
+def test_reference_needs_method_columns_and_a_present_method() -> None:
+    rows = reference_rows({("dense-at", 0.0): 0.6, ("rst", 0.9): 0.5})
+    with pytest.raises(ValueError, match="--reference compares methods"):
+        build_table(rows, "method", "pgd20", reference="dense-at")
+    with pytest.raises(ValueError, match="has no rows in this table; methods: dense-at, rst"):
+        build_table(rows, "sparsity", "pgd20", reference="lwm")

@@ -37,6 +37,9 @@ def add(sub: argparse._SubParsersAction) -> None:
                    help="keep rows where COL equals VALUE (a,b = either; COL!=VALUE excludes); repeatable")
     p.add_argument("--bold", choices=("column", "row", "none"), default="column", help="bold the best value per column or row [default: column]")
     p.add_argument("--decimals", type=decimals, default=1, help="decimals of percentages, 0 to 6 [default: 1]")
+    p.add_argument("--reference", default=None, metavar="METHOD",
+                   help="mark with ‡ the cells not significantly different from METHOD's (two-sided Fisher's exact "
+                        "test on pooled examples, level 0.05; sparsity layout, or width with --columns method)")
     p.add_argument("--interval", action="store_true",
                    help="show each cell's 95 %% Wilson score interval over its pooled test examples, [low, high]")
     p.add_argument("--label", default=None, help="LaTeX \\label{...}")
@@ -44,7 +47,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
     def run(args: argparse.Namespace) -> int:
         df = apply_filters(load_rows(args.csv), args.where)
-        table = build_table(df, args.layout, args.attack, args.metric, args.columns, args.interval)
+        table = build_table(df, args.layout, args.attack, args.metric, args.columns, args.interval, args.reference)
         text = render(table, args.format, args.bold, args.decimals, args.label)
         if args.output:
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)
