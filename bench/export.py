@@ -45,7 +45,7 @@ RUN_ID = re.compile(r"[0-9a-f]{12}")
 ROBUSTBENCH_FIELDS = ("link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",
                       "architecture", "eps", "clean_acc", "reported", "autoattack_acc", "external", "footnote", "unreliable")
 EXTRA_FIELDS = ("sparsity", "target_sparsity", "density", "width", "method", "randomized", "eot_iter", "non_adaptive",
-                "flags", "run_id", "n_eval", "evaluations", "median_distance")
+                "flags", "run_id", "n_eval", "median_distance", "evaluations")
 # Sanity flags that say nothing about how trustworthy the robust accuracy is (all others mark an entry unreliable):
 # an off-target sparsity, and a security curve weaker than the fixed-eps attacks (the curve is the weak one).
 NOT_ROBUSTNESS_FLAGS = frozenset({"sparsity_off_target", "fmn_weaker"})
