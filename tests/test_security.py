@@ -128,7 +128,7 @@ def test_median_distance_is_the_lower_median() -> None:
 @pytest.mark.parametrize("reference, expected", [
     ([1, 1, 0, 0, 1], set()),                              # FMN agrees exactly
     ([1, 1, 1, 0, 1], {"fmn_beats_attacks"}),               # FMN broke example 2 inside eps; the attacks did not
-    ([1, 1, 0, 0, 0], {"fmn_weaker"}),                      # the attacks broke example 4; FMN found nothing in eps
+    ([1, 1, 0, 0, 0], {"fmn_weaker"}),                      # the attacks broke example 4 (20 %); FMN found nothing
 ])
 def test_agreement_flags_compare_the_curve_at_eps_with_the_fixed_eps_attacks(reference: list, expected: set) -> None:
     distance = torch.tensor([0.5, 0.2, 0.05, 0.0, 0.3])
@@ -183,8 +183,8 @@ def test_bench_security_appends_a_checked_curve_and_plots_it(tmp_path: Path, cap
     assert curve["robust_acc"].is_monotonic_decreasing and curve["median_distance"].nunique() == 1
     at_eps = curve[(curve["eps"] - pgd["eps"]).abs() < 1e-9].iloc[0]
     flags = str(at_eps["flags"]) if isinstance(at_eps["flags"], str) else ""
-    # FMN and PGD-20 agree within 1 % of the examples unless a flag says which one is off.
-    if abs(at_eps["robust_acc"] - pgd["robust_acc"]) > 0.01:
+    # FMN and PGD-20 agree within 2 % of the examples unless a flag says which one is off.
+    if abs(at_eps["robust_acc"] - pgd["robust_acc"]) > 0.02:
         assert "fmn_beats_attacks" in flags or "fmn_weaker" in flags
     # Rerunning adds no rows (cached distances, deduplicated rows).
     assert main(["security", str(run_dir), "--steps", "50", "--grid-points", "5"]) == 0
@@ -206,3 +206,11 @@ def test_bench_security_appends_a_checked_curve_and_plots_it(tmp_path: Path, cap
         assert info["unreliable"] is unreliable and info["eps"] == format_eps(float(pgd["eps"]))
         assert info["median_distance"] == pytest.approx(curve["median_distance"].iloc[0])
 
+
+
+@pytest.mark.parametrize("fmn_only_robust, flagged", [(2, False), (3, True)])
+def test_fmn_weaker_needs_more_than_two_percent(fmn_only_robust: int, flagged: bool) -> None:
+    """Of 100 examples the fixed-eps attacks broke all; FMN left 2 (no flag) or 3 (flag) beyond eps."""
+    distance = torch.zeros(100)
+    distance[:fmn_only_robust] = 0.5
+    assert ("fmn_weaker" in agreement_flags(distance, 0.1, torch.zeros(100, dtype=torch.bool))) is flagged
