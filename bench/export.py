@@ -37,6 +37,7 @@ import pandas as pd
 from bench.data import DATASETS
 from bench.io import atomic_write, slug
 from bench.results import CURVE_ATTACKS, format_eps
+from bench.tables import latest_curves
 
 # The threat models an entry may name (folder names), and what a run id looks like.
 THREAT_MODELS = ("Linf", "L2")
@@ -88,8 +89,8 @@ def model_info(rows: pd.DataFrame, threat: str = "Linf") -> Dict[str, Any]:
     if rows["run_id"].nunique() != 1:
         raise ValueError("model_info expects the rows of exactly one run")
     # Security-curve rows (one per eps) give the median minimal perturbation and their flags, not accuracies.
-    curve = rows[rows["attack"].astype(str).isin(CURVE_ATTACKS)]
-    if len(curve) == len(rows):
+    curve = latest_curves(rows)
+    if len(rows[rows["attack"].astype(str).isin(CURVE_ATTACKS)]) == len(rows):
         raise ValueError(f"run {rows['run_id'].iloc[0]} has only security-curve rows; evaluate it first (bench eval)")
     curve_flags = {f.strip() for v in curve.get("flags", pd.Series(dtype=str)) for f in re.split(r"[;,|]", _text(v)) if f.strip()}
     medians = [m for m in (_number(v) for v in curve.get("median_distance", pd.Series(dtype=str))) if m is not None]

@@ -22,7 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from bench.results import CURVE_ATTACKS, format_eps
-from bench.tables import check_cells, latest_rows, pooled_interval, span
+from bench.tables import check_cells, latest_curves, latest_rows, pooled_interval, span
 
 KINDS = ("sparsity", "width", "scatter", "security")
 # What `bench plot` draws without --kind (security curves exist only after `bench security`).
@@ -81,6 +81,9 @@ def _attacks(df: pd.DataFrame, attacks: Optional[Sequence[str]]) -> List[str]:
     present = sorted(df["attack"].astype(str).unique(), key=lambda a: (a == "worst_case", a))
     if not attacks:
         return [a for a in present if a not in CURVE_ATTACKS]
+    curve = [a for a in attacks if a in CURVE_ATTACKS]
+    if curve:
+        raise ValueError(f"{', '.join(curve)} rows are a security curve (one row per eps): use --kind security")
     missing = [a for a in attacks if a not in present]
     if missing:
         raise ValueError(f"no rows for attack(s) {', '.join(missing)}; attacks present: {', '.join(present)}")
@@ -187,12 +190,10 @@ def plot_security(df: pd.DataFrame, out_stem: Union[str, Path], attack: str = "w
     """Robust accuracy against eps from FMN (``bench security``), one panel per dataset and one line per ticket
     (band: the 95 % Wilson interval at each eps); ``attack`` at the spec's eps is a square with its interval, so a
     curve that disagrees with the fixed-eps evaluation shows."""
-    curves = df[df["attack"].isin(CURVE_ATTACKS)]
+    # One curve per ticket: its largest evaluation, then the newest (one step count).
+    curves = latest_curves(df)
     if curves.empty:
         raise ValueError("no security-curve rows (attack fmn) to plot; run `bench security RUN_DIR` first")
-    # One point per (ticket, eps): the largest evaluation, then the newest.
-    order = [c for c in ("n_eval", "created_at") if c in curves]
-    curves = curves.sort_values(order, kind="mergesort").drop_duplicates(["run_id", "eps"], keep="last")
     fixed = latest_rows(df, attack).set_index("run_id") if (df["attack"] == attack).any() else pd.DataFrame()
     datasets = sorted(curves["dataset"].astype(str).unique())
     fig, axes = _figure(len(datasets))

@@ -57,7 +57,7 @@ INSTALL_HINT = "pip install -e '.[security]' (adv-lib's visdom dependency builds
 DISTANCE_ARRAYS = {"tried": (torch.bool, False, ()), "distance": (torch.float32, float("nan"), ())}
 
 
-class SecurityMissing(RuntimeError):
+class SecurityMissing(ImportError, ValueError):
     """adv-lib (the ``security`` extra) is not installed."""
 
 
@@ -167,7 +167,7 @@ def agreement_flags(distance: torch.Tensor, eps: float, reference: torch.Tensor)
     flags = set()
     if bool((ref & ~fmn_robust).any()):
         flags.add("fmn_beats_attacks")
-    if n and float((fmn_robust & ~ref).float().mean()) > WEAKER_SHARE:
+    if n and int((fmn_robust & ~ref).sum()) > WEAKER_SHARE * n:
         flags.add("fmn_weaker")
     return flags
 
@@ -177,6 +177,8 @@ def curve_results(found: MinNorm, eps: float, grid: Sequence[float], reference: 
     """One ``fmn`` row per budget of ``grid``: robust accuracy = share of examples with a larger minimal perturbation.
 
     Every row carries the median minimal perturbation, and the flags of the check against ``reference`` at ``eps``.
+    The rows' ``version`` is ``version`` and the step count (``adv-lib 0.2.8 fmn-200``): part of the row key, so a
+    curve of another step count gets rows of its own.
     """
     n = len(found.distance)
     flags = tuple(sorted(agreement_flags(found.distance, eps, reference))) if reference is not None else ()
@@ -186,7 +188,7 @@ def curve_results(found: MinNorm, eps: float, grid: Sequence[float], reference: 
     for budget in grid:
         robust = robust_at(found.distance, budget) & found.correct
         settings = {"norm": "Linf", "eps": budget, "steps": found.steps, "step_size": "", "restarts": 1,
-                    "eot_samples": 1, "version": version}
+                    "eot_samples": 1, "version": f"{version} fmn-{found.steps}".strip()}
         results.append(AttackResult("fmn", settings, n, clean, float(robust.float().mean()) if n else float("nan"),
                                     found.seconds, robust, "alone", flags, dict(stats)))
     return results

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import pandas as pd
 from scipy.stats import fisher_exact
 
-from bench.results import format_eps, read_rows, wilson_interval
+from bench.results import CURVE_ATTACKS, format_eps, read_rows, wilson_interval
 
 # Columns that define a run (besides the row/column keys and the seed); a table cell
 # must not mix values of these.
@@ -120,6 +120,9 @@ def latest_rows(df: pd.DataFrame, attack: str) -> pd.DataFrame:
     """One row per run for ``attack``: the largest n_eval, an attack-alone row over a cascade row, then the newest."""
     if df.empty:
         raise ValueError("no rows")
+    if attack in CURVE_ATTACKS:
+        raise ValueError(f"{attack} rows are a security curve (one row per eps), not one figure per run; "
+                         "draw them with bench plot --kind security")
     sub = df[df["attack"] == attack]
     if "status" in sub:
         sub = sub[sub["status"].astype(str).isin(["ok", ""])]
@@ -131,6 +134,21 @@ def latest_rows(df: pd.DataFrame, attack: str) -> pd.DataFrame:
     sub = sub.assign(_alone=sub["scope"].astype(str).isin(["alone", "all", ""]) if "scope" in sub else True)
     order = [c for c in ("n_eval", "_alone", "created_at") if c in sub]
     return sub.sort_values(order, kind="mergesort").drop_duplicates("run_id", keep="last").drop(columns="_alone")
+
+
+def latest_curves(df: pd.DataFrame) -> pd.DataFrame:
+    """The security-curve rows (``CURVE_ATTACKS``) of one curve per run: its largest evaluation, then the newest
+    (a curve is the rows of one ``version``, which names the step count, and one ``n_eval``); one row per eps."""
+    curves = df[df["attack"].astype(str).isin(CURVE_ATTACKS)]
+    if curves.empty:
+        return curves
+    curves = curves.assign(_n=pd.to_numeric(curves["n_eval"]), _order=range(len(curves)),
+                           _version=curves["version"].fillna("").astype(str) if "version" in curves else "")
+    order = ["_n", "created_at", "_order"] if "created_at" in curves else ["_n", "_order"]
+    chosen = curves.sort_values(order, kind="mergesort").drop_duplicates("run_id", keep="last")[["run_id", "_n", "_version"]]
+    kept = curves.merge(chosen, on=["run_id", "_n", "_version"])
+    kept = kept.sort_values("_order", kind="mergesort").drop_duplicates(["run_id", "eps"], keep="last")
+    return kept.drop(columns=["_n", "_order", "_version"]).reset_index(drop=True)
 
 
 def check_cells(rows: pd.DataFrame, keys: List[str]) -> None:
@@ -229,13 +247,15 @@ def reference_marks(counts: pd.DataFrame, reference: str, level: float = REFEREN
     the reference's only cell when the reference has one (a dense method, at sparsity 0 only).
     """
     ref = counts.xs(reference, level="method")
+    # A reference with one cell at sparsity 0 (a dense method) serves every row.
+    dense = len(ref) == 1 and ref.index.name == "target_sparsity" and float(ref.index[0]) == 0.0
     out = {}
     for (row, method), (k, n) in counts[["k", "n"]].iterrows():
         if method == reference:
             continue
         if row in ref.index:
             rk, rn = ref.loc[row, "k"], ref.loc[row, "n"]
-        elif len(ref) == 1:
+        elif dense:
             rk, rn = ref["k"].iloc[0], ref["n"].iloc[0]
         else:
             continue
@@ -310,7 +330,7 @@ def build_table(df: pd.DataFrame, layout: str, attack: str = "worst_case", metri
             raise ValueError(f"--reference {reference!r} has no rows in this table; methods: {', '.join(present)}")
         counts = pooled_counts(rows, keys, "clean_acc" if metric == "clean" else "robust_acc")
         same = reference_marks(counts, reference).reindex(index=wide(stats["mean"]).index,
-                                                           columns=wide(stats["mean"]).columns).fillna(False).astype(bool)
+                                                           columns=wide(stats["mean"]).columns).eq(True)
         caption += (f" ‡ = not significantly different from {reference} (two-sided Fisher's exact test on the pooled "
                     f"test examples, level {REFERENCE_LEVEL:g}; unpaired, so conservative for the same examples).")
     return Table(layout, row_key, tuple(col_keys), wide(stats["mean"]), wide(stats["std"]), wide(stats["count"]),

@@ -26,6 +26,7 @@ from bench.security import (
     min_norm,
     robust_at,
 )
+from bench.tables import build_table, latest_curves
 
 pytest.importorskip("adv_lib", reason="the security extra (adv-lib) is not installed")
 
@@ -186,9 +187,15 @@ def test_bench_security_appends_a_checked_curve_and_plots_it(tmp_path: Path, cap
     # FMN and PGD-20 agree within 2 % of the examples unless a flag says which one is off.
     if abs(at_eps["robust_acc"] - pgd["robust_acc"]) > 0.02:
         assert "fmn_beats_attacks" in flags or "fmn_weaker" in flags
-    # Rerunning adds no rows (cached distances, deduplicated rows).
+    # Rerunning adds no rows (cached distances, deduplicated rows); another step count is a curve of its own.
     assert main(["security", str(run_dir), "--steps", "50", "--grid-points", "5"]) == 0
     assert len(pd.read_csv(tmp_path / "out" / "runs.csv")) == len(rows)
+    assert main(["security", str(run_dir), "--steps", "20", "--grid-points", "5"]) == 0
+    both = pd.read_csv(tmp_path / "out" / "runs.csv")
+    assert len(both) == len(rows) + 5 and set(both.loc[both["attack"] == "fmn", "version"].str.split().str[-1]) == {"fmn-50", "fmn-20"}
+    rows = both
+    curve = latest_curves(rows)
+    assert len(curve) == 5 and (curve["version"].str.endswith("fmn-20")).all()
     assert main(["plot", str(tmp_path / "out" / "runs.csv"), "--kind", "security", "--out-dir", str(tmp_path / "plots")]) == 0
     assert (tmp_path / "plots" / "security.png").exists() and (tmp_path / "plots" / "security.pdf").exists()
     # The default figures leave the curve out (its rows span many eps); the leaderboard ranks the ticket once, at
@@ -214,3 +221,54 @@ def test_fmn_weaker_needs_more_than_two_percent(fmn_only_robust: int, flagged: b
     distance = torch.zeros(100)
     distance[:fmn_only_robust] = 0.5
     assert ("fmn_weaker" in agreement_flags(distance, 0.1, torch.zeros(100, dtype=torch.bool))) is flagged
+
+
+def test_curve_rows_are_refused_where_one_figure_per_run_is_expected(tmp_path: Path) -> None:
+    """A table or accuracy plot of `fmn` would silently keep one eps per run: it is an error naming --kind security."""
+    rows = pd.DataFrame([{"run_id": "r", "method": "rst", "dataset": "fashion-mnist", "arch": "convnet", "width": 0.5,
+                          "target_sparsity": 0.9, "seed": 0, "attack": "fmn", "eps": e, "n_eval": 10, "clean_acc": 0.8,
+                          "robust_acc": 0.5, "version": "adv-lib fmn-200", "scope": "alone"} for e in (0.0, 0.1)])
+    with pytest.raises(ValueError, match="--kind security"):
+        build_table(rows, "sparsity", "fmn")
+    assert main(["plot", str(_csv(tmp_path, rows)), "--kind", "sparsity", "--attacks", "fmn", "--out-dir", str(tmp_path)]) == 2
+
+
+def test_latest_curves_keeps_one_curve_per_run() -> None:
+    """Of a run's curves the largest evaluation wins, then the newest; the other curve's rows never mix in."""
+    base = {"method": "rst", "attack": "fmn", "clean_acc": 0.8, "robust_acc": 0.5}
+    rows = pd.DataFrame([
+        {**base, "run_id": "a", "eps": 0.0, "n_eval": 100, "version": "fmn-200", "created_at": "1"},
+        {**base, "run_id": "a", "eps": 0.1, "n_eval": 100, "version": "fmn-200", "created_at": "1"},
+        {**base, "run_id": "a", "eps": 0.0, "n_eval": 50, "version": "fmn-50", "created_at": "2"},
+        {**base, "run_id": "a", "eps": 0.2, "n_eval": 50, "version": "fmn-50", "created_at": "2"},
+        {**base, "run_id": "b", "eps": 0.0, "n_eval": 50, "version": "fmn-200", "created_at": "1"},
+        {**base, "run_id": "b", "eps": 0.0, "n_eval": 50, "version": "fmn-20", "created_at": "3"},
+        {**base, "run_id": "b", "attack": "pgd20", "eps": 0.1, "n_eval": 50, "version": "", "created_at": "3"},
+    ])
+    kept = latest_curves(rows)
+    assert sorted(zip(kept["run_id"], kept["eps"], kept["version"])) == [("a", 0.0, "fmn-200"), ("a", 0.1, "fmn-200"),
+                                                                        ("b", 0.0, "fmn-20")]
+
+
+def test_a_missing_adv_lib_is_reported_before_any_evaluation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: Any) -> None:
+    run_dir = tiny_run(tmp_path / "out")
+    before = (tmp_path / "out" / "runs.csv").read_bytes()
+    real = security.importlib.import_module
+
+    def no_adv_lib(name: str) -> Any:
+        if name.startswith("adv_lib"):
+            raise ModuleNotFoundError(name=name.split(".")[0])
+        return real(name)
+
+    monkeypatch.setattr(security.importlib, "import_module", no_adv_lib)
+    monkeypatch.setattr("bench.commands.security.load_finished_ticket", lambda *a: pytest.fail("loaded a ticket"))
+    assert main(["security", str(run_dir)]) == 2
+    assert "security curves need adv-lib" in capsys.readouterr().err
+    assert (tmp_path / "out" / "runs.csv").read_bytes() == before
+
+
+def _csv(tmp_path: Path, rows: pd.DataFrame) -> Path:
+    path = tmp_path / "rows.csv"
+    rows.to_csv(path, index=False)
+    return path

@@ -347,3 +347,10 @@ def test_reference_needs_method_columns_and_a_present_method() -> None:
         build_table(rows, "method", "pgd20", reference="dense-at")
     with pytest.raises(ValueError, match="has no rows in this table; methods: dense-at, rst"):
         build_table(rows, "sparsity", "pgd20", reference="lwm")
+
+
+def test_a_single_cell_reference_off_sparsity_zero_serves_only_its_row() -> None:
+    """Only a dense reference (one cell, at sparsity 0) is compared with every row."""
+    rows = reference_rows({("lwm", 0.9): 0.60, ("rst", 0.5): 0.60, ("rst", 0.9): 0.60})
+    marks = build_table(rows, "sparsity", "pgd20", reference="lwm").same_as_reference
+    assert marks is not None and marks.at[0.9, "rst"] and not marks.at[0.5, "rst"]

@@ -9,7 +9,8 @@ from bench import paths
 from bench.commands import COMMANDS
 from bench.harness import evaluate_run, load_finished_ticket, record
 from bench.methods import get_method
-from bench.security import FMN_STEPS, GRID_POINTS, GRID_SPAN, adv_lib_version, curve_results, eps_grid, min_norm
+from bench.results import read_rows_file
+from bench.security import FMN_STEPS, GRID_POINTS, GRID_SPAN, adv_lib_version, curve_results, eps_grid, fmn_function, min_norm
 from bench.ticket import read_spec
 
 
@@ -40,6 +41,10 @@ def add(sub: argparse._SubParsersAction) -> None:
                                  "model, so its curve would not be an adaptive evaluation (use bench eval)")
             if args.out is None and not paths.in_output_folder(run_dir, spec.run_id):
                 raise ValueError(f"{run_dir} is not <out>/runs/{spec.run_id}; give --out DIR for its rows")
+            # A rows file that cannot take the rows is found now, not after the attacks.
+            read_rows_file(paths.runs_csv(Path(args.out) if args.out is not None else paths.out_of_run(run_dir)))
+        # adv-lib missing is found before any ticket is loaded or evaluated.
+        fmn_function()
         # Bad settings fail now too (the grid scales with each spec's eps).
         eps_grid(1.0, args.grid_points, args.grid_span)
         if args.steps < 1:
