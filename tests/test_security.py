@@ -176,8 +176,11 @@ def tiny_run(out: Path, *extra: str) -> Path:
 def test_bench_security_appends_a_checked_curve_and_plots_it(tmp_path: Path, capsys: Any) -> None:
     """The CLI's rows agree with the PGD row at the spec's eps up to the recorded flags, and the plot is drawn."""
     run_dir = tiny_run(tmp_path / "out")
+    before = pd.read_csv(tmp_path / "out" / "runs.csv")
     assert main(["security", str(run_dir), "--steps", "50", "--grid-points", "5"]) == 0
     rows = pd.read_csv(tmp_path / "out" / "runs.csv")
+    # The command adds the curve's rows and nothing else.
+    assert len(rows) == len(before) + 5 and (rows["attack"].iloc[len(before):] == "fmn").all()
     curve = rows[rows["attack"] == "fmn"].sort_values("eps")
     pgd = rows[rows["attack"] == "pgd20"].iloc[0]
     assert len(curve) == 5 and curve["eps"].iloc[-1] == pytest.approx(2 * pgd["eps"])

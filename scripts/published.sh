@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Issue 20's published results, results/published/: the three committed sweeps, the extra evaluations,
+# then every table, figure and the leaderboard from its runs.csv. Resumable: finished runs, attacks and
+# FMN distances are skipped. MNIST is read from $BENCH_DATA_ROOT (or ../shared/datasets).
+#   bash scripts/published.sh            # everything
+#   bash scripts/published.sh derive     # only the tables, figures, leaderboard and paper-vs-here table
+# tests/test_published.py rebuilds every `bench table` below from the committed runs.csv, byte for byte.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=results/published
+if [ -z "${BENCH_DATA_ROOT:-}" ] && [ -d ../shared/datasets ]; then
+  export BENCH_DATA_ROOT="$(cd ../shared/datasets && pwd)"
+fi
+
+if [ "${1:-all}" = all ]; then
+  # The sweeps: one torch thread per run (2 runs at a time on a 2-core machine: two of these scripts' sweeps).
+  for sweep in published-core published-mnist published-methods published-random; do
+    OMP_NUM_THREADS=1 bench sweep "configs/sweeps/$sweep.yaml" --out "$OUT" --no-progress
+  done
+  for run in "$OUT"/runs/*/; do
+    [ -f "$run/meta.json" ] || continue
+    # PGD-20, CW-20 and PGD-50 rows on AutoAttack's 500 examples too (from the caches): gaps on the same examples.
+    bench eval "$run" --n-eval 500 --attacks pgd20,cw20,pgd50,autoattack
+    # The FMN security curve (200 steps, 16 eps from 0 to 2 eps), checked against the fixed-eps worst case.
+    bench security "$run"
+  done
+fi
+
+# Tables: per dataset, each attack by sparsity and method, with intervals and ‡ = not different from dense AT.
+bench table "$OUT/runs.csv" --where dataset=fashion-mnist --layout sparsity --attack pgd20 --interval --reference dense-at --output "$OUT/fashion-mnist_pgd20.md"
+bench table "$OUT/runs.csv" --where dataset=fashion-mnist --layout sparsity --attack cw20 --interval --reference dense-at --output "$OUT/fashion-mnist_cw20.md"
+bench table "$OUT/runs.csv" --where dataset=fashion-mnist --layout sparsity --attack pgd50 --interval --reference dense-at --output "$OUT/fashion-mnist_pgd50.md"
+bench table "$OUT/runs.csv" --where dataset=fashion-mnist --layout sparsity --attack worst_case --interval --reference dense-at --output "$OUT/fashion-mnist_worst_case.md"
+bench table "$OUT/runs.csv" --where dataset=fashion-mnist --layout sparsity --attack worst_case --interval --reference dense-at --format latex --label tab:fmnist-worst-case --output "$OUT/fashion-mnist_worst_case.tex"
+bench table "$OUT/runs.csv" --where dataset=fashion-mnist --layout sparsity --attack worst_case --format csv --output "$OUT/fashion-mnist_worst_case.csv"
+bench table "$OUT/runs.csv" --where dataset=fashion-mnist --layout method --attack worst_case --output "$OUT/fashion-mnist_methods.md"
+bench table "$OUT/runs.csv" --where dataset=mnist --layout sparsity --attack pgd20 --interval --reference dense-at --output "$OUT/mnist_pgd20.md"
+bench table "$OUT/runs.csv" --where dataset=mnist --layout sparsity --attack worst_case --interval --reference dense-at --output "$OUT/mnist_worst_case.md"
+bench table "$OUT/runs.csv" --where dataset=mnist --layout sparsity --attack worst_case --interval --reference dense-at --format latex --label tab:mnist-worst-case --output "$OUT/mnist_worst_case.tex"
+bench table "$OUT/runs.csv" --where dataset=mnist --layout method --attack worst_case --output "$OUT/mnist_methods.md"
+
+# Figures: security curves (both datasets), clean vs worst-case robust.
+bench plot "$OUT/runs.csv" --kind security --out-dir "$OUT/plots"
+bench plot "$OUT/runs.csv" --where dataset=fashion-mnist --kind scatter --attack worst_case --out-dir "$OUT/plots/fashion-mnist"
+bench plot "$OUT/runs.csv" --where dataset=mnist --kind scatter --attack worst_case --out-dir "$OUT/plots/mnist"
+
+# The leaderboard (CSV, HTML, one RobustBench-style JSON per ticket) and the paper-vs-here table.
+bench leaderboard "$OUT/runs.csv" --out "$OUT/leaderboard"
+python scripts/paper_vs_here.py

@@ -1,0 +1,68 @@
+"""The published results are rebuilt from their committed rows: every table byte for byte, the paper-vs-here
+table, and every row traced to a committed sweep file."""
+from __future__ import annotations
+
+import importlib.util
+import shlex
+import sys
+from pathlib import Path
+from typing import List
+
+import pandas as pd
+import pytest
+
+from bench.cli import main
+from bench.sweep import load_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "published.sh"
+OUT = "results/published"
+
+
+def table_commands() -> List[List[str]]:
+    """The `bench table` commands of scripts/published.sh, as argument lists (without `bench`)."""
+    lines = [line for line in SCRIPT.read_text(encoding="utf-8").splitlines() if line.startswith("bench table ")]
+    return [shlex.split(line.replace("$OUT", OUT))[1:] for line in lines]
+
+
+def test_the_script_lists_tables() -> None:
+    assert len(table_commands()) >= 8
+
+
+@pytest.mark.parametrize("args", table_commands(), ids=lambda a: Path(a[a.index("--output") + 1]).name)
+def test_each_table_is_rebuilt_byte_for_byte(args: List[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`bench table` on the committed runs.csv writes exactly the committed file."""
+    monkeypatch.chdir(ROOT)
+    i = args.index("--output")
+    committed = ROOT / args[i + 1]
+    rebuilt = tmp_path / committed.name
+    assert main([*args[:i + 1], str(rebuilt), *args[i + 2:]]) == 0
+    assert committed.exists(), f"{committed} is not committed: run bash scripts/published.sh derive"
+    assert rebuilt.read_bytes() == committed.read_bytes(), f"{committed} differs from a rebuild from runs.csv"
+
+
+def test_the_paper_vs_here_table_is_up_to_date(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = importlib.util.spec_from_file_location("paper_vs_here", ROOT / "scripts" / "paper_vs_here.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # Its dataclasses look their module up by name while being built.
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    assert module.main(["--check"]) == 0
+
+
+def test_every_published_row_comes_from_a_committed_sweep() -> None:
+    """Each run of results/published/runs.csv is a spec of one of the published sweep files."""
+    ids = {s.run_id for path in (ROOT / "configs" / "sweeps").glob("published-*.yaml") for s in load_sweep(path).specs}
+    rows = pd.read_csv(ROOT / OUT / "runs.csv", usecols=["run_id"], dtype=str)
+    assert not rows.empty and set(rows["run_id"]) <= ids
+
+
+def test_results_readme_lists_every_command_of_the_script() -> None:
+    """results/README.md lists the published results' commands: each bench / python line of scripts/published.sh."""
+    readme = (ROOT / "results" / "README.md").read_text(encoding="utf-8")
+    commands = [line.strip() for line in SCRIPT.read_text(encoding="utf-8").splitlines()
+                if line.strip().startswith(("bench ", "python scripts/", "OMP_NUM_THREADS=1 bench "))]
+    assert len(commands) >= 15
+    missing = [c for c in commands if c not in readme]
+    assert not missing, f"results/README.md does not list: {missing}"
