@@ -47,7 +47,8 @@ GRID_SPAN = 2.0
 BATCH_SIZE = 500
 # fmn_weaker: FMN leaves more than this share of the examples robust at eps that a fixed-eps attack broke. FMN is
 # untargeted, so AutoAttack's targeted attacks break a few more: on RST-0.9 (Fashion-MNIST, first 500) FMN left 6
-# examples (1.2 %) robust that the worst case broke, the same with 200 or 1 000 steps and alpha 0.3 to 3.
+# examples (1.2 %) robust that the worst case broke, the same with 200 or 1 000 steps and alpha 0.3 to 3
+# (benchmarks/fmn_settings.py).
 WEAKER_SHARE = 0.02
 # A perturbation this much above eps still counts as inside it (float rounding of x + delta).
 DISTANCE_SLACK = 1e-6
@@ -73,15 +74,16 @@ def fmn_function() -> Callable[..., torch.Tensor]:
     return module.fmn  # type: ignore[no-any-return]
 
 
-def fmn_distances(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> torch.Tensor:
+def fmn_distances(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, alpha: float = 1.0) -> torch.Tensor:
     """Per example, the L-inf norm of the smallest adversarial FMN found (0: misclassified already; inf: none).
 
     adv-lib returns the input itself where it found nothing, so every returned point is re-classified here:
-    only a point the model gets wrong counts, whatever the attack reports.
+    only a point the model gets wrong counts, whatever the attack reports. ``alpha``: FMN's initial step size
+    (adv-lib's default 1, annealed to 1/100 of it).
     """
     fmn = fmn_function()
     with torch.enable_grad():
-        x_adv = fmn(model, x, y, norm=float("inf"), steps=steps).detach()
+        x_adv = fmn(model, x, y, norm=float("inf"), steps=steps, α_init=alpha).detach()
     with torch.no_grad():
         wrong = model(x_adv).argmax(1) != y
     norms = (x_adv - x).flatten(1).abs().amax(1)
