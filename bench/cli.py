@@ -11,6 +11,7 @@ import os
 import sys
 from typing import NoReturn, Optional, Sequence
 
+from bench.allocator import keep_freed_memory
 from bench.commands import COMMANDS, command_summaries
 from bench.errors import TrainingDivergedError
 
@@ -73,6 +74,8 @@ def _say(message: str) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``bench`` console script."""
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
+    # Freed tensors stay in the process (no page fault per new activation): bench/allocator.py.
+    keep_freed_memory()
     words = list(sys.argv[1:] if argv is None else argv)
     # Top-level help, --version, no or an unknown command: answered from the sources, before torch is imported.
     if not words or words[0] not in command_summaries():

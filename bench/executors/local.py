@@ -7,13 +7,16 @@ import multiprocessing
 import os
 from typing import Dict, Iterator, Sequence
 
+from bench.allocator import keep_freed_memory
 from bench.sweep import EXECUTORS, Executor, JobResult, SweepJob, run_job
 from bench.threads import limit_threads, thread_env, threads_per_worker
 
 
 def _init_worker(threads: int) -> None:
-    """Worker-process setup: its share of the CPU cores for torch (the math libraries got it from the environment)."""
+    """Worker-process setup: its share of the CPU cores for torch (the math libraries got it from the environment)
+    and the allocator keeping freed memory (bench/allocator.py)."""
     limit_threads(threads)
+    keep_freed_memory()
 
 
 @contextlib.contextmanager

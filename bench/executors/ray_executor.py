@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 
 from bench import paths
+from bench.allocator import keep_freed_memory
 from bench.io import atomic_write
 from bench.sweep import EXECUTORS, Executor, JobResult, SweepJob, run_job
 from bench.threads import limit_threads, thread_env
@@ -39,8 +40,10 @@ def import_ray() -> Any:
 
 
 def run_in_worker(job: SweepJob, threads: int, runner: Callable[[SweepJob], JobResult]) -> JobResult:
-    """Body of one Ray task: torch gets the task's cores, then the job runs (never raises)."""
+    """Body of one Ray task: torch gets the task's cores and the allocator keeps freed memory, then the job runs
+    (never raises)."""
     limit_threads(threads)
+    keep_freed_memory()
     return runner(job)
 
 
