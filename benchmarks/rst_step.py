@@ -17,6 +17,7 @@ from typing import Callable, Dict
 
 import torch
 
+from bench.allocator import keep_freed_memory
 from bench.attacks import PGD
 from bench.data import batches, load_data
 from bench.masking import prunable_layers, score_mask_refresher, set_trainable
@@ -59,6 +60,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--reps", type=int, default=15)
     args = parser.parse_args()
+    # As in every bench process: freed tensors stay in the process (bench/allocator.py).
+    keep_freed_memory()
     data = load_data("fashion-mnist")
     batch = next(batches(data.train, args.batch_size, torch.device("cpu")))
     cfg = TrainConfig(epochs=1, lr=0.1, eps=0.1, train_steps=7, train_step_size=0.025)

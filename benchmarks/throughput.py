@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from rst_step import make_step
 
+from bench.allocator import keep_freed_memory
 from bench.attacks import make_attack
 from bench.data import batches, load_data, to_float
 from bench.inference import ieee_float32, inference_model
@@ -66,6 +67,8 @@ def main() -> None:
     p.add_argument("--step-reps", type=int, default=9, help="interleaved RST/dense step repetitions")
     p.add_argument("--out", default="", help="folder for throughput.md / throughput.json")
     args = p.parse_args()
+    # As in every bench process: freed tensors stay in the process (bench/allocator.py).
+    keep_freed_memory()
     device = torch.device(args.device)
     run_dir = Path(args.run_dir)
     spec = RunSpec.from_dict(json.loads((run_dir / "spec.json").read_text()))

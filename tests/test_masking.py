@@ -1,12 +1,16 @@
 """Masked-layer invariants: exact per-layer sparsity, straight-through scores, frozen weights."""
 from __future__ import annotations
 
+from typing import Any, List
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+from bench import masking
 from bench.masking import (
     apply_masks,
+    kth_smallest,
     layer_sparsity,
     magnitude_scores,
     measured_sparsity,
@@ -85,3 +89,52 @@ def test_only_scores_get_gradients_and_forward_equals_masked_weight(tiny_model: 
     layer = prunable_layers(tiny_model)[0][1]
     assert torch.equal(layer.masked_weight().detach(), layer.weight * layer.mask)
     assert all(abs(v - 0.7) < 0.01 for v in layer_sparsity(tiny_model).values())
+
+
+def _reference_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Zero the ``round(sparsity * n)`` lowest scores, ties in index order: a stable full sort."""
+    flat = scores.flatten()
+    expected = torch.ones_like(flat)
+    expected[torch.sort(flat, stable=True).indices[: n_zeros_for(flat.numel(), sparsity)]] = 0.0
+    return expected.view_as(scores)
+
+
+@pytest.mark.parametrize("layout", ["random", "ascending", "descending", "few values", "sample positions extreme"])
+@pytest.mark.parametrize("sparsity", [0.5, 0.9, 0.99])
+def test_large_layers_select_exactly_what_a_sort_would(layout: str, sparsity: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above BRACKET_MIN_NUMEL the threshold is bracketed from a sample; the mask is still the stable sort's, and
+    the full-size selection runs only where the sample's bracket misses."""
+    n = masking.BRACKET_MIN_NUMEL * 3 + 17
+    gen = torch.Generator().manual_seed(1)
+    scores = torch.rand(n, generator=gen)
+    if layout == "ascending":
+        scores = scores.sort().values
+    elif layout == "descending":
+        scores = scores.sort(descending=True).values
+    elif layout == "few values":
+        scores = torch.randint(0, 5, (n,), generator=gen).float()
+    elif layout == "sample positions extreme":
+        scores[:: n // masking.BRACKET_SAMPLE] = -1.0
+    sizes: List[int] = []
+    kthvalue = torch.kthvalue
+
+    def recording_kthvalue(t: torch.Tensor, k: int) -> Any:
+        sizes.append(t.numel())
+        return kthvalue(t, k)
+
+    monkeypatch.setattr(masking.torch, "kthvalue", recording_kthvalue)
+    assert torch.equal(topk_mask(scores.view(1, -1), sparsity), _reference_mask(scores.view(1, -1), sparsity))
+    value, n_less, n_equal = kth_smallest(scores, n_zeros_for(n, sparsity))
+    expected = kthvalue(scores, n_zeros_for(n, sparsity)).values
+    assert (value, n_less, n_equal) == (expected, int((scores < expected).sum()), int((scores == expected).sum()))
+    full_size_selections = sizes.count(n)
+    assert full_size_selections == (2 if layout == "sample positions extreme" else 0)
+
+
+def test_bracketed_threshold_with_pruned_weights() -> None:
+    """-inf scores (weights already pruned) always among the zeros, on the bracketed path too."""
+    gen = torch.Generator().manual_seed(2)
+    scores = torch.randn(200_000, generator=gen).abs()
+    scores[torch.randperm(200_000, generator=gen)[:150_000]] = float("-inf")
+    for sparsity in (0.75, 0.8, 0.95):
+        assert torch.equal(topk_mask(scores, sparsity), _reference_mask(scores, sparsity))
