@@ -4,9 +4,9 @@ glibc's allocator serves blocks above a threshold (128 KiB at start, adapting
 up to 32 MiB) with a fresh ``mmap`` and trims the heap's top as soon as it is
 freed, so every activation tensor of every PGD step is new memory and each of
 its pages costs a page fault when first written. On the 2-core development
-machine that was 1.0-1.4 million faults in 18 train steps of the RST-vs-dense
-step benchmark, and the same steps ran 1.3-1.5x faster without them
-(docs/performance.md, section 7). :func:`keep_freed_memory` raises the
+machine that was 0.9-1.3 million faults in 16 train steps and 3 PGD-20 runs
+of ``benchmarks/allocator.py``, which ran 1.20x faster with 0.07-0.17
+million (docs/performance.md, section 7). :func:`keep_freed_memory` raises the
 ``mmap`` threshold to glibc's maximum and keeps a pad of free memory at the
 heap's top; the arithmetic is untouched (same numbers, bit for bit).
 

@@ -89,8 +89,8 @@ def kth_smallest(flat: torch.Tensor, k: int) -> Tuple[torch.Tensor, int, int]:
     """The ``k``-th smallest value of 1-D ``flat`` (1-based, ``torch.kthvalue``'s value) and how many entries are
     below it and equal to it.
 
-    A full ``kthvalue`` copies the tensor and selects in one thread (16 ms on
-    RST's 1.6 M-weight linear layer, every optimiser step). On a large
+    A full ``kthvalue`` copies the tensor and selects in one thread (13 ms on
+    the conv net's 1.6 M-weight linear layer, at every RST optimiser step). On a large
     tensor two values bracketing the answer are read off a strided sample,
     two vectorised counts check the bracket, and only the entries inside it
     are selected from; a bracket that misses (a skewed layout) falls back to
