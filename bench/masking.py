@@ -93,11 +93,13 @@ def kth_smallest(flat: torch.Tensor, k: int) -> Tuple[torch.Tensor, int, int]:
     the conv net's 1.6 M-weight linear layer, at every RST optimiser step). On a large
     tensor two values bracketing the answer are read off a strided sample,
     two vectorised counts check the bracket, and only the entries inside it
-    are selected from; a bracket that misses (a skewed layout) falls back to
-    the full selection, so the value is always exact.
+    are selected from; a bracket that misses (a skewed layout, or a NaN
+    answer) falls back to the full selection, so the value is always exact.
+    On CUDA the full selection always runs.
     """
     n = flat.numel()
-    if n >= BRACKET_MIN_NUMEL:
+    # On CUDA kthvalue is parallel already, and the bracket's counts would each wait for the device.
+    if n >= BRACKET_MIN_NUMEL and flat.device.type == "cpu":
         # Ranks in the sample around the k/n quantile, wide enough that the true value almost always lies inside.
         sample = flat[:: n // BRACKET_SAMPLE]
         m = sample.numel()

@@ -138,3 +138,29 @@ def test_bracketed_threshold_with_pruned_weights() -> None:
     scores[torch.randperm(200_000, generator=gen)[:150_000]] = float("-inf")
     for sparsity in (0.75, 0.8, 0.95):
         assert torch.equal(topk_mask(scores, sparsity), _reference_mask(scores, sparsity))
+
+
+def _full_selection_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """The selection before the bracketed threshold: one kthvalue over every score, ties zeroed in index order."""
+    flat = scores.flatten()
+    n_zero = n_zeros_for(flat.numel(), sparsity)
+    threshold = torch.kthvalue(flat, n_zero).values
+    mask = (flat > threshold).to(flat.dtype)
+    tied = (flat == threshold).nonzero().flatten()
+    mask[tied[n_zero - int((flat < threshold).sum()):]] = 1.0
+    return mask.view_as(scores)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("special", ["nan", "+inf", "-inf", "signed zeros"])
+def test_large_layers_match_the_full_selection_with_special_values(dtype: torch.dtype, special: str) -> None:
+    """NaN, infinities and signed zeros: the bracketed path gives the full selection's mask at every sparsity."""
+    gen = torch.Generator().manual_seed(3)
+    n = 3 * masking.BRACKET_MIN_NUMEL + 5
+    scores = torch.randn(n, generator=gen, dtype=dtype)
+    where = torch.randperm(n, generator=gen)[: n // 4]
+    scores[where] = {"nan": float("nan"), "+inf": float("inf"), "-inf": float("-inf"), "signed zeros": -0.0}[special]
+    if special == "signed zeros":
+        scores[where[::2]] = 0.0
+    for sparsity in (0.1, 0.5, 0.8, 0.9, 0.99):
+        assert torch.equal(topk_mask(scores, sparsity), _full_selection_mask(scores, sparsity)), sparsity
