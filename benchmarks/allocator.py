@@ -27,14 +27,12 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-# The setting a child runs with is chosen by the parent through this variable (bench.allocator reads it).
-SWITCH_VAR = "BENCH_KEEP_FREED_MEMORY"
+# The parent chooses each child's setting through bench.allocator's switch variable (it imports no torch).
+from bench.allocator import SWITCH_VAR, keep_freed_memory
 
 
 def child(steps: int, evals: int) -> None:
     """Time the work in this process under the allocator setting of the environment; print one JSON line."""
-    from bench.allocator import keep_freed_memory
-
     applied = keep_freed_memory()
     import torch
 
