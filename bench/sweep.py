@@ -205,15 +205,15 @@ def finished_pairs(out: Union[str, Path]) -> Set[Tuple[str, str, str]]:
 
 
 def is_done(spec: RunSpec, out: Union[str, Path], pairs: Optional[Set[Tuple[str, str, str]]] = None) -> bool:
-    """A run is done when its ticket exists and runs.csv has a row for every requested attack, on the spec's
-    ``n_eval`` examples for the attacks evaluated on ``n_eval`` (any count for the cascade-only ones, whose
-    subset depends on the device, and with ``n_eval`` 0, the whole test set).
+    """A run is done when runs.csv has a row for every requested attack, on the spec's ``n_eval`` examples
+    for the attacks evaluated on ``n_eval`` (any count for the cascade-only ones, whose subset depends on
+    the device, and with ``n_eval`` 0, the whole test set).
 
+    The rows are what a sweep produces, so a run whose rows are committed but whose run folder is not
+    there (a fresh clone: tickets are not committed) is done, not retrained.
     ``pairs`` (from :func:`finished_pairs`) saves re-reading runs.csv for each spec.
     """
     spec = spec.resolve()
-    if not paths.ticket_finished(paths.run_dir(out, spec.run_id)):
-        return False
     pairs = finished_pairs(out) if pairs is None else pairs
     counts: Dict[Tuple[str, str], Set[str]] = {}
     for run_id, attack, n in pairs:

@@ -14,10 +14,12 @@ fi
 
 if [ "${1:-all}" = all ]; then
   # The sweeps: one torch thread per run (2 runs at a time on a 2-core machine: two of these scripts' sweeps).
-  for sweep in published-core published-mnist published-methods published-random; do
+  for sweep in published-core published-mnist published-methods published-random published-grid published-r2s; do
     OMP_NUM_THREADS=1 bench sweep "configs/sweeps/$sweep.yaml" --out "$OUT" --no-progress
   done
-  for run in "$OUT"/runs/*/; do
+  # The sparsity-0.9 runs of issue 20's sweeps (not the grid's): more rows on AutoAttack's 500 and FMN curves.
+  for id in $(tail -q -n +2 "$OUT"/sweeps/published-{core,mnist,methods,random}.csv | cut -d, -f1); do
+    run="$OUT/runs/$id"
     [ -f "$run/meta.json" ] || continue
     # PGD-20, CW-20 and PGD-50 rows on AutoAttack's 500 examples too (from the caches): gaps on the same examples.
     bench eval "$run" --n-eval 500 --attacks pgd20,cw20,pgd50,autoattack

@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Dict, Iterator, Sequence
 
@@ -134,6 +135,12 @@ def test_sweep_runs_then_skips_on_rerun(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["sweep", str(path), "--out", str(out), "--dry-run"]) == 0
     printed = capsys.readouterr().out
     assert all(s.run_id in printed for s in sweep.specs) and "2 spec(s), 2 done, 0 to run" in printed
+    # The committed rows are what counts: without the run folders (a fresh clone) the runs stay done.
+    for spec in sweep.specs:
+        shutil.rmtree(out / "runs" / spec.run_id)
+    assert all(is_done(s, out) for s in sweep.specs)
+    third = run_sweep(sweep, out, LocalExecutor(jobs=1), progress=False)
+    assert (third.done, third.skipped) == (0, 2) and pd.read_csv(out / "runs.csv").equals(rows)
     # Asking for another attack makes the same tickets not done (no row for it yet).
     more = expand({**TINY, "eval_attacks": ["pgd20", "cw20"]}, {"sparsity": [0.5]})
     assert more[0].run_id == sweep.specs[0].run_id and not is_done(more[0], out)
