@@ -15,7 +15,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, Union
+from typing import Any, Callable, Iterable, Iterator, Union
 
 import numpy as np
 import torch
@@ -100,3 +100,31 @@ def slug(name: str) -> str:
 def model_fingerprint(model: torch.nn.Module) -> dict[str, str]:
     """Digest of every parameter and buffer (detects any change to the model)."""
     return {k: tensor_digest(v) for k, v in model.state_dict().items()}
+
+
+def file_sha256(path: PathLike) -> str:
+    """Full sha256 of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (the same resolved path, or the same inode through a link)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def refuse_overwriting_inputs(outputs: Iterable[PathLike], inputs: Iterable[PathLike], what: str) -> None:
+    """Raise ``ValueError`` naming ``what`` (a flag) when an output path is one of the command's input files.
+
+    No command may replace the file it reads: ``bench table runs.csv -o runs.csv`` would lose the rows.
+    """
+    input_paths = [Path(i) for i in inputs]
+    for out in outputs:
+        for src in input_paths:
+            if _same_file(Path(out), src):
+                raise ValueError(f"{what} {out} is one of this command's inputs ({src}); it would be overwritten: "
+                                 f"write to another file")

@@ -24,7 +24,7 @@ import pandas as pd
 
 from bench.export import export_robustbench_json
 from bench.harness import evaluate_run, load_finished_ticket
-from bench.io import atomic_with, atomic_write
+from bench.io import atomic_with, atomic_write, file_sha256
 from bench.results import parse_eps
 from bench.ticket import read_spec
 
@@ -197,6 +197,31 @@ def load_submissions(folder: Union[str, Path]) -> List[Entry]:
     return entries
 
 
+def provably_written(entries_dir: Path) -> List[Path]:
+    """The files of ``entries_dir`` this tool wrote, as its manifest proves: each manifest line is
+    ``sha256  relative/path.json``, and a file counts only when it lies inside the folder (no ``..``, no
+    link leading out), is a regular ``.json`` file and still has exactly that content. The manifest is
+    data, not authority: a line that fails any check is ignored, so nothing else is ever deleted."""
+    manifest = entries_dir / MANIFEST
+    if not manifest.is_file():
+        return []
+    root = entries_dir.resolve()
+    found: List[Path] = []
+    for line in manifest.read_text(errors="replace").splitlines():
+        sha, sep, rel = line.partition("  ")
+        if not sep or len(sha) != 64 or not rel.endswith(".json") or Path(rel).is_absolute():
+            continue
+        path = root / rel
+        try:
+            ok = (path.resolve().is_relative_to(root) and not path.is_symlink() and path.is_file()
+                  and file_sha256(path) == sha)
+        except OSError:
+            ok = False
+        if ok:
+            found.append(path.resolve())
+    return found
+
+
 def local_entries(rows: pd.DataFrame, entries_dir: Union[str, Path]) -> List[Entry]:
     """Export one JSON per local run (bench.export) into ``entries_dir`` and load them back validated.
 
@@ -204,14 +229,16 @@ def local_entries(rows: pd.DataFrame, entries_dir: Union[str, Path]) -> List[Ent
     """
     entries_dir = Path(entries_dir)
     manifest = entries_dir / MANIFEST
-    written_before = set(manifest.read_text().split("\n")) - {""} if manifest.exists() else set()
+    written_before = provably_written(entries_dir)
     paths = export_robustbench_json(rows, entries_dir)
-    # The folder mirrors the current board: drop only entries this command wrote before (the manifest)
-    # for tickets no longer selected; files it did not write are never touched.
-    keep = {str(p.resolve()) for p in paths}
-    for stale in sorted(written_before - keep):
-        Path(stale).unlink(missing_ok=True)
-    atomic_write(manifest, "".join(f"{path}\n" for path in sorted(keep)))
+    # The folder mirrors the current board: drop only entries this command can prove it wrote before
+    # (inside the folder, named in the manifest with their exact content) for tickets no longer selected.
+    keep = {p.resolve() for p in paths}
+    for stale in sorted(set(written_before) - keep):
+        stale.unlink(missing_ok=True)
+    root = entries_dir.resolve()
+    atomic_write(manifest, "".join(f"{file_sha256(path)}  {path.relative_to(root).as_posix()}\n"
+                                   for path in sorted(keep)))
     out = []
     for p in paths:
         threat = p.parent.name if p.parent.name in THREATS else "Linf"

@@ -13,7 +13,8 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from bench.cli import main
-from bench.leaderboard import build_leaderboard, load_submissions, rank_entries, validate_entry
+from bench.io import file_sha256
+from bench.leaderboard import MANIFEST, build_leaderboard, load_submissions, rank_entries, validate_entry
 
 
 def tidy_rows() -> pd.DataFrame:
@@ -296,3 +297,42 @@ def test_verify_needs_a_ticket_inside_the_folder(ticket: Any, message: str, tmp_
     (subs / "entry.json").write_text(json.dumps(entry))
     with pytest.raises(ValueError, match=message):
         build_leaderboard(None, tmp_path / "lb", subs, verify=True)
+
+
+def test_a_forged_manifest_deletes_nothing_outside_what_the_board_wrote(csv_path: Path, tmp_path: Path) -> None:
+    """Issue 33: a manifest line naming runs.csv (or any file the board did not write) never deletes it."""
+    out = tmp_path / "lb"
+    entries = out / "entries"
+    entries.mkdir(parents=True)
+    mine = entries / "mine.json"
+    mine.write_text("{}")
+    # Old format (absolute paths), a path leading out, and a correct hash of a file the tool did not write.
+    (entries / MANIFEST).write_text(f"{csv_path.resolve()}\n{file_sha256(csv_path)}  ../../{csv_path.name}\n"
+                                    f"{file_sha256(csv_path)}  {csv_path.resolve()}\n{file_sha256(mine)}  other.json\n")
+    before = csv_path.read_bytes()
+    assert main(["leaderboard", str(csv_path), "--out", str(out)]) == 0
+    assert csv_path.read_bytes() == before and mine.exists()
+    # What the board did write, and still holds the content it wrote, is pruned when no longer selected.
+    assert main(["leaderboard", str(csv_path), "--where", "dataset=mnist", "--out", str(out)]) == 0
+    assert len(list(entries.rglob("*.json"))) == 3  # 2 mnist entries + mine.json
+    assert mine.exists() and csv_path.read_bytes() == before
+
+
+def test_an_entry_edited_after_writing_is_not_deleted(csv_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lb"
+    assert main(["leaderboard", str(csv_path), "--out", str(out)]) == 0
+    edited = sorted((out / "entries").rglob("*.json"))
+    fm = [p for p in edited if "fashion-mnist" in str(p)]
+    fm[0].write_text(fm[0].read_text() + " ")
+    assert main(["leaderboard", str(csv_path), "--where", "dataset=mnist", "--out", str(out)]) == 0
+    assert fm[0].exists() and not fm[1].exists()
+
+
+def test_the_board_never_overwrites_its_input(csv_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "lb"
+    out.mkdir()
+    rows = out / "leaderboard.csv"
+    rows.write_bytes(csv_path.read_bytes())
+    assert main(["leaderboard", str(rows), "--out", str(out)]) == 2
+    assert "--out" in capsys.readouterr().err and rows.read_bytes() == csv_path.read_bytes()
+    assert not (out / "entries").exists()

@@ -224,6 +224,17 @@ def test_table_cli_writes_all_formats(csv_path: Path, tmp_path: Path, capsys: py
     assert "--where width=" in capsys.readouterr().err
 
 
+def test_table_never_overwrites_its_input(csv_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Issue 33: ``bench table runs.csv -o runs.csv`` replaced the rows by the table (exit 0)."""
+    before = csv_path.read_bytes()
+    link = tmp_path / "link.csv"
+    link.symlink_to(csv_path)
+    for target in (csv_path, link, Path(str(csv_path.parent) + "/./" + csv_path.name)):
+        assert main(["table", str(csv_path), "--where", "width=1", "-o", str(target)]) == 2
+        assert "--output" in capsys.readouterr().err
+        assert csv_path.read_bytes() == before
+
+
 def test_plots_write_png_and_pdf(csv_path: Path, tmp_path: Path) -> None:
     df = load_rows([csv_path])
     dense = df[(df["method"] == "rst") & (df["target_sparsity"] == 0.5)].assign(method="dense-at", target_sparsity=0.0,

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from bench.commands import COMMANDS
 from bench.export import export_robustbench_json
+from bench.io import refuse_overwriting_inputs
 from bench.leaderboard import build_leaderboard
 from bench.tables import apply_filters, load_rows
 
@@ -30,6 +32,8 @@ def add(sub: argparse._SubParsersAction) -> None:
 
     def run(args: argparse.Namespace) -> int:
         csvs = args.csv or ([] if args.submissions else ["results/runs.csv"])
+        refuse_overwriting_inputs([Path(args.out) / "leaderboard.csv", Path(args.out) / "leaderboard.html"], csvs,
+                                  "--out")
         rows = apply_filters(load_rows(csvs), args.where) if csvs else None
         result = build_leaderboard(rows, args.out, args.submissions, args.verify, args.data_root)
         if args.robustbench_json and rows is not None:

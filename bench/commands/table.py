@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from bench.commands import COMMANDS
+from bench.io import refuse_overwriting_inputs
 from bench.tables import FORMATS, LAYOUTS, apply_filters, build_table, load_rows, render
 
 
@@ -46,6 +47,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", default=None, help="write to this file instead of stdout")
 
     def run(args: argparse.Namespace) -> int:
+        if args.output:
+            refuse_overwriting_inputs([args.output], args.csv, "--output")
         df = apply_filters(load_rows(args.csv), args.where)
         table = build_table(df, args.layout, args.attack, args.metric, args.columns, args.interval, args.reference)
         text = render(table, args.format, args.bold, args.decimals, args.label)
