@@ -10,18 +10,30 @@ with the same base train it once.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch.nn as nn
 
+from bench.config import spec_field
 from bench.methods import Method, RunContext, register
 from bench.spec import RunSpec
-from bench.stages import dense_stage
+from bench.stages import DENSE_INITS, dense_stage
 from bench.trainers import TRAINERS
+
+
+@dataclass(frozen=True)
+class DenseATHparams:
+    """Dense AT hyperparameters."""
+
+    dense_init: str = spec_field("pytorch", "initialisation of the dense network: pytorch (layer defaults) | openlth "
+                                 "| hydra | glorot (OpenLTH's, HYDRA's, Cosentino's code)", choices=DENSE_INITS)
 
 
 @register("dense-at", "adversarially trained dense network (--trainer pgd | trades); sparsity must be 0")
 class DenseAT(Method):
     """Dense adversarial training: the reference every ticket is compared against."""
 
+    Hparams = DenseATHparams
     bn_affine = True
     dense = True
 
@@ -33,5 +45,6 @@ class DenseAT(Method):
             raise ValueError(f"dense-at needs an adversarial trainer (e.g. --trainer pgd or trades), got {spec.trainer!r}")
 
     def find_ticket(self, ctx: RunContext) -> nn.Module:
-        """The shared dense AT stage for this spec (trained now, or reused)."""
-        return dense_stage(ctx)
+        """The shared dense AT stage for this spec (trained now, or reused); its epoch as ``--select`` says."""
+        ctx.info["select"] = ctx.spec.select
+        return dense_stage(ctx, start_from=ctx.spec.select, init=ctx.hp.dense_init)

@@ -34,6 +34,8 @@ class DenseATMatched(Method):
 
     Hparams = MatchedHparams
     bn_affine = False
+    # RST's code keeps its best epoch (picked on the test set; here on the validation split).
+    reference_select = "best"
     dense = True
 
     def network(self, spec: RunSpec) -> Network:

@@ -34,7 +34,7 @@ from bench.config import spec_field
 from bench.masking import prunable_layers, score_mask_refresher, set_trainable
 from bench.methods import Method, RunContext, register
 from bench.spec import RunSpec
-from bench.stages import START_FROM, bn_parameters, check_epochs, check_lr_scale, dense_stage, last_epoch_state, stage_epochs, train_weights
+from bench.stages import DENSE_INITS, START_FROM, bn_parameters, check_epochs, check_lr_scale, dense_stage, last_epoch_state, stage_epochs, train_weights
 
 SCORE_BN = ("trained", "frozen")
 
@@ -51,6 +51,8 @@ class HydraHparams:
                                "| frozen", choices=SCORE_BN)
     start_from: str = spec_field("best", "next stage starts from the previous stage's best-validation or last epoch "
                                  "(OpenLTH, HYDRA: last)", choices=START_FROM)
+    dense_init: str = spec_field("pytorch", "initialisation of the dense network: pytorch (layer defaults) | openlth "
+                                 "| hydra | glorot (OpenLTH's, HYDRA's, Cosentino's code)", choices=DENSE_INITS)
 
 
 @torch.no_grad()
@@ -68,6 +70,8 @@ class Hydra(Method):
 
     Hparams = HydraHparams
     bn_affine = True
+    # HYDRA's code keeps its best epoch (picked on the test set; here on the validation split).
+    reference_select = "best"
 
     def validate(self, spec: RunSpec) -> None:
         """Per-stage epochs and the fine-tuning lr must be valid."""
@@ -78,7 +82,7 @@ class Hydra(Method):
     def find_ticket(self, ctx: RunContext) -> nn.Module:
         """Dense AT, score learning over frozen weights, AT fine-tuning of the survivors."""
         hp = ctx.hp
-        model = dense_stage(ctx, hp.pretrain_epochs, hp.start_from)
+        model = dense_stage(ctx, hp.pretrain_epochs, hp.start_from, hp.dense_init)
         # Stage 2: the scores (and BatchNorm's affine tensors unless frozen) learn; masks follow |scores| each step.
         init_scores_from_weights(model)
         set_trainable(model, weights=False, scores=True)

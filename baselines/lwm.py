@@ -1,7 +1,8 @@
 """Least weight magnitude (LWM): one-shot magnitude pruning of a dense AT network, then AT fine-tuning.
 
 The simplest strong pruned-AT baseline (HYDRA's comparison point): the shared
-dense AT stage, the smallest ``|w|`` pruned to the target sparsity in one
+dense AT stage (its best-validation or, with ``--start-from last``, its last
+epoch, as HYDRA's scripts hand over), the smallest ``|w|`` pruned to the target sparsity in one
 shot (same fraction per layer, or ranked globally with ``--scope global``),
 then the surviving weights fine-tuned with the spec's trainer at
 ``finetune_lr_scale * --lr`` under the fixed mask.
@@ -17,7 +18,7 @@ from bench.config import spec_field
 from bench.masking import apply_masks, magnitude_scores
 from bench.methods import Method, RunContext, register
 from bench.spec import RunSpec
-from bench.stages import PRUNE_SCOPES, check_epochs, check_lr_scale, dense_stage, stage_epochs, train_weights
+from bench.stages import DENSE_INITS, PRUNE_SCOPES, START_FROM, check_epochs, check_lr_scale, dense_stage, stage_epochs, train_weights
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,10 @@ class LWMHparams:
     pretrain_epochs: Optional[int] = field(default=None, metadata={"help": "dense AT epochs (none = --epochs)"})
     finetune_epochs: Optional[int] = field(default=None, metadata={"help": "AT fine-tuning epochs after pruning (none = --epochs)"})
     finetune_lr_scale: float = field(default=0.1, metadata={"help": "fine-tuning learning rate as a fraction of --lr"})
+    start_from: str = spec_field("best", "the dense network pruned: its best-validation or last epoch (HYDRA's "
+                                 "scripts: last)", choices=START_FROM)
+    dense_init: str = spec_field("pytorch", "initialisation of the dense network: pytorch (layer defaults) | openlth "
+                                 "| hydra | glorot (OpenLTH's, HYDRA's, Cosentino's code)", choices=DENSE_INITS)
 
 
 @register("lwm", "least weight magnitude: dense AT, one-shot |w| pruning, AT fine-tuning")
@@ -36,6 +41,8 @@ class LWM(Method):
 
     Hparams = LWMHparams
     bn_affine = True
+    # HYDRA's code keeps its best epoch (picked on the test set; here on the validation split).
+    reference_select = "best"
 
     def validate(self, spec: RunSpec) -> None:
         """Per-stage epochs and the fine-tuning lr must be valid (the scope is a checked choice)."""
@@ -46,7 +53,7 @@ class LWM(Method):
     def find_ticket(self, ctx: RunContext) -> nn.Module:
         """Dense AT, prune the smallest weights once, fine-tune the survivors with AT."""
         hp = ctx.hp
-        model = dense_stage(ctx, hp.pretrain_epochs)
+        model = dense_stage(ctx, hp.pretrain_epochs, hp.start_from, hp.dense_init)
         # One-shot magnitude pruning to the target sparsity.
         apply_masks(model, magnitude_scores, ctx.spec.sparsity, hp.scope)
         # AT fine-tuning of the surviving weights under the fixed mask.

@@ -47,6 +47,10 @@ class Method(abc.ABC):
     randomized: ClassVar[bool] = False
     # Dense methods prune nothing: their sparsity is 0, and a spec that leaves it out gets 0.
     dense: ClassVar[bool] = False
+    # What the method's reference code keeps as its final network, as a ``--select`` choice: "last", or "best"
+    # where the reference keeps its best epoch (RST's and HYDRA's code pick it on the test set; here the
+    # validation split). ``None``: no reference code. Reference presets select as this says (tested).
+    reference_select: ClassVar[Optional[str]] = None
 
     def validate(self, spec: RunSpec) -> None:
         """Raise ``ValueError`` for specs this method cannot run."""

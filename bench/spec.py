@@ -27,8 +27,12 @@ from bench.trainers import TRAINERS
 # The method registry: every module of these packages registers its method (see bench/methods.py).
 METHODS: Registry[Any] = Registry("method", plugins=("tickets", "baselines"))
 OPTIMIZERS = ("sgd", "adam")
-# BatchNorm mode while the training attack crafts its examples (RST's and HYDRA's code: train).
+# BatchNorm mode while the training attack crafts its examples (RST's code: train; HYDRA's: eval, its
+# utils/adv.py calls model.eval()).
 CRAFT_BN = ("eval", "train")
+# Which epoch of a method's final training stage is the ticket: the best by PGD robust accuracy on the
+# validation split (never the test set, where RST's and HYDRA's code select), or the last (OpenLTH, Cosentino).
+SELECTIONS = ("best", "last")
 # Version of what the methods do with a spec's fields. Version 2 (issue 15) made the methods follow
 # their reference code (no linear biases in frozen random networks, RST's fine-tuning, ALTH's
 # per-layer fractions, the matched controls); it is part of every run_id, so a run folder or row
@@ -73,6 +77,9 @@ class RunSpec:
     train_steps: int = _f(7, "PGD steps used to craft training examples")
     train_step_size: Optional[float] = _f(None, "PGD step size in training (pixel units); default eps/4")
     val_fraction: float = _f(0.1, "fraction of the training data held out for model selection")
+    select: str = _f("best", "which epoch of the method's final training stage is the ticket: best (PGD robust accuracy "
+                     "on the validation split; never the test set) | last (OpenLTH, Cosentino et al.)",
+                     choices=SELECTIONS)
     n_train: int = _f(0, "use only the first N training examples after the validation split (0 = all)")
     eval_attacks: Tuple[str, ...] = _f(("pgd20", "cw20", "autoattack"), "comma-separated attacks to evaluate (see `bench list`)", runtime=True)
     n_eval: int = _f(1000, "test examples for clean accuracy, PGD and CW (0 = whole test set)", runtime=True)

@@ -15,6 +15,8 @@ else is an error that names the columns to filter on (``--where``).
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -25,13 +27,14 @@ import pandas as pd
 from scipy.stats import fisher_exact
 
 from bench.results import CURVE_ATTACKS, format_eps, read_rows, wilson_interval
+from bench.spec import METHODS, RunSpec
 
 # Columns that define a run (besides the row/column keys and the seed); a table cell
 # must not mix values of these.
 CONFIG_COLUMNS = (
     "method", "dataset", "data_source", "arch", "width", "target_sparsity", "eps", "norm", "epochs", "batch_size",
-    "optimizer", "lr", "momentum", "weight_decay", "lr_schedule", "trainer", "trades_beta", "train_steps",
-    "train_step_size", "val_fraction", "n_train", "hparams", "num_classes", "image_size",
+    "optimizer", "lr", "momentum", "weight_decay", "lr_schedule", "craft_bn", "select", "trainer", "trades_beta",
+    "train_steps", "train_step_size", "val_fraction", "n_train", "hparams", "num_classes", "image_size",
 )
 LAYOUTS = ("sparsity", "method", "width")
 FORMATS = ("markdown", "latex", "csv")
@@ -151,8 +154,48 @@ def latest_curves(df: pd.DataFrame) -> pd.DataFrame:
     return kept.drop(columns=["_n", "_order", "_version"]).reset_index(drop=True)
 
 
+def _spec_defaults() -> Dict[str, Any]:
+    """Each run spec field's default, for rows written before the field existed (their runs used it)."""
+    return {f.name: f.default for f in dataclasses.fields(RunSpec) if f.default is not None
+            and not isinstance(f.default, dataclasses._MISSING_TYPE)}
+
+
+def _non_default_hparams(method: Any, text: Any) -> Any:
+    """A row's hyperparameters as compared between rows: only those off the method's current defaults (a row
+    written before a hyperparameter existed ran its default), as canonical JSON; other text is kept as is."""
+    if not isinstance(method, str) or method not in METHODS.names() or not isinstance(text, str):
+        return text
+    try:
+        values = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(values, dict):
+        return text
+    defaults: Dict[str, str] = {}
+    for f in dataclasses.fields(METHODS.get(method).Hparams):
+        if not isinstance(f.default, dataclasses._MISSING_TYPE):
+            default: Any = f.default
+            defaults[f.name] = json.dumps(list(default) if isinstance(default, tuple) else default)
+    kept = {k: v for k, v in values.items() if defaults.get(k) != json.dumps(v)}
+    return json.dumps(kept, sort_keys=True)
+
+
+def comparable(rows: pd.DataFrame) -> pd.DataFrame:
+    """The configuration columns as cells compare them: a spec field missing in older rows (or the whole
+    column) takes its default, hyperparameters only where they differ from the method's defaults."""
+    out = rows.copy()
+    defaults = _spec_defaults()
+    for column in CONFIG_COLUMNS:
+        if column in defaults and column != "method":
+            out[column] = out[column].fillna(defaults[column]) if column in out else defaults[column]
+    if "hparams" in out and "method" in out:
+        out["hparams"] = [_non_default_hparams(m, h) for m, h in zip(out["method"], out["hparams"])]
+    return out
+
+
 def check_cells(rows: pd.DataFrame, keys: List[str]) -> None:
     """Every cell may mix only seeds; name the columns that vary otherwise."""
+    rows = comparable(rows)
     others = [c for c in CONFIG_COLUMNS if c in rows and c not in keys]
     varying = sorted({c for c in others if (rows.groupby(keys, dropna=False)[c].nunique(dropna=False) > 1).any()})
     if varying:

@@ -163,6 +163,35 @@ def test_cells_must_not_mix_configs(csv_path: Path) -> None:
         build_table(df, "sparsity", "pgd20")
 
 
+def test_cells_never_mix_crafting_modes_or_selections() -> None:
+    """A cell of runs that crafted in train mode and runs that crafted in eval mode is refused (craft_bn was
+    missing from the configuration columns), and so is one mixing the best and the last epoch."""
+    for column, values in (("craft_bn", ("eval", "train")), ("select", ("best", "last"))):
+        df = make_rows().query("width == 0.5").copy()
+        df[column] = [values[int(s == 2)] for s in df["seed"]]
+        with pytest.raises(ValueError, match=f"mix runs that differ in {column}"):
+            build_table(df, "sparsity", "pgd20")
+        # A row written before the column existed ran its default: it joins the default's cell.
+        df[column] = [values[0] if s == 2 else None for s in df["seed"]]
+        build_table(df, "sparsity", "pgd20")
+        df[column] = [values[1] if s == 2 else None for s in df["seed"]]
+        with pytest.raises(ValueError, match=f"mix runs that differ in {column}"):
+            build_table(df, "sparsity", "pgd20")
+
+
+def test_hyperparameters_at_their_default_do_not_split_a_cell() -> None:
+    """A row written before a hyperparameter existed and one that records its default are the same run;
+    a non-default value is another configuration."""
+    df = make_rows().query("width == 0.5 and method == 'hydra'").copy()
+    df["hparams"] = ['{"score_bn": "trained"}' if s == 0 else '{"dense_init": "pytorch", "score_bn": "trained"}'
+                     for s in df["seed"]]
+    build_table(df, "sparsity", "pgd20")
+    df["hparams"] = ['{"score_bn": "trained"}' if s == 0 else '{"dense_init": "hydra", "score_bn": "trained"}'
+                     for s in df["seed"]]
+    with pytest.raises(ValueError, match="mix runs that differ in hparams"):
+        build_table(df, "sparsity", "pgd20")
+
+
 def test_filters(csv_path: Path) -> None:
     df = load_rows([csv_path])
     assert set(apply_filters(df, ["method=rst"])["method"]) == {"rst"}

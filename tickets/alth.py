@@ -56,7 +56,21 @@ from bench.io import atomic_save
 from bench.masking import apply_masks, iter_masks, magnitude_scores, measured_sparsity, prunable_layers, set_trainable
 from bench.methods import Method, RunContext, register
 from bench.spec import RunSpec
-from bench.stages import DENSE_STAGE, PRUNE_SCOPES, START_FROM, check_epochs, dense_key, dense_stage, last_epoch_state, read_record, stage_epochs, write_record
+from bench.stages import (
+    DENSE_INITS,
+    DENSE_STAGE,
+    PRUNE_SCOPES,
+    START_FROM,
+    check_epochs,
+    dense_initial,
+    dense_key,
+    dense_stage,
+    keep_selected,
+    last_epoch_state,
+    read_record,
+    stage_epochs,
+    write_record,
+)
 
 REWINDS = ("init", "early", "none")
 MASKS = "masks.pt"
@@ -76,6 +90,8 @@ class ALTHHparams:
     rewind_epochs: int = field(default=1, metadata={"help": "alth --rewind early: epochs of AT before the rewind point"})
     pretrain_epochs: Optional[int] = field(default=None, metadata={"help": "dense AT epochs (none = --epochs)"})
     level_epochs: Optional[int] = field(default=None, metadata={"help": "alth: AT retraining epochs per level (none = --epochs)"})
+    dense_init: str = spec_field("pytorch", "initialisation of the dense network, the rewind point of --rewind init: "
+                                 "pytorch (layer defaults) | openlth | hydra | glorot (OpenLTH's, HYDRA's, Cosentino's code)", choices=DENSE_INITS)
 
 
 def level_sparsities(target: float, prune_fraction: float) -> List[float]:
@@ -139,6 +155,8 @@ class ALTH(Method):
 
     Hparams = ALTHHparams
     bn_affine = True
+    # OpenLTH and Cosentino et al. keep the last epoch of each level.
+    reference_select = "last"
 
     def validate(self, spec: RunSpec) -> None:
         """Fraction in (0, 1) and valid epochs (scope and rewind point are checked choices)."""
@@ -157,12 +175,12 @@ class ALTH(Method):
             return None
         if ctx.hp.rewind == "init":
             # The dense stage starts from this seeded initialisation.
-            return {k: v.clone() for k, v in ctx.build_model(bn_affine=True).state_dict().items()}
+            return {k: v.clone() for k, v in dense_initial(ctx, ctx.hp.dense_init).state_dict().items()}
         epochs = ctx.hp.rewind_epochs
 
         # Early rewind point: last-epoch weights after a short constant-lr AT run.
         def build(stage_dir: Path) -> nn.Module:
-            model = ctx.build_model(bn_affine=True)
+            model = dense_initial(ctx, ctx.hp.dense_init)
             set_trainable(model, weights=True, scores=False)
             params = [p for p in model.parameters() if p.requires_grad]
             ctx.train(model, params, ctx.train_config(epochs=epochs, lr_schedule="constant"), stage_dir / "train",
@@ -190,8 +208,8 @@ class ALTH(Method):
         """Dense AT, then prune / rewind / retrain level by level up to the target."""
         hp = ctx.hp
         pre_epochs = stage_epochs(ctx, hp.pretrain_epochs)
-        model = dense_stage(ctx, hp.pretrain_epochs)
-        base = dense_key(ctx.spec, pre_epochs)
+        model = dense_stage(ctx, hp.pretrain_epochs, init=hp.dense_init)
+        base = dense_key(ctx.spec, pre_epochs, hp.dense_init)
         rewind_state = self.rewind_state(ctx, base)
         epochs = stage_epochs(ctx, hp.level_epochs)
         previous_train = ctx.stage_path(DENSE_STAGE, base) / "train"
@@ -225,6 +243,8 @@ class ALTH(Method):
             previous_train = stage_dir / "train"
             levels.append({"stage": stage_dir.name, **read_record(stage_dir)})
         ctx.info["levels"] = levels
+        # The ticket: the last level's best-validation epoch, or its last (OpenLTH, Cosentino: --select last).
+        keep_selected(ctx, model, previous_train)
         set_trainable(model, weights=False, scores=False)
         return model
 

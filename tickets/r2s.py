@@ -48,7 +48,9 @@ from bench.spec import RunSpec
 from bench.stages import WEIGHT_INITS
 from bench.ticket import empty_model, load_ticket, read_meta, read_spec
 
-# The paper's keep ratios 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.4, 0.6 as sparsities.
+# Keep ratios 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.4, 0.6 as sparsities: the span of the RST paper's transfer
+# matrix between RSTs (keep 0.03 to 0.6, ../shared/REFERENCE.md 1.1). The paper does not list its R2S candidates,
+# and no R2S code was released (its test_trans.py evaluates whatever checkpoints lie in a folder): our choice.
 DEFAULT_CANDIDATES = (0.97, 0.95, 0.93, 0.9, 0.85, 0.8, 0.6, 0.4)
 GRANULARITIES = ("call", "example")
 
@@ -250,6 +252,8 @@ class R2S(Method):
 
     Hparams = R2SHparams
     bn_affine = False
+    # RST's code keeps its best epoch (picked on the test set; here on the validation split).
+    reference_select = "best"
     randomized = True
 
     def network(self, spec: RunSpec) -> Network:

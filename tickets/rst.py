@@ -32,7 +32,7 @@ from bench.config import spec_field
 from bench.masking import frozen_fingerprint, prunable_layers, score_mask_refresher, set_trainable
 from bench.methods import Method, Network, RunContext, register
 from bench.spec import RunSpec
-from bench.stages import WEIGHT_INITS, check_epochs, check_lr_scale, init_frozen_weights, signed_constant_regenerator, stage_epochs, train_weights
+from bench.stages import WEIGHT_INITS, check_epochs, check_lr_scale, init_frozen_weights, keep_selected, signed_constant_regenerator, stage_epochs, train_weights
 
 FINETUNES = ("none", "inherit", "reinit")
 REINIT_INITS = ("kaiming-normal", "pytorch-default")
@@ -80,6 +80,8 @@ class RST(Method):
 
     Hparams = RSTHparams
     bn_affine = False
+    # RST's code keeps its best epoch (picked on the test set; here on the validation split).
+    reference_select = "best"
 
     def network(self, spec: RunSpec) -> Network:
         """Non-affine BatchNorm; linear biases only with ``--linear-bias true``."""
@@ -114,7 +116,7 @@ class RST(Method):
         ctx.train(model, scores, ctx.train_config(), ctx.run_dir / "search", refresh, desc="rst search")
         set_trainable(model, weights=False, scores=False)
         if ctx.hp.finetune == "none":
-            return model
+            return keep_selected(ctx, model, ctx.run_dir / "search", refresh)
         # Optional AT fine-tuning of the survivors under the fixed mask.
         if ctx.hp.finetune == "reinit":
             reinit_weights(model, ctx.build_network(net, seed_offset=1), ctx.hp.reinit_init)
