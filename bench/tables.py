@@ -381,6 +381,26 @@ def build_table(df: pd.DataFrame, layout: str, attack: str = "worst_case", metri
                  low, high, same)
 
 
+def transpose_table(table: Table) -> Table:
+    """The same table with rows and columns swapped: methods down and sparsities (or widths) across, as the
+    published grid's tables are laid out. Only tables with one column key (sparsity and width layouts)."""
+    if len(table.col_names) != 1 or table.layout == "method":
+        raise ValueError("--transpose swaps one row key and one column key: use --layout sparsity or width")
+
+    def swap(frame: Optional[pd.DataFrame]) -> Optional[pd.DataFrame]:
+        return None if frame is None else frame.T.sort_index().sort_index(axis=1)
+
+    words = {"target_sparsity": "sparsity", "width": "width", "method": "method"}
+    row, col = words.get(table.row_name, table.row_name), words.get(table.col_names[0], table.col_names[0])
+    caption = table.caption.replace(f"by {row} and {col}", f"by {col} and {row}", 1)
+    flagged = swap(table.flagged)
+    return dataclasses.replace(table, row_name=table.col_names[0], col_names=(table.row_name,), mean=swap(table.mean),
+                               std=swap(table.std), n=swap(table.n), clean=swap(table.clean),
+                               flagged=flagged if flagged is not None else table.flagged, caption=caption,
+                               low=swap(table.low), high=swap(table.high),
+                               same_as_reference=swap(table.same_as_reference))
+
+
 # ---------------------------------------------------------------------------
 # Rendering.
 # ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from scipy.stats import binomtest
 from bench.cli import main
 from bench.plots import _agg, make_plots
 from bench.results import AttackResult, result_rows, wilson_interval
-from bench.tables import apply_filters, build_table, latest_rows, load_rows, render, to_latex, to_markdown
+from bench.tables import apply_filters, build_table, latest_rows, load_rows, render, to_latex, to_markdown, transpose_table
 
 METHODS = ("hydra", "rst")
 SPARSITIES = (0.5, 0.9, 0.99)
@@ -190,6 +190,21 @@ def test_hyperparameters_at_their_default_do_not_split_a_cell() -> None:
                      for s in df["seed"]]
     with pytest.raises(ValueError, match="mix runs that differ in hparams"):
         build_table(df, "sparsity", "pgd20")
+
+
+def test_transpose_swaps_rows_and_columns_cell_for_cell(csv_path: Path) -> None:
+    """Methods down, sparsities across: every cell, interval and ‡ mark moves with its (method, sparsity)."""
+    df = apply_filters(load_rows([csv_path]), ["width=0.5"])
+    table = build_table(df, "sparsity", "pgd20", interval=True, reference="hydra")
+    flipped = transpose_table(table)
+    assert flipped.row_name == "method" and flipped.col_names == ("target_sparsity",)
+    for frame in ("mean", "std", "n", "low", "high", "same_as_reference", "flagged"):
+        assert getattr(flipped, frame).equals(getattr(table, frame).T), frame
+    assert "by method and sparsity" in flipped.caption
+    md = to_markdown(flipped)
+    assert md.splitlines()[0].startswith("| method | 0.5 | 0.9 | 0.99 |")
+    with pytest.raises(ValueError, match="--transpose"):
+        transpose_table(build_table(df, "method", "pgd20"))
 
 
 def test_filters(csv_path: Path) -> None:

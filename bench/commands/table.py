@@ -6,7 +6,7 @@ from pathlib import Path
 
 from bench.commands import COMMANDS
 from bench.io import refuse_overwriting_inputs
-from bench.tables import FORMATS, LAYOUTS, apply_filters, build_table, load_rows, render
+from bench.tables import FORMATS, LAYOUTS, apply_filters, build_table, load_rows, render, transpose_table
 
 
 def decimals(text: str) -> int:
@@ -43,6 +43,8 @@ def add(sub: argparse._SubParsersAction) -> None:
                         "test on pooled examples, level 0.05; sparsity layout, or width with --columns method)")
     p.add_argument("--interval", action="store_true",
                    help="show each cell's 95 %% Wilson score interval over its pooled test examples, [low, high]")
+    p.add_argument("--transpose", action="store_true",
+                   help="swap rows and columns (sparsity and width layouts): methods down, sparsities or widths across")
     p.add_argument("--label", default=None, help="LaTeX \\label{...}")
     p.add_argument("--output", "-o", default=None, help="write to this file instead of stdout")
 
@@ -51,6 +53,8 @@ def add(sub: argparse._SubParsersAction) -> None:
             refuse_overwriting_inputs([args.output], args.csv, "--output")
         df = apply_filters(load_rows(args.csv), args.where)
         table = build_table(df, args.layout, args.attack, args.metric, args.columns, args.interval, args.reference)
+        if args.transpose:
+            table = transpose_table(table)
         text = render(table, args.format, args.bold, args.decimals, args.label)
         if args.output:
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)
