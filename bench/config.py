@@ -6,8 +6,10 @@ hyperparameters, attack settings and sweep files all build dataclasses here.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import field, fields
+from pathlib import Path
 from typing import Any, Collection, Dict, Mapping, Optional, Type, TypeVar
 
 import yaml
@@ -50,6 +52,15 @@ def field_types(cls: Type[Any]) -> Dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def _fraction(text: str) -> float:
+    """``a/b`` as a number (eps is written 8/255 in the field and in this tool's help)."""
+    top, _, bottom = text.partition("/")
+    denominator = float(bottom)
+    if denominator == 0:
+        raise ValueError("division by zero")
+    return float(top) / denominator
+
+
 def coerce(value: Any, tp: Any, name: str) -> Any:
     """Convert a YAML/CLI value to the annotated type, with a clear error."""
     origin = typing.get_origin(tp)
@@ -85,10 +96,16 @@ def coerce(value: Any, tp: Any, name: str) -> Any:
                 raise ValueError
             return int(value)
         if tp is float:
-            return float(value)
+            number = _fraction(value) if isinstance(value, str) and "/" in value else float(value)
+            # No setting is infinite or NaN: an inf step size returned NaN points (issue 33).
+            if not math.isfinite(number):
+                raise ValueError(f"{name}: must be a finite number, got {value!r}")
+            return number
         if tp is str:
             return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError) as exc:
+        if str(exc).startswith(f"{name}:"):
+            raise
         raise ValueError(f"{name}: cannot read {value!r} as {getattr(tp, '__name__', tp)}") from None
     return value
 
@@ -114,6 +131,9 @@ def non_default(obj: Any) -> Dict[str, Any]:
 
 def load_yaml(path: str) -> Dict[str, Any]:
     """Read a YAML preset with the safe loader; it must be a mapping."""
+    # Only regular files: a FIFO with no writer would block forever.
+    if Path(path).exists() and not Path(path).is_dir() and not Path(path).is_file():
+        raise ValueError(f"config {path} is not a regular file (a pipe, socket or device)")
     try:
         with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh)

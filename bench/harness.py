@@ -33,7 +33,7 @@ from bench.randomized import evaluate_switch
 from bench.results import AttackResult, append_rows, read_rows_file, result_rows
 from bench.spec import RunSpec
 from bench.threads import THREAD_ENV_VARS
-from bench.ticket import Ticket, load_ticket, read_meta
+from bench.ticket import Ticket, check_run_folder, load_ticket, read_meta
 from bench.train import Compute, TrainingDivergedError
 
 __all__ = ["autoattack_examples", "evaluate_run", "find_or_load_ticket", "load_finished_ticket", "load_ticket", "resolve_device",
@@ -119,7 +119,9 @@ def find_or_load_ticket(spec: RunSpec, out: Path, data_root: Optional[str] = Non
     data = load_data(spec.dataset, spec.data_source, data_root, spec.val_fraction, spec.seed, spec.n_train,
                      spec.data_info)
     run_dir.mkdir(parents=True, exist_ok=True)
-    # The spec is written once; evaluating a finished run with other attacks never rewrites it.
+    # The spec is written once; evaluating a finished run with other attacks never rewrites it. A folder that
+    # holds another run's spec is refused before anything is reused.
+    check_run_folder(run_dir, spec)
     if not paths.spec(run_dir).exists():
         atomic_json(paths.spec(run_dir), spec.to_dict())
     # One search per run folder: a second process with the same spec waits, then reuses the ticket.

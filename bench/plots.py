@@ -68,11 +68,11 @@ def _subtitle(rows: pd.DataFrame, bands: bool = True, width: int = 200) -> str:
 
 
 def _save(fig: Figure, stem: Path) -> List[Path]:
-    """Write ``stem.png`` (150 dpi) and ``stem.pdf``."""
+    """Write ``stem.png`` (150 dpi) and ``stem.pdf`` (no creation date, so the same figure is the same bytes)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     fig.savefig(paths[0], dpi=150)
-    fig.savefig(paths[1])
+    fig.savefig(paths[1], metadata={"CreationDate": None})
     return paths
 
 
@@ -132,34 +132,42 @@ def plot_vs_sparsity(df: pd.DataFrame, out_stem: Union[str, Path], attacks: Opti
         _style(ax, "sparsity (% of prunable weights zero)", f"{metric} accuracy (%)", f"{attack} (n_eval {span(rows['n_eval'])})")
         ax.set_ylim(bottom=0)
     axes[0].legend(fontsize=FONT - 1, frameon=False)
-    fig.suptitle(_subtitle(pd.concat([latest_rows(df, a) for a in names])), fontsize=FONT - 1)
+    # The subtitle wraps to the figure's width (about 65 characters per panel).
+    fig.suptitle(_subtitle(pd.concat([latest_rows(df, a) for a in names]), width=min(200, 65 * len(names))),
+                 fontsize=FONT - 1)
     return _save(fig, Path(out_stem))
 
 
-def plot_vs_width(df: pd.DataFrame, out_stem: Union[str, Path], attack: str = "worst_case",
+def plot_vs_width(df: pd.DataFrame, out_stem: Union[str, Path], attacks: Union[str, Sequence[str]] = "worst_case",
                   metric: str = "robust") -> List[Path]:
-    """Accuracy vs width multiplier, one line (band = ± std) per (method, sparsity)."""
-    rows = latest_rows(df, attack)
-    check_cells(rows, ["method", "target_sparsity", "width"])
+    """Accuracy vs width multiplier, one panel per attack, one line (band = ± std) per (method, sparsity)."""
+    names = [attacks] if isinstance(attacks, str) else list(attacks)
+    fig, axes = _figure(len(names))
     column = "robust_acc" if metric == "robust" else "clean_acc"
-    stats = _agg(rows, ["method", "target_sparsity", "width"], column)
-    fig, (ax,) = _figure(1)
-    colors = _palette([f"{m} {s}" for m, s in zip(stats["method"], stats["target_sparsity"])])
-    for (method, sparsity), g in stats.groupby(["method", "target_sparsity"]):
-        g = g.sort_values("width")
-        (line,) = ax.plot(g["width"], g["mean"], marker="o", markersize=4, linewidth=1.8,
-                          color=colors[f"{method} {sparsity}"], label=f"{method}, sparsity {sparsity * 100:g}%")
-        ax.fill_between(g["width"], g["mean"] - g["std"], g["mean"] + g["std"], color=line.get_color(), alpha=0.2, linewidth=0)
-        _interval_bars(ax, g["width"], g, line.get_color())
-    # Widths usually double: a log2 axis with a tick at every width used.
-    widths = sorted(stats["width"].unique())
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(widths, [f"{w:g}" for w in widths])
-    ax.minorticks_off()
-    _style(ax, "width multiplier (x standard width, log scale)", f"{metric} accuracy (%)", attack)
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize=FONT - 1, frameon=False)
-    fig.suptitle(_subtitle(rows, width=60), fontsize=FONT - 1)
+    every = []
+    for ax, attack in zip(axes, names):
+        rows = latest_rows(df, attack)
+        every.append(rows)
+        check_cells(rows, ["method", "target_sparsity", "width"])
+        stats = _agg(rows, ["method", "target_sparsity", "width"], column)
+        colors = _palette([f"{m} {s}" for m, s in zip(stats["method"], stats["target_sparsity"])])
+        for (method, sparsity), g in stats.groupby(["method", "target_sparsity"]):
+            g = g.sort_values("width")
+            (line,) = ax.plot(g["width"], g["mean"], marker="o", markersize=4, linewidth=1.8,
+                              color=colors[f"{method} {sparsity}"], label=f"{method}, sparsity {sparsity * 100:g}%")
+            ax.fill_between(g["width"], g["mean"] - g["std"], g["mean"] + g["std"], color=line.get_color(), alpha=0.2,
+                            linewidth=0)
+            _interval_bars(ax, g["width"], g, line.get_color())
+        # Widths usually double: a log2 axis with a tick at every width used.
+        widths = sorted(stats["width"].unique())
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(widths, [f"{w:g}" for w in widths])
+        ax.minorticks_off()
+        _style(ax, "width multiplier (x standard width, log scale)", f"{metric} accuracy (%)",
+               f"{attack} (n_eval {span(rows['n_eval'])})" if len(names) > 1 else attack)
+        ax.set_ylim(bottom=0)
+    axes[0].legend(fontsize=FONT - 1, frameon=False)
+    fig.suptitle(_subtitle(pd.concat(every), width=min(200, 65 * len(names))), fontsize=FONT - 1)
     return _save(fig, Path(out_stem))
 
 
@@ -239,7 +247,8 @@ def make_plots(df: pd.DataFrame, out_dir: Union[str, Path], kinds: Sequence[str]
         if kind == "sparsity":
             written += plot_vs_sparsity(df, out_dir / f"{metric}_vs_sparsity", attacks, metric)
         elif kind == "width":
-            written += plot_vs_width(df, out_dir / f"{metric}_vs_width", attack, metric)
+            # The width figure has a panel per --attacks entry, or the one --attack.
+            written += plot_vs_width(df, out_dir / f"{metric}_vs_width", list(attacks) if attacks else attack, metric)
         elif kind == "scatter":
             written += plot_clean_vs_robust(df, out_dir / "clean_vs_robust", attack)
         elif kind == "security":

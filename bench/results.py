@@ -163,6 +163,9 @@ def read_rows_file(csv_path: Path) -> pd.DataFrame:
 
 def _read_csv(csv_path: Path, required: Sequence[str], **kwargs: Any) -> pd.DataFrame:
     """``csv_path`` read by pandas; an unreadable file or a missing column is a ValueError naming the file."""
+    # Only regular files: a FIFO with no writer would block the read forever, a device would never end.
+    if Path(csv_path).exists() and not Path(csv_path).is_dir() and not Path(csv_path).is_file():
+        raise ValueError(f"{csv_path} is not a regular file (a pipe, socket or device); give a rows file")
     try:
         df = pd.read_csv(csv_path, keep_default_na=False, **kwargs)
     except pd.errors.EmptyDataError:

@@ -18,6 +18,7 @@ import abc
 import argparse
 import dataclasses
 import itertools
+import math
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -94,6 +95,10 @@ class SweepSummary:
 # Expansion of a sweep file into specs.
 # ---------------------------------------------------------------------------
 
+# The most grid points a sweep file may expand to unless the caller allows more (--max-runs).
+MAX_RUNS = 10_000
+
+
 def _spec_fields() -> Set[str]:
     """Names of every RunSpec field."""
     return {f.name for f in dataclasses.fields(RunSpec)}
@@ -138,7 +143,7 @@ def _merge(fixed: Mapping[str, Any], combo: Sequence[Tuple[str, Any]]) -> Dict[s
 
 
 def expand(fixed: Mapping[str, Any], grid: Union[Mapping[str, Any], Sequence[Mapping[str, Any]], None],
-           where: str = "sweep") -> List[RunSpec]:
+           where: str = "sweep", max_runs: int = MAX_RUNS) -> List[RunSpec]:
     """Every spec of ``fixed`` x the grid product(s), validated, duplicates dropped, in file order."""
     if not isinstance(fixed, Mapping):
         raise ValueError(f"{where}.fixed must be a mapping of run spec fields")
@@ -152,11 +157,17 @@ def expand(fixed: Mapping[str, Any], grid: Union[Mapping[str, Any], Sequence[Map
     grids = [{}] if grid is None else ([grid] if isinstance(grid, Mapping) else list(grid))
     if not grids:
         raise ValueError(f"{where}.grid must not be an empty list")
+    # Count the grid points before building any (a 4 x 30-value grid is 810 000 specs).
+    checked = [(g_index, g, _check_grid(g, f"{where}.grid" if len(grids) == 1 else f"{where}.grid[{g_index}]")
+                if g else []) for g_index, g in enumerate(grids)]
+    total = sum(math.prod(len(values) for _, values in axes) for _, _, axes in checked)
+    if total > max_runs:
+        raise ValueError(f"{where}: the grid has {total:,} points, more than the {max_runs:,} allowed; split the "
+                         f"sweep, or pass --max-runs {total} if you mean it")
     specs: List[RunSpec] = []
     seen: Dict[str, RunSpec] = {}
-    for g_index, g in enumerate(grids):
+    for g_index, _g, axes in checked:
         g_where = f"{where}.grid" if len(grids) == 1 else f"{where}.grid[{g_index}]"
-        axes = _check_grid(g, g_where) if g else []
         for values in itertools.product(*[v for _, v in axes]):
             combo = list(zip([k for k, _ in axes], values))
             try:
@@ -176,8 +187,8 @@ def expand(fixed: Mapping[str, Any], grid: Union[Mapping[str, Any], Sequence[Map
     return specs
 
 
-def load_sweep(path: Union[str, Path]) -> Sweep:
-    """Read and expand a sweep YAML file (safe loader; unknown keys are errors)."""
+def load_sweep(path: Union[str, Path], max_runs: int = MAX_RUNS) -> Sweep:
+    """Read and expand a sweep YAML file (safe loader; unknown keys are errors; at most ``max_runs`` grid points)."""
     data = load_yaml(str(path))
     unknown = sorted(set(data) - set(SWEEP_KEYS))
     if unknown:
@@ -185,7 +196,7 @@ def load_sweep(path: Union[str, Path]) -> Sweep:
     name = str(data.get("name") or Path(path).stem)
     if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ValueError(f"sweep name {name!r} may only contain letters, digits, '-', '_' and '.'")
-    specs = expand(data.get("fixed") or {}, data.get("grid"), where=Path(path).name)
+    specs = expand(data.get("fixed") or {}, data.get("grid"), where=Path(path).name, max_runs=max_runs)
     return Sweep(name, tuple(specs), str(data.get("description") or ""))
 
 

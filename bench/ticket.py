@@ -69,7 +69,9 @@ def read_spec(run_dir: Union[str, Path]) -> RunSpec:
     if not spec_path.exists():
         raise ValueError(f"{run_dir} is not a run folder (no spec.json)")
     try:
-        data = json.loads(spec_path.read_text())
+        data = json.loads(spec_path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{spec_path} is not UTF-8 text; delete the run folder to run it again") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{spec_path} is not valid JSON ({exc.msg}); delete the run folder to run it again") from None
     if not isinstance(data, dict):
@@ -80,10 +82,36 @@ def read_spec(run_dir: Union[str, Path]) -> RunSpec:
     return RunSpec.from_dict(data)
 
 
+# What every finished ticket's meta.json records (the rows and the evaluation read them).
+META_KEYS = ("measured_sparsity", "train_seconds", "train_passes")
+
+
 def read_meta(run_dir: Union[str, Path]) -> Dict[str, Any]:
-    """What the search recorded about a finished ticket."""
-    meta: Dict[str, Any] = json.loads(paths.meta(run_dir).read_text())
-    return meta
+    """What the search recorded about a finished ticket; a file that is not such a record is a ``ValueError``
+    naming it."""
+    path = paths.meta(run_dir)
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({type(exc).__name__}); delete the run folder to run it "
+                         "again") from None
+    missing = [k for k in META_KEYS if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise ValueError(f"{path} is not a ticket's record (a JSON object with {', '.join(META_KEYS)}; missing "
+                         f"{', '.join(missing)}); delete the run folder to run it again")
+    return dict(meta)
+
+
+def check_run_folder(run_dir: Path, spec: RunSpec) -> None:
+    """A run folder named by ``spec``'s run id must hold that spec: files copied in from another run (another
+    method's under this id) would give rows that say one method with another's numbers."""
+    if not paths.spec(run_dir).exists():
+        return
+    stored = read_spec(run_dir)
+    if stored.run_id != spec.run_id:
+        raise ValueError(f"{paths.spec(run_dir)} is the spec of run {stored.run_id} ({stored.method}, sparsity "
+                         f"{stored.sparsity:g}), not of {spec.run_id} ({spec.method}) that this folder is named for; "
+                         "move the folder away to run it again")
 
 
 def load_ticket(run_dir: Union[str, Path], device: Union[str, torch.device] = "cpu") -> nn.Module:

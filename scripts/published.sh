@@ -41,6 +41,26 @@ bench table "$OUT/runs.csv" --where dataset=mnist --layout sparsity --attack wor
 bench table "$OUT/runs.csv" --where dataset=mnist --layout sparsity --attack worst_case --interval --reference dense-at --format latex --label tab:mnist-worst-case --output "$OUT/mnist_worst_case.tex"
 bench table "$OUT/runs.csv" --where dataset=mnist --layout method --attack worst_case --output "$OUT/mnist_methods.md"
 
+# Issue 29's grid: families down, sparsities across (width 0.5), and RST-0.9 against dense AT by width;
+# ‡ = not different from dense AT (of the same width).
+bench table "$OUT/runs.csv" --where dataset=fashion-mnist --where width=0.5 --layout sparsity --transpose --attack pgd20 --interval --reference dense-at --output "$OUT/fashion-mnist_sparsity_pgd20.md"
+bench table "$OUT/runs.csv" --where dataset=fashion-mnist --where width=0.5 --layout sparsity --transpose --attack pgd20 --interval --reference dense-at --format latex --label tab:fmnist-sparsity-pgd20 --output "$OUT/fashion-mnist_sparsity_pgd20.tex"
+bench table "$OUT/runs.csv" --where dataset=fashion-mnist --where width=0.5 --layout sparsity --transpose --attack pgd20 --format csv --output "$OUT/fashion-mnist_sparsity_pgd20.csv"
+bench table "$OUT/runs.csv" --where dataset=fashion-mnist --where width=0.5 --layout sparsity --transpose --attack worst_case --interval --reference dense-at --output "$OUT/fashion-mnist_sparsity_worst_case.md"
+bench table "$OUT/runs.csv" --where dataset=fashion-mnist --where width=0.5 --layout sparsity --transpose --attack worst_case --interval --reference dense-at --format latex --label tab:fmnist-sparsity-worst-case --output "$OUT/fashion-mnist_sparsity_worst_case.tex"
+bench table "$OUT/runs.csv" --where dataset=fashion-mnist --where width=0.5 --layout sparsity --transpose --attack worst_case --format csv --output "$OUT/fashion-mnist_sparsity_worst_case.csv"
+bench table "$OUT/runs.csv" --where dataset=fashion-mnist --where method=rst,dense-at --where target_sparsity=0,0.9 --layout width --columns method --transpose --attack pgd20 --interval --reference dense-at --output "$OUT/fashion-mnist_width_pgd20.md"
+bench table "$OUT/runs.csv" --where dataset=fashion-mnist --where method=rst,dense-at --where target_sparsity=0,0.9 --layout width --columns method --transpose --attack pgd20 --interval --reference dense-at --format latex --label tab:fmnist-width-pgd20 --output "$OUT/fashion-mnist_width_pgd20.tex"
+bench table "$OUT/runs.csv" --where dataset=fashion-mnist --where method=rst,dense-at --where target_sparsity=0,0.9 --layout width --columns method --transpose --attack pgd20 --format csv --output "$OUT/fashion-mnist_width_pgd20.csv"
+bench table "$OUT/runs.csv" --where dataset=fashion-mnist --where method=rst,dense-at --where target_sparsity=0,0.9 --layout width --columns method --transpose --attack worst_case --interval --reference dense-at --output "$OUT/fashion-mnist_width_worst_case.md"
+bench table "$OUT/runs.csv" --where dataset=fashion-mnist --where method=rst,dense-at --where target_sparsity=0,0.9 --layout width --columns method --transpose --attack worst_case --interval --reference dense-at --format latex --label tab:fmnist-width-worst-case --output "$OUT/fashion-mnist_width_worst_case.tex"
+bench table "$OUT/runs.csv" --where dataset=fashion-mnist --where method=rst,dense-at --where target_sparsity=0,0.9 --layout width --columns method --transpose --attack worst_case --format csv --output "$OUT/fashion-mnist_width_worst_case.csv"
+# The grid's figures: robust accuracy against sparsity and against width, PGD-20 and worst case side by side.
+bench plot "$OUT/runs.csv" --where dataset=fashion-mnist --where width=0.5 --kind sparsity --attacks pgd20,worst_case --out-dir "$OUT/plots/fashion-mnist"
+bench plot "$OUT/runs.csv" --where dataset=fashion-mnist --where method=rst,dense-at --where target_sparsity=0,0.9 --kind width --attacks pgd20,worst_case --out-dir "$OUT/plots/fashion-mnist"
+# The grid's findings (peak sparsity per family, the width where RST meets dense AT, masking), from the rows.
+python scripts/grid_findings.py
+
 # Figures: security curves (both datasets), clean vs worst-case robust.
 bench plot "$OUT/runs.csv" --kind security --out-dir "$OUT/plots"
 bench plot "$OUT/runs.csv" --where dataset=fashion-mnist --kind scatter --attack worst_case --out-dir "$OUT/plots/fashion-mnist"

@@ -194,33 +194,33 @@ def _flag_cases(flag: str, values: Sequence[Tuple[str, str]], field: Optional[st
 
 
 NUMBERS = (
-    _flag_cases("sparsity", [("1", "sparsity must be in [0, 1)"), ("nan", "sparsity must be in [0, 1)"),
-                             ("-0.1", "sparsity must be in [0, 1)"), ("inf", "sparsity must be in [0, 1)"),
+    _flag_cases("sparsity", [("1", "sparsity must be in [0, 1)"), ("nan", "sparsity: must be a finite number"),
+                             ("-0.1", "sparsity must be in [0, 1)"), ("inf", "sparsity: must be a finite number"),
                              ("lots", "sparsity: cannot read 'lots' as float")])
     + _flag_cases("eps", [("0", "eps must be in (0, 1]"), ("-1", "eps must be in (0, 1]"), ("2", "eps must be in (0, 1]"),
-                          ("nan", "eps must be in (0, 1]"), ("inf", "eps must be in (0, 1]"), ("8/255x", "eps")])
-    + _flag_cases("width", [("-1", "width must be > 0"), ("0", "width must be > 0"), ("nan", "width must be > 0"),
-                            ("inf", "width must be > 0"), ("1000", "lower --width")])
+                          ("nan", "eps: must be a finite number"), ("inf", "eps: must be a finite number"), ("8/255x", "eps")])
+    + _flag_cases("width", [("-1", "width must be > 0"), ("0", "width must be > 0"), ("nan", "width: must be a finite number"),
+                            ("inf", "width: must be a finite number"), ("1000", "lower --width")])
     + _flag_cases("seed", [("123456789012345678901234", "seed must be in [0, 2**31)"), ("-1", "seed must be in [0, 2**31)"),
                            ("1.5", "seed"), ("abc", "seed")])
     + _flag_cases("epochs", [("-1", "epochs must be >= 0"), ("1.5", "epochs"), ("x", "epochs")])
     + _flag_cases("batch-size", [("0", "batch_size must be > 0"), ("-5", "batch_size must be > 0"), ("x", "batch_size")])
-    + _flag_cases("lr", [("inf", "lr must be a finite number > 0"), ("0", "lr must be a finite number > 0"),
-                         ("-0.1", "lr must be a finite number > 0"), ("nan", "lr must be a finite number > 0")])
+    + _flag_cases("lr", [("inf", "lr: must be a finite number"), ("0", "lr must be a finite number > 0"),
+                         ("-0.1", "lr must be a finite number > 0"), ("nan", "lr: must be a finite number")])
     + _flag_cases("momentum", [("-5", "momentum must be in [0, 1)"), ("1", "momentum must be in [0, 1)"),
-                               ("nan", "momentum must be in [0, 1)")])
-    + _flag_cases("weight-decay", [("nan", "weight_decay must be a finite number >= 0"),
+                               ("nan", "momentum: must be a finite number")])
+    + _flag_cases("weight-decay", [("nan", "weight_decay: must be a finite number"),
                                    ("-1", "weight_decay must be a finite number >= 0"),
-                                   ("inf", "weight_decay must be a finite number >= 0")])
-    + _flag_cases("train-step-size", [("inf", "train_step_size must be a finite number > 0"),
+                                   ("inf", "weight_decay: must be a finite number")])
+    + _flag_cases("train-step-size", [("inf", "train_step_size: must be a finite number"),
                                       ("0", "train_step_size must be a finite number > 0"),
                                       ("-1", "train_step_size must be a finite number > 0")])
-    + _flag_cases("trades-beta", [("nan", "trades_beta must be a finite number >= 0"),
+    + _flag_cases("trades-beta", [("nan", "trades_beta: must be a finite number"),
                                   ("-1", "trades_beta must be a finite number >= 0"),
-                                  ("inf", "trades_beta must be a finite number >= 0")])
+                                  ("inf", "trades_beta: must be a finite number")])
     + _flag_cases("train-steps", [("-1", "train_steps must be >= 0"), ("x", "train_steps")])
     + _flag_cases("val-fraction", [("0", "val_fraction must be in (0, 1)"), ("1", "val_fraction must be in (0, 1)"),
-                                   ("-0.5", "val_fraction must be in (0, 1)"), ("nan", "val_fraction must be in (0, 1)")])
+                                   ("-0.5", "val_fraction must be in (0, 1)"), ("nan", "val_fraction: must be a finite number")])
     + _flag_cases("n-train", [("-1", "n_train must be >= 0"), ("x", "n_train")])
     + _flag_cases("n-eval", [("-1", "n_eval must be >= 0")])
     + _flag_cases("n-eval-aa", [("-1", "n_eval_aa must be >= 0")])

@@ -66,3 +66,15 @@ def test_results_readme_lists_every_command_of_the_script() -> None:
     assert len(commands) >= 15
     missing = [c for c in commands if c not in readme]
     assert not missing, f"results/README.md does not list: {missing}"
+
+
+def test_the_grid_findings_are_up_to_date(monkeypatch: pytest.MonkeyPatch) -> None:
+    """results/published/findings.md is exactly what scripts/grid_findings.py makes of the committed rows."""
+    spec = importlib.util.spec_from_file_location("grid_findings", ROOT / "scripts" / "grid_findings.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    assert module.main(["--check"]) == 0
+    text = (ROOT / OUT / "findings.md").read_text(encoding="utf-8")
+    assert "## Peak sparsity per family" in text and "## Paper vs here" in text

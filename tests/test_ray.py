@@ -115,7 +115,7 @@ def test_failing_task_is_recorded_and_rerun_retries_only_it(tmp_path: Path) -> N
     bad_dir = out / "runs" / bad
     bad_dir.mkdir(parents=True)
     (bad_dir / "ticket.pt").write_bytes(b"not a checkpoint")
-    (bad_dir / "meta.json").write_text("{}")
+    (bad_dir / "meta.json").write_text('{"measured_sparsity": 0.9, "train_seconds": 1.0, "train_passes": 1}')
     first = run_sweep(sweep, out, RayExecutor(), progress=False)
     assert (first.done, first.skipped, first.failed) == (2, 0, 1)
     assert [rid for rid, _ in first.failures] == [bad]

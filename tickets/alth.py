@@ -43,6 +43,7 @@ and close to it otherwise.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -73,6 +74,8 @@ from bench.stages import (
 )
 
 REWINDS = ("init", "early", "none")
+# The most pruning levels one run may have (20 % per level reaches 0.999 in 31).
+MAX_LEVELS = 200
 MASKS = "masks.pt"
 
 
@@ -92,6 +95,15 @@ class ALTHHparams:
     level_epochs: Optional[int] = field(default=None, metadata={"help": "alth: AT retraining epochs per level (none = --epochs)"})
     dense_init: str = spec_field("pytorch", "initialisation of the dense network, the rewind point of --rewind init: "
                                  "pytorch (layer defaults) | openlth | hydra | glorot (OpenLTH's, HYDRA's, Cosentino's code)", choices=DENSE_INITS)
+
+
+def levels_needed(target: float, fraction: float) -> float:
+    """Levels of ``fraction`` per level that reach ``target`` in every layer: an upper bound on the schedule's
+    length (``inf`` when the fraction is too small to ever get there in floating point)."""
+    if target <= 0:
+        return 0.0
+    step = math.log1p(-fraction)
+    return math.inf if step == 0 else math.ceil(math.log1p(-target) / step)
 
 
 def level_sparsities(target: float, prune_fraction: float) -> List[float]:
@@ -167,6 +179,13 @@ class ALTH(Method):
             raise ValueError(f"output_prune_fraction must be in (0, 1), got {hp.output_prune_fraction}")
         if hp.rewind_epochs < 1:
             raise ValueError(f"rewind_epochs must be >= 1, got {hp.rewind_epochs}")
+        # The level count is bounded up front: a tiny fraction would need millions of levels (a run that never ends).
+        levels = levels_needed(spec.sparsity, min(hp.prune_fraction, hp.output_prune_fraction)
+                               if hp.scope == "layer" else hp.prune_fraction)
+        if levels > MAX_LEVELS:
+            raise ValueError(f"prune_fraction {hp.prune_fraction:g} (output {hp.output_prune_fraction:g}) needs "
+                             f"{levels:.3g} pruning levels to reach sparsity {spec.sparsity:g}; at most {MAX_LEVELS} "
+                             "are allowed: raise --prune-fraction")
         check_epochs(pretrain_epochs=hp.pretrain_epochs, level_epochs=hp.level_epochs)
 
     def rewind_state(self, ctx: RunContext, base: Dict[str, Any]) -> Optional[Dict[str, torch.Tensor]]:

@@ -39,8 +39,10 @@ def no_param_grad(model: nn.Module) -> Iterator[None]:
 
 
 def check_budget(x: torch.Tensor, x_adv: torch.Tensor, eps: float) -> None:
-    """Never trust an attack's output blindly: re-check the eps-ball and the [0,1] box."""
-    if x_adv.shape != x.shape or (x_adv - x).abs().max() > eps + BUDGET_SLACK or x_adv.min() < 0 or x_adv.max() > 1:
+    """Never trust an attack's output blindly: re-check the eps-ball and the [0,1] box (a NaN point fails too)."""
+    if x_adv.shape != x.shape or not bool(torch.isfinite(x_adv).all()):
+        raise RuntimeError("attack returned a point that is not a finite input of the right shape")
+    if (x_adv - x).abs().max() > eps + BUDGET_SLACK or x_adv.min() < 0 or x_adv.max() > 1:
         raise RuntimeError("attack returned a point outside the eps-ball or [0,1]")
 
 

@@ -17,7 +17,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kind", action="append", choices=KINDS, default=None,
                    help="figure(s) to draw; repeatable [default: sparsity, width and scatter; "
                         "security draws the curves of `bench security`]")
-    p.add_argument("--attacks", default=None, help="comma-separated panels of the sparsity figure [default: every attack present]")
+    p.add_argument("--attacks", default=None, help="comma-separated panels of the sparsity figure (and of the width figure, else --attack) "
+                        "[default: every attack present]")
     p.add_argument("--attack", default="worst_case", help="attack of the width and scatter figures [default: worst_case]")
     p.add_argument("--metric", choices=("robust", "clean"), default="robust", help="accuracy on the y axis [default: robust]")
     p.add_argument("--where", action="append", default=[], metavar="COL=VALUE",

@@ -6,7 +6,7 @@ import argparse
 import pandas as pd
 
 from bench.commands import COMMANDS
-from bench.sweep import EXECUTORS, discover_executors, dry_run_table, get_executor, load_sweep, run_sweep
+from bench.sweep import EXECUTORS, MAX_RUNS, discover_executors, dry_run_table, get_executor, load_sweep, run_sweep
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -23,12 +23,14 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="list the specs and which are done; run nothing")
     p.add_argument("--data-root", default=None, help="folder with full datasets (or set $BENCH_DATA_ROOT)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--max-runs", type=int, default=MAX_RUNS,
+                   help=f"refuse a grid of more points than this [default: {MAX_RUNS}]")
     # Executor-specific flags (each executor module adds its own).
     for name, entry in EXECUTORS.items():
         entry.obj.add_arguments(p.add_argument_group(f"{name} executor"))
 
     def run(args: argparse.Namespace) -> int:
-        sweep = load_sweep(args.sweep_file)
+        sweep = load_sweep(args.sweep_file, args.max_runs)
         if args.dry_run:
             table = dry_run_table(sweep, args.out)
             with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200):

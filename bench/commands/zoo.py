@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 
 from bench.commands import COMMANDS
+from bench.config import coerce
 from bench.export import export_robustbench_json
 from bench.tables import load_rows
 from bench.zoo import ZooSpec, checkpoint_paths, run_zoo, zoo_models
@@ -26,7 +27,7 @@ def add_zoo_eval_flags(p: argparse.ArgumentParser) -> None:
                    help=f"RobustBench model folder (<dir>/<dataset>/<threat>/<name>.pt) [default: {DEFAULT_MODEL_DIR}]")
     g.add_argument("--zoo-dataset", default="cifar10", help=f"{helps['dataset']} [default: cifar10]")
     g.add_argument("--zoo-threat", default="Linf", help=f"{helps['threat']} [default: Linf]")
-    g.add_argument("--zoo-eps", type=float, default=None, help=f"{helps['eps']} [default: 8/255]")
+    g.add_argument("--zoo-eps", default=None, help=f"{helps['eps']}; a number or a fraction such as 8/255 [default: 8/255]")
     g.add_argument("--zoo-seed", type=int, default=0, help=f"{helps['seed']} [default: 0]")
     g.add_argument("--zoo-device", default="auto", help=f"{helps['device']} [default: auto]")
     g.add_argument("--zoo-out", default="results", help="output folder for runs.csv and zoo/<run_id>/ [default: results]")
@@ -39,7 +40,7 @@ def run_zoo_eval(args: argparse.Namespace) -> int:
     spec_args = {"model": args.zoo, "dataset": args.zoo_dataset, "threat": args.zoo_threat, "seed": args.zoo_seed,
                  "device": args.zoo_device}
     if args.zoo_eps is not None:
-        spec_args["eps"] = args.zoo_eps
+        spec_args["eps"] = coerce(args.zoo_eps, float, "--zoo-eps")
     if args.attacks:
         spec_args["attacks"] = args.attacks
     if args.n_eval is not None:

@@ -1,0 +1,87 @@
+"""Where the published grid's time goes, and what the shared stages save (issue 29), from the committed records.
+
+Every row of ``results/published/runs.csv`` carries its run's training compute (``train_seconds``: every stage
+the run depends on, a reused shared stage counted at what it cost the run that built it) and each attack's
+evaluation seconds (``seconds``); ``sweeps/<name>.csv`` holds each job's wall seconds as it actually ran (the
+dense stage, ALTH's levels and R2S's candidates reused where another run built them). So:
+
+* **without sharing** = per run, training + evaluation, as if every run trained every stage itself;
+* **with sharing** = the sweeps' job seconds as run (one torch thread per job: seconds = core-seconds);
+
+and the split by family and by stage kind says where the time goes. Run folders present locally
+(``runs/<id>/meta.json``) add the reused stages' names.
+
+    python benchmarks/grid_cost.py [--out results/published] [--sweeps published-grid,published-methods]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import pandas as pd
+
+from bench.results import read_rows
+
+CASCADE_ONLY = ("worst_case",)
+
+
+def job_costs(out: Path, sweeps: Sequence[str]) -> pd.DataFrame:
+    """One line per finished job of the sweeps: run id, method, wall seconds as run."""
+    frames = []
+    for name in sweeps:
+        path = out / "sweeps" / f"{name}.csv"
+        if path.exists():
+            status = pd.read_csv(path, dtype={"run_id": str})
+            frames.append(status[status["status"] == "done"].assign(sweep=name))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id", "method", "seconds"])
+
+
+def run_costs(rows: pd.DataFrame, run_ids: Sequence[str]) -> pd.DataFrame:
+    """Per run: training compute (shared stages included) and evaluation seconds (sum over its attack rows)."""
+    sub = rows[rows["run_id"].isin(run_ids)]
+    evals = sub[~sub["attack"].isin(CASCADE_ONLY)].groupby("run_id")["seconds"].sum()
+    first = sub.drop_duplicates("run_id").set_index("run_id")
+    return pd.DataFrame({"method": first["method"], "sparsity": first["target_sparsity"], "width": first["width"],
+                         "train": pd.to_numeric(first["train_seconds"]), "eval": evals}).fillna(0.0)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Print the cost table (core-hours) of the finished jobs."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="results/published", help="the sweeps' output folder")
+    parser.add_argument("--sweeps", default="published-grid,published-methods,published-r2s",
+                        help="comma-separated sweep names whose finished jobs are counted")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    jobs = job_costs(out, [s for s in args.sweeps.split(",") if s])
+    if jobs.empty:
+        print("no finished jobs yet")
+        return 0
+    costs = run_costs(read_rows(out / "runs.csv"), list(jobs["run_id"]))
+    costs["as_run"] = jobs.set_index("run_id")["seconds"].reindex(costs.index)
+    costs["alone"] = costs["train"] + costs["eval"]
+    # Reused stages, where the run folders are here.
+    reused = []
+    for run_id in costs.index:
+        meta = out / "runs" / run_id / "meta.json"
+        info = json.loads(meta.read_text()) if meta.exists() else {}
+        reused.append(len(info.get("reused_stages", [])) if isinstance(info, dict) else 0)
+    costs["reused_stages"] = reused
+    by = costs.groupby("method")[["train", "eval", "alone", "as_run"]].sum() / 3600
+    by["runs"] = costs.groupby("method").size()
+    by.loc["all"] = by.sum()
+    pd.set_option("display.width", 160)
+    print(f"{len(costs)} finished job(s) of {args.sweeps} in {out}; core-hours (one torch thread per job)")
+    print(by.round(3).to_string())
+    total = by.loc["all"]
+    print(f"\nwithout sharing (every run trains every stage itself): {total['alone']:.2f} core-h; "
+          f"with the shared stages, as run: {total['as_run']:.2f} core-h "
+          f"(ratio {total['alone'] / max(total['as_run'], 1e-9):.2f}); training {total['train'] / total['alone']:.0%} "
+          f"and evaluation {total['eval'] / total['alone']:.0%} of the unshared cost")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

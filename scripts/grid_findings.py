@@ -1,0 +1,204 @@
+"""The published grid's findings, generated from the committed rows (issue 29): nothing here is typed in.
+
+Reads ``results/published/runs.csv`` (Fashion-MNIST, the conv net) and writes
+``results/published/findings.md``:
+
+* the peak sparsity of each family at width 0.5 (PGD-20 and the per-example worst case), and its value at the
+  highest sparsity swept;
+* the smallest width at which RST at sparsity 0.9 is not significantly different from dense AT of the same
+  width (two-sided Fisher's exact test on the pooled examples, level 0.05, as the tables' ‡);
+* every cell where the worst case falls more than ``GAP`` points below PGD-20 (PGD-20 overstates robustness:
+  gradient masking or a weak attack), flagged;
+* the RST paper's sparsity and width findings beside their counterparts here.
+
+Cells with fewer than 3 seeds say how many they have. ``--check`` exits 1 when the committed file differs from
+a fresh rebuild (tests/test_published.py runs it).
+
+    python scripts/grid_findings.py            # rewrite results/published/findings.md
+    python scripts/grid_findings.py --check    # is it up to date?
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import pandas as pd
+from scipy.stats import fisher_exact
+
+from bench.results import read_rows, wilson_interval
+from bench.tables import latest_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+ROWS = ROOT / "results" / "published" / "runs.csv"
+OUT = ROOT / "results" / "published" / "findings.md"
+DATASET = "fashion-mnist"
+# The sparsity axis is swept at this width; the width axis at this RST sparsity.
+AXIS_WIDTH, WIDTH_SPARSITY = 0.5, 0.9
+# Worst case this many points below PGD-20 flags a cell (PGD-20 overstates its robustness).
+GAP = 10.0
+LEVEL = 0.05
+# The RST paper's figures (../shared/REFERENCE.md 1.1, read off its figure, about +-1 point): ResNet-18 on CIFAR-10,
+# PGD-20 robust accuracy (%) by sparsity; dense PGD-AT and the best RST of ResNet-18 and WRN-34-10.
+RST_PAPER_BY_SPARSITY = {0.5: 46.0, 0.8: 47.7, 0.9: 47.0, 0.95: 45.8, 0.99: 37.6}
+RST_PAPER_WIDTH = {"ResNet-18": (47.7, 50.19), "WRN-34-10": (51.3, 52.27)}
+
+
+def cells(df: pd.DataFrame, attack: str) -> pd.DataFrame:
+    """One line per (method, sparsity, width): mean and std over seeds (%), seeds, pooled k of n, interval."""
+    rows = latest_rows(df, attack)
+    rows = rows[rows["dataset"] == DATASET]
+    n = pd.to_numeric(rows["n_eval"])
+    rows = rows.assign(pct=rows["robust_acc"] * 100, k=(rows["robust_acc"] * n).round(), n=n)
+    out = rows.groupby(["method", "target_sparsity", "width"]).agg(
+        mean=("pct", "mean"), std=("pct", "std"), seeds=("pct", "count"), k=("k", "sum"), n=("n", "sum"),
+        n_eval=("n_eval", "max")).reset_index()
+    bounds = [wilson_interval(k / n, int(n)) for k, n in zip(out["k"], out["n"])]
+    out["lo"], out["hi"] = [100 * lo for lo, _ in bounds], [100 * hi for _, hi in bounds]
+    return out
+
+
+def fmt(cell: pd.Series) -> str:
+    """'m ± s [lo, hi]' with the seed count when under 3."""
+    std = "" if pd.isna(cell["std"]) else f" ± {cell['std']:.1f}"
+    seeds = "" if cell["seeds"] >= 3 else f" ({int(cell['seeds'])} seed{'s' if cell['seeds'] > 1 else ''})"
+    return f"{cell['mean']:.1f}{std} [{cell['lo']:.1f}, {cell['hi']:.1f}]{seeds}"
+
+
+def same(a: pd.Series, b: pd.Series) -> Tuple[bool, float]:
+    """Whether two cells' pooled accuracies do not differ (Fisher's exact test), and the p-value."""
+    p = float(fisher_exact([[int(a["k"]), int(a["n"] - a["k"])], [int(b["k"]), int(b["n"] - b["k"])]])[1])
+    return p >= LEVEL, p
+
+
+def peak_section(table: Dict[str, pd.DataFrame]) -> List[str]:
+    """Peak sparsity per family at the axis width, for PGD-20 and the worst case."""
+    lines = [f"## Peak sparsity per family (width {AXIS_WIDTH:g})", "",
+             "| family | attack | sparsities swept | peak sparsity | at the peak | at the highest sparsity swept |",
+             "|---|---|---|---|---|---|"]
+    for attack, frame in table.items():
+        axis = frame[(frame["width"] == AXIS_WIDTH) & (frame["target_sparsity"] > 0)]
+        for method, g in axis.groupby("method"):
+            g = g.sort_values("target_sparsity")
+            if len(g) < 2:
+                continue
+            best = g.loc[g["mean"].idxmax()]
+            top = g.iloc[-1]
+            swept = ", ".join(f"{s:g}" for s in g["target_sparsity"])
+            lines.append(f"| {method} | {attack} | {swept} | {best['target_sparsity']:g} | {fmt(best)} | "
+                         f"{top['target_sparsity']:g}: {fmt(top)} |")
+    if len(lines) == 4:
+        lines.append("| (no family has two sparsities yet) | | | | | |")
+    return lines + [""]
+
+
+def width_section(table: Dict[str, pd.DataFrame]) -> List[str]:
+    """RST at the width-axis sparsity against dense AT of the same width."""
+    lines = [f"## RST at sparsity {WIDTH_SPARSITY:g} against dense AT, by width", "",
+             "| attack | width | rst | dense-at | rst / dense-at | Fisher p | not different (level 0.05) |",
+             "|---|---|---|---|---|---|---|"]
+    smallest: Dict[str, Optional[float]] = {}
+    for attack, frame in table.items():
+        rst = frame[(frame["method"] == "rst") & (frame["target_sparsity"] == WIDTH_SPARSITY)].set_index("width")
+        dense = frame[(frame["method"] == "dense-at") & (frame["target_sparsity"] == 0)].set_index("width")
+        smallest[attack] = None
+        for width in sorted(set(rst.index) & set(dense.index)):
+            ok, p = same(rst.loc[width], dense.loc[width])
+            if ok and smallest[attack] is None:
+                smallest[attack] = width
+            ratio = rst.loc[width, "mean"] / dense.loc[width, "mean"]
+            lines.append(f"| {attack} | {width:g} | {fmt(rst.loc[width])} | {fmt(dense.loc[width])} | {ratio:.3f} | "
+                         f"{p:.3g} | {'yes' if ok else 'no'} |")
+    lines.append("")
+    for attack, width in smallest.items():
+        lines.append(f"* {attack}: " + (f"the smallest width at which RST-{WIDTH_SPARSITY:g} is not significantly "
+                                        f"different from dense AT is {width:g}." if width is not None else
+                                        f"RST-{WIDTH_SPARSITY:g} differs significantly from dense AT at every width "
+                                        "measured."))
+    return lines + [""]
+
+
+def gap_section(table: Dict[str, pd.DataFrame]) -> List[str]:
+    """Every cell's PGD-20 against its worst case; cells more than GAP points apart flagged."""
+    pgd, worst = table["pgd20"], table["worst_case"]
+    merged = pgd.merge(worst, on=["method", "target_sparsity", "width"], suffixes=("_pgd", "_worst"))
+    merged["gap"] = merged["mean_pgd"] - merged["mean_worst"]
+    merged = merged.sort_values(["gap", "method", "target_sparsity", "width"], ascending=[False, True, True, True])
+    flagged = merged[merged["gap"] > GAP]
+    lines = [f"## Where the worst case falls far below PGD-20 (more than {GAP:g} points)", "",
+             "PGD-20 on the first 1 000 test images, the worst case (PGD-20, CW-20, PGD-50, AutoAttack standard, "
+             "per example) on the first 200 or 500; a gap beyond the sampling noise means PGD-20 overstates "
+             "robustness (gradient masking or a weak attack).", "",
+             "| method | sparsity | width | PGD-20 | worst case | gap (points) | flagged |", "|---|---|---|---|---|---|---|"]
+    for _, r in merged.iterrows():
+        lines.append(f"| {r['method']} | {r['target_sparsity']:g} | {r['width']:g} | {r['mean_pgd']:.1f} | "
+                     f"{r['mean_worst']:.1f} | {r['gap']:.1f} | {'**yes**' if r['gap'] > GAP else ''} |")
+    lines += ["", f"{len(flagged)} of {len(merged)} cells flagged."]
+    return lines + [""]
+
+
+def paper_section(table: Dict[str, pd.DataFrame]) -> List[str]:
+    """The RST paper's sparsity and width findings beside their counterparts here (PGD-20, as the paper)."""
+    pgd = table["pgd20"]
+    rst = pgd[(pgd["method"] == "rst") & (pgd["width"] == AXIS_WIDTH)].set_index("target_sparsity")
+    lines = ["## Paper vs here: the RST paper's sparsity and width findings", "",
+             "The paper: ResNet-18 on CIFAR-10 at eps 8/255 (../shared/REFERENCE.md 1.1, read off its figure); "
+             "here: the conv net at width 0.5 on Fashion-MNIST at eps 0.1. Compare shapes, not levels.", "",
+             "| finding | paper | here |", "|---|---|---|"]
+    paper_peak = max(RST_PAPER_BY_SPARSITY, key=lambda s: RST_PAPER_BY_SPARSITY[s])
+    if len(rst) >= 2:
+        peak = float(rst["mean"].idxmax())
+        lines.append(f"| RST's peak sparsity (PGD-20) | {paper_peak:g} ({RST_PAPER_BY_SPARSITY[paper_peak]:.1f}) | "
+                     f"{peak:g} ({fmt(rst.loc[peak])}) |")
+        top = float(rst.index.max())
+        drop_here = rst.loc[peak, "mean"] - rst.loc[top, "mean"]
+        if top in RST_PAPER_BY_SPARSITY:
+            drop_paper = RST_PAPER_BY_SPARSITY[paper_peak] - RST_PAPER_BY_SPARSITY[top]
+            lines.append(f"| drop from the peak to sparsity {top:g} (points) | {drop_paper:.1f} | {drop_here:.1f} |")
+    else:
+        lines.append("| RST's peak sparsity (PGD-20) | "
+                     f"{paper_peak:g} ({RST_PAPER_BY_SPARSITY[paper_peak]:.1f}) | (one sparsity measured so far) |")
+    paper_ratios = ", ".join(f"{name} {r / d:.3f}" for name, (r, d) in RST_PAPER_WIDTH.items())
+    rst_w = pgd[(pgd["method"] == "rst") & (pgd["target_sparsity"] == WIDTH_SPARSITY)].set_index("width")
+    dense_w = pgd[(pgd["method"] == "dense-at") & (pgd["target_sparsity"] == 0)].set_index("width")
+    widths = sorted(set(rst_w.index) & set(dense_w.index))
+    here = ", ".join(f"width {w:g} {rst_w.loc[w, 'mean'] / dense_w.loc[w, 'mean']:.3f}" for w in widths)
+    lines.append(f"| best RST / dense PGD-AT, wider network closer to 1 | {paper_ratios} | "
+                 f"RST-{WIDTH_SPARSITY:g}: {here or '(not measured)'} |")
+    return lines + [""]
+
+
+def build(rows: Path = ROWS) -> str:
+    """The findings page from the committed rows."""
+    df = read_rows(rows)
+    table = {attack: cells(df, attack) for attack in ("pgd20", "worst_case")}
+    seeds = {attack: int(frame["seeds"].sum()) for attack, frame in table.items()}
+    head = ["# Findings of the published grid (generated)", "",
+            f"Generated by `python scripts/grid_findings.py` from `runs.csv` ({DATASET}, the conv net; "
+            f"{seeds['pgd20']} runs with PGD-20 rows, {seeds['worst_case']} with a worst case). Cells: mean ± std "
+            "over seeds [95 % Wilson interval of the pooled examples]; fewer than 3 seeds are named. The sweep is "
+            "still running where a cell has fewer seeds or is missing (`sweeps/*.csv` says `pending`).", ""]
+    body = peak_section(table) + width_section(table) + gap_section(table) + paper_section(table)
+    return "\n".join(head + body)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Write (or with ``--check`` compare) results/published/findings.md."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 when the committed file is not a fresh rebuild")
+    args = parser.parse_args(argv)
+    text = build()
+    if args.check:
+        current = OUT.read_text(encoding="utf-8") if OUT.exists() else ""
+        if current != text:
+            print(f"{OUT} is stale: run python scripts/grid_findings.py", file=sys.stderr)
+            return 1
+        return 0
+    OUT.write_text(text, encoding="utf-8")
+    print(f"wrote {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Issue 33, hardening round two: each case failed on the code before it (the data-loss cases are in
+test_tables.py and test_leaderboard.py)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import List
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from bench.attacks import ATTACKS, check_budget
+from bench.cli import main
+from bench.config import coerce
+from bench.spec import RunSpec
+from bench.sweep import expand
+from tickets.alth import levels_needed
+
+TINY_FLAGS = ["--arch", "mlp", "--width", "0.1", "--epochs", "1", "--train-steps", "1", "--n-train", "300",
+              "--n-eval", "40", "--eval-attacks", "pgd20", "--device", "cpu", "--batch-size", "100"]
+
+
+def one_error_line(capsys: pytest.CaptureFixture, *words: str) -> str:
+    """The single stderr line of a refused command, which names ``words``."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert all(w in lines[0] for w in words), lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("name, field", [("pgd:step_size=inf", "step_size"), ("pgd:rel_step=inf", "rel_step"),
+                                         ("pgd:step_size=nan", "step_size"), ("cw20:step_size=-inf", "step_size")])
+def test_non_finite_attack_settings_are_refused(name: str, field: str) -> None:
+    """An infinite step size returned NaN points (11 of 200) and was accepted."""
+    with pytest.raises(ValueError, match=f"{field}: must be a finite number"):
+        ATTACKS.get(name)
+
+
+def test_the_budget_check_fails_on_nan() -> None:
+    """NaN compares false with everything: the old check let NaN points through."""
+    x = torch.rand(4, 1, 8, 8)
+    x_adv = x.clone()
+    x_adv[1, 0, 2, 3] = float("nan")
+    with pytest.raises(RuntimeError, match="not a finite input"):
+        check_budget(x, x_adv, 0.1)
+    check_budget(x, x.clone(), 0.1)
+
+
+def run_folder(out: Path, method: str) -> Path:
+    """The run folder of a tiny finished run of ``method``."""
+    assert main(["run", "--method", method, "--sparsity", "0.5", "--out", str(out), *TINY_FLAGS]) == 0
+    rows = pd.read_csv(out / "runs.csv")
+    return out / "runs" / str(rows[rows["method"] == method]["run_id"].iloc[0])
+
+
+def test_a_run_folder_holding_another_runs_files_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """lwm's files copied under an rst run id gave a row that said rst with lwm's numbers."""
+    rst = run_folder(tmp_path / "a", "rst")
+    lwm = run_folder(tmp_path / "b", "lwm")
+    for name in ("spec.json", "meta.json", "ticket.pt", "ticket.compact.pt"):
+        if (lwm / name).exists():
+            shutil.copy(lwm / name, rst / name)
+    before = (tmp_path / "a" / "runs.csv").read_bytes()
+    capsys.readouterr()
+    assert main(["run", "--method", "rst", "--sparsity", "0.5", "--out", str(tmp_path / "a"), *TINY_FLAGS,
+                 "--eval-attacks", "fgsm"]) == 2
+    one_error_line(capsys, "spec.json", lwm.name, rst.name)
+    assert (tmp_path / "a" / "runs.csv").read_bytes() == before
+
+
+@pytest.mark.parametrize("content, words", [("[]", ["meta.json", "not a ticket's record"]),
+                                            ("{}", ["meta.json", "missing measured_sparsity"]),
+                                            ("{not json", ["meta.json", "not valid JSON"])])
+def test_a_broken_meta_json_names_the_file(content: str, words: List[str], tmp_path: Path,
+                                           capsys: pytest.CaptureFixture) -> None:
+    """meta.json `[]` or `{}` was a KeyError traceback; not JSON did not name the file."""
+    run = run_folder(tmp_path, "rst")
+    (run / "meta.json").write_text(content)
+    capsys.readouterr()
+    assert main(["eval", str(run), "--attacks", "fgsm"]) == 2
+    one_error_line(capsys, *words)
+
+
+def test_a_spec_json_that_is_not_utf8_names_the_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = run_folder(tmp_path, "rst")
+    (run / "spec.json").write_bytes(b"\xff\xfe\x00garbage")
+    capsys.readouterr()
+    assert main(["eval", str(run), "--attacks", "fgsm"]) == 2
+    one_error_line(capsys, "spec.json", "UTF-8")
+
+
+def test_meta_json_is_read_as_a_record(tmp_path: Path) -> None:
+    run = run_folder(tmp_path, "rst")
+    meta = json.loads((run / "meta.json").read_text())
+    assert {"measured_sparsity", "train_seconds", "train_passes"} <= set(meta)
+
+
+@pytest.mark.parametrize("text, value", [("8/255", 8 / 255), ("0.1", 0.1), ("1/10", 0.1)])
+def test_eps_is_read_as_the_help_writes_it(text: str, value: float) -> None:
+    """The help shows 8/255; the parser refused it."""
+    assert coerce(text, float, "--zoo-eps") == pytest.approx(value)
+    assert RunSpec(dataset="fashion-mnist", eps=coerce(text, float, "--eps")).eps == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["1/0", "8/", "x/255", "inf/1"])
+def test_bad_fractions_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="--zoo-eps"):
+        coerce(text, float, "--zoo-eps")
+
+
+def test_alth_level_count_is_bounded_up_front(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    """--prune-fraction 1e-300 never ended (a level count of 4.6e300)."""
+    assert main(["run", "--method", "alth", "--sparsity", "0.9", "--prune-fraction", "1e-300", "--out",
+                 str(tmp_path), *TINY_FLAGS]) == 2
+    one_error_line(capsys, "prune_fraction", "levels")
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+    assert levels_needed(0.9, 0.2) == 11 and levels_needed(0.0, 0.2) == 0
+
+
+def test_an_absurd_grid_is_counted_and_refused_before_expanding(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """4 keys x 30 values with --dry-run printed nothing for 120 s: the count comes first."""
+    grid = {"seed": list(range(30)), "epochs": list(range(1, 31)), "n_train": list(range(100, 130)),
+            "batch_size": list(range(10, 40))}
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump({"name": "big", "fixed": {"arch": "mlp"}, "grid": grid}))
+    with pytest.raises(ValueError, match="810,000 points"):
+        expand({"arch": "mlp"}, grid)
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 2
+    one_error_line(capsys, "810,000", "--max-runs")
+    small = {"seed": [0, 1], "epochs": [1, 2]}
+    assert len(expand({"arch": "mlp"}, small, max_runs=4)) == 4
+    with pytest.raises(ValueError, match="4 points, more than the 3 allowed"):
+        expand({"arch": "mlp"}, small, max_runs=3)
+
+
+def test_a_fifo_is_not_read(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`bench table fifo.csv` with no writer hung forever; YAML too."""
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)
+    assert main(["table", str(fifo)]) == 2
+    one_error_line(capsys, "fifo.csv", "not a regular file")
+    assert main(["sweep", str(fifo), "--dry-run", "--out", str(tmp_path / "out")]) == 2
+    one_error_line(capsys, "fifo.csv", "not a regular file")
