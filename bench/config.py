@@ -10,7 +10,7 @@ import math
 import typing
 from dataclasses import field, fields
 from pathlib import Path
-from typing import Any, Collection, Dict, Mapping, Optional, Type, TypeVar
+from typing import Any, Collection, Dict, Mapping, Optional, Set, Type, TypeVar
 
 import yaml
 
@@ -136,7 +136,13 @@ def load_yaml(path: str) -> Dict[str, Any]:
         raise ValueError(f"config {path} is not a regular file (a pipe, socket or device)")
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            text = fh.read()
+        # Aliases are expanded on loading: bound the expanded size first (an alias bomb is a few lines).
+        nodes = _expanded_nodes(yaml.compose(text, Loader=yaml.SafeLoader), {}, set())
+        if nodes > MAX_YAML_NODES:
+            raise ValueError(f"config {path} expands to {nodes:.3g} YAML nodes through its aliases (more than "
+                             f"{MAX_YAML_NODES:,}); write it out without nested aliases")
+        data = yaml.safe_load(text)
     except FileNotFoundError:
         raise ValueError(f"config file not found: {path}") from None
     except IsADirectoryError:
@@ -151,4 +157,42 @@ def load_yaml(path: str) -> Dict[str, Any]:
         raise ValueError(f"config {path} is empty: give at least one spec field (or leave out --config)")
     if not isinstance(data, dict):
         raise ValueError(f"config {path} must be a YAML mapping of spec fields")
+    _check_keys(data, f"config {path}")
     return data
+
+
+# The most YAML nodes a config may expand to through aliases.
+MAX_YAML_NODES = 100_000
+
+
+def _expanded_nodes(node: Optional[yaml.Node], memo: Dict[int, int], active: Set[int]) -> int:
+    """Nodes of ``node`` with every alias expanded (a recursive alias counts as unbounded)."""
+    if node is None:
+        return 0
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in active:
+        return MAX_YAML_NODES + 1
+    active.add(key)
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_nodes(k, memo, active) + _expanded_nodes(v, memo, active) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_nodes(item, memo, active) for item in node.value)
+    else:
+        size = 1
+    active.discard(key)
+    memo[key] = size
+    return size
+
+
+def _check_keys(data: Any, where: str) -> None:
+    """Every mapping key must be text (``{1: 2, null: 3}`` names no field)."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{where}: key {key!r} is not a name (every key must be text)")
+            _check_keys(value, f"{where}: {key}")
+    elif isinstance(data, list):
+        for item in data:
+            _check_keys(item, where)

@@ -34,7 +34,7 @@ from bench.results import AttackResult, append_rows, read_rows_file, result_rows
 from bench.spec import RunSpec
 from bench.threads import THREAD_ENV_VARS
 from bench.ticket import Ticket, check_run_folder, load_ticket, read_meta
-from bench.train import Compute, TrainingDivergedError
+from bench.train import Compute, TrainingDivergedError, has_feature_batchnorm
 
 __all__ = ["autoattack_examples", "evaluate_run", "find_or_load_ticket", "load_finished_ticket", "load_ticket", "resolve_device",
            "run_rows", "run_spec", "summary"]
@@ -89,6 +89,25 @@ def check_memory(spec: RunSpec, device: torch.device) -> int:
     return need
 
 
+def check_trainable(spec: RunSpec, data: DataBundle) -> None:
+    """Refuse, before anything is written, a spec whose data leave nothing to train on or to select with."""
+    if spec.epochs == 0:
+        return
+    if len(data.train) == 0:
+        raise ValueError(f"no training example is left (--n-train {spec.n_train}, --val-fraction "
+                         f"{spec.val_fraction} of {len(data.train) + len(data.val)}): raise --n-train or lower "
+                         "--val-fraction")
+    if len(data.val) == 0:
+        raise ValueError(f"--val-fraction {spec.val_fraction:g} leaves no validation example to select the epoch "
+                         "with: raise it")
+    with torch.device("meta"):
+        model = get_method(spec.method).build_empty(spec, "meta")
+    if has_feature_batchnorm(model) and (spec.batch_size == 1 or len(data.train) == 1):
+        raise ValueError(f"--batch-size {spec.batch_size} with {len(data.train)} training example(s): {spec.arch} "
+                         "normalises features over the batch (BatchNorm1d), which cannot train on one example; use "
+                         "--batch-size 2 or more")
+
+
 def _logger(run_dir: Path) -> logging.Logger:
     """A per-run logger writing to ``run_dir/log.txt`` (no global handlers)."""
     # One logger per run folder (not per run id: the same spec in two output folders has two logs).
@@ -118,6 +137,8 @@ def find_or_load_ticket(spec: RunSpec, out: Path, data_root: Optional[str] = Non
         check_memory(spec, device)
     data = load_data(spec.dataset, spec.data_source, data_root, spec.val_fraction, spec.seed, spec.n_train,
                      spec.data_info)
+    if not paths.ticket_finished(run_dir):
+        check_trainable(spec, data)
     run_dir.mkdir(parents=True, exist_ok=True)
     # The spec is written once; evaluating a finished run with other attacks never rewrites it. A folder that
     # holds another run's spec is refused before anything is reused.

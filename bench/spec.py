@@ -39,6 +39,8 @@ SELECTIONS = ("best", "last")
 # of an older version is never mistaken for one of this version.
 PROTOCOL = 2
 LR_SCHEDULES = ("cosine", "step", "constant")
+# The largest float32: training settings beyond it overflow.
+FLOAT32_MAX = 3.4028234663852886e38
 _f = spec_field
 
 
@@ -108,6 +110,10 @@ class RunSpec:
                f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
         _check(math.isfinite(self.trades_beta) and self.trades_beta >= 0,
                f"trades_beta must be a finite number >= 0, got {self.trades_beta}")
+        # Training runs in float32: a setting beyond its range overflows inside the optimiser.
+        for name in ("lr", "weight_decay", "trades_beta"):
+            _check(abs(getattr(self, name)) <= FLOAT32_MAX,
+                   f"{name} must be at most {FLOAT32_MAX:.3g} (the float32 range training runs in), got {getattr(self, name)}")
         _check(self.protocol == PROTOCOL,
                f"protocol {self.protocol} runs were made by an older version of the methods; this version runs "
                f"protocol {PROTOCOL} (drop the field, or rerun the spec)")

@@ -111,6 +111,11 @@ def _optimizer(params: Sequence[torch.Tensor], cfg: TrainConfig) -> torch.optim.
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
+def has_feature_batchnorm(model: nn.Module) -> bool:
+    """Whether ``model`` normalises features over the batch alone (BatchNorm1d): it cannot train on one example."""
+    return any(isinstance(m, nn.BatchNorm1d) for m in model.modules())
+
+
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,
                cfg: TrainConfig, attack: PGD, gen: torch.Generator) -> Tuple[float, int]:
     """One optimiser step: the trainer crafts training inputs (BatchNorm as ``cfg.craft_bn``), then the update
@@ -131,7 +136,13 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.op
         return float(loss.item()), passes
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    opt.step()
+    try:
+        opt.step()
+    except RuntimeError as exc:
+        # A learning rate or weight decay times a gradient beyond float32's range.
+        if "overflow" not in str(exc):
+            raise
+        return math.inf, passes
     return float(loss.item()), passes
 
 
@@ -204,6 +215,8 @@ def train(
     val = data.val.head(cfg.n_val)
     compute = Compute()
     history: List[Dict[str, float]] = []
+    # BatchNorm over features needs two examples per training batch: a last batch of one joins the one before.
+    min_last = 2 if has_feature_batchnorm(model) else 1
     start_epoch, best = 0, {"epoch": -1, "val_robust": -1.0, "val_clean": 0.0}
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
 
@@ -227,7 +240,8 @@ def train(
             gen = torch.Generator().manual_seed(seed * 1000 + epoch)
             losses = []
             # One epoch over shuffled training batches.
-            for step, (x, y) in enumerate(batches(data.train, cfg.batch_size, device, generator=gen, augment=cfg.augment)):
+            for step, (x, y) in enumerate(batches(data.train, cfg.batch_size, device, generator=gen, augment=cfg.augment,
+                                                  min_last=min_last)):
                 refresh()
                 step_attack = dataclasses.replace(attack, seed=(seed * 1000 + epoch) * 100_000 + step)
                 loss, passes = train_step(model, x, y, opt, cfg, step_attack, gen)

@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import List
+from typing import Any, List
 
 import pandas as pd
 import pytest
@@ -16,6 +16,7 @@ import yaml
 from bench.attacks import ATTACKS, check_budget
 from bench.cli import main
 from bench.config import coerce
+from bench.data import batches
 from bench.spec import RunSpec
 from bench.sweep import expand
 from tickets.alth import levels_needed
@@ -146,3 +147,66 @@ def test_a_fifo_is_not_read(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     one_error_line(capsys, "fifo.csv", "not a regular file")
     assert main(["sweep", str(fifo), "--dry-run", "--out", str(tmp_path / "out")]) == 2
     one_error_line(capsys, "fifo.csv", "not a regular file")
+
+
+def test_a_last_batch_of_one_joins_the_one_before(tiny_bundle: Any) -> None:
+    """--n-train 129 (a last batch of one) failed in BatchNorm; every example is still used once."""
+    split = tiny_bundle.train.head(129)
+    sizes = [len(y) for _x, y in batches(split, 128, torch.device("cpu"), min_last=2)]
+    assert sizes == [129]
+    assert [len(y) for _x, y in batches(split, 128, torch.device("cpu"))] == [128, 1]
+    assert [len(y) for _x, y in batches(tiny_bundle.train.head(130), 128, torch.device("cpu"), min_last=2)] == [128, 2]
+
+
+def test_n_train_129_runs(tmp_path: Path) -> None:
+    """The conv net (BatchNorm1d before its classifier) trains on 129 examples in batches of 128."""
+    assert main(["run", "--arch", "convnet", "--width", "0.1", "--epochs", "1", "--train-steps", "1", "--n-train",
+                 "129", "--n-eval", "20", "--eval-attacks", "fgsm", "--device", "cpu", "--out", str(tmp_path)]) == 0
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--batch-size", "1"], ["--batch-size 1", "BatchNorm1d"]),
+    (["--val-fraction", "1e-9", "--n-train", "0"], ["--val-fraction", "no validation example"]),
+    (["--val-fraction", "0.99999999", "--n-train", "0"], ["no training example", "--n-train"]),
+])
+def test_nothing_to_train_or_select_with_is_refused_before_writing(flags: List[str], words: List[str], tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    """These ran to exit 0 without a word (no validation or training example), or left files behind (batch 1)."""
+    assert main(["run", "--arch", "convnet", "--width", "0.1", "--epochs", "1", "--train-steps", "1", "--n-eval",
+                 "20", "--eval-attacks", "fgsm", "--device", "cpu", "--out", str(tmp_path / "out"), *flags]) == 2
+    one_error_line(capsys, *words)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("field", ["lr", "weight_decay"])
+def test_settings_beyond_float32_are_refused(field: str) -> None:
+    """--lr 1e300 and --weight-decay 1e300 overflowed inside the optimiser (a traceback)."""
+    with pytest.raises(ValueError, match=f"{field} must be at most"):
+        RunSpec(**{field: 1e300})
+    RunSpec(**{field: 1e3})
+
+
+def test_an_overflowing_step_is_a_divergence(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A float32-representable lr whose step still overflows stops with the divergence error, not a traceback."""
+    assert main(["run", "--method", "lwm", "--sparsity", "0.5", "--lr", "1e38", "--finetune-lr-scale", "1e10",
+                 "--out", str(tmp_path), *TINY_FLAGS]) != 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "lower --lr" in err
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join(['*' + p] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi"))
+
+
+@pytest.mark.parametrize("command", [["sweep", "{path}", "--dry-run"], ["check", "--preset", "{path}"],
+                                     ["run", "--config", "{path}"]])
+@pytest.mark.parametrize("content, words", [(BOMB, ["YAML nodes", "aliases"]),
+                                            ("1: 2\nnull: 3\n", ["key 1", "must be text"]),
+                                            ("fixed: {1: 2}\n", ["key 1", "must be text"])])
+def test_yaml_bombs_and_non_text_keys_are_one_line(command: List[str], content: str, words: List[str],
+                                                   tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """An alias bomb ran out of memory after ~50 s; {1: 2, null: 3} was a TypeError traceback."""
+    path = tmp_path / "c.yaml"
+    path.write_text(content)
+    assert main([c.replace("{path}", str(path)) for c in command]) == 2
+    one_error_line(capsys, *words)

@@ -340,12 +340,18 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return out
 
 
-def batches(split: Split, batch_size: int, device: torch.device, generator: Optional[torch.Generator] = None, augment: bool = False) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-    """Float batches in [0,1]; shuffled when a generator is given."""
+def batches(split: Split, batch_size: int, device: torch.device, generator: Optional[torch.Generator] = None,
+            augment: bool = False, min_last: int = 1) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """Float batches in [0,1]; shuffled when a generator is given. A last batch smaller than ``min_last`` joins
+    the one before it (BatchNorm over features cannot train on a batch of one example)."""
     n = len(split)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    for start in range(0, n, batch_size):
-        idx = order[start : start + batch_size]
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] < min_last:
+        starts.pop()
+    for i, start in enumerate(starts):
+        stop = n if i == len(starts) - 1 else start + batch_size
+        idx = order[start:stop]
         x = to_float(split.x[idx], device)
         if augment and generator is not None:
             x = augment_batch(x, generator)
