@@ -90,6 +90,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as exc:
         _say(f"bench: error: {exc}")
         return 2
+    except OSError as exc:
+        # An output path that is a file, a read-only folder, a full disk: one line naming the path.
+        where = f" {exc.filename}" if exc.filename else ""
+        _say(f"bench: error: cannot use{where}: {exc.strerror or exc}")
+        return 2
     except KeyboardInterrupt:
         _say("bench: interrupted; finished work is kept, rerun the same command to resume")
         return 130

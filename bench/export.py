@@ -30,7 +30,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import pandas as pd
 
@@ -169,10 +169,12 @@ def model_info(rows: pd.DataFrame, threat: str = "Linf") -> Dict[str, Any]:
     }
 
 
-def export_robustbench_json(rows_df: pd.DataFrame, out_dir: Union[str, Path], include_zoo: bool = False) -> List[Path]:
+def export_robustbench_json(rows_df: pd.DataFrame, out_dir: Union[str, Path], include_zoo: bool = False,
+                            validate: Optional[Callable[[Dict[str, Any], str], Any]] = None) -> List[Path]:
     """Write ``out_dir/<dataset>/<threat>/<method>_<arch>_<run_id>.json`` per run; returns the paths.
 
-    Rows of RobustBench's own models (method ``zoo``) are left out unless ``include_zoo``.
+    Rows of RobustBench's own models (method ``zoo``) are left out unless ``include_zoo``. ``validate(info,
+    path)`` is called on every entry before any file is written (a bad one writes nothing).
     """
     required = {"run_id", "method", "dataset", "arch", "attack", "eps", "n_eval", "clean_acc", "robust_acc", "measured_sparsity"}
     missing = sorted(required - set(rows_df.columns))
@@ -182,14 +184,24 @@ def export_robustbench_json(rows_df: pd.DataFrame, out_dir: Union[str, Path], in
     if "status" in df.columns:
         df = df[df["status"].astype(str).isin(["ok", ""])]
     out_dir = Path(out_dir)
-    paths = []
+    entries = []
     for run_id, rows in df.groupby("run_id", sort=True):
         threat = str(rows["norm"].iloc[0]) if "norm" in rows and str(rows["norm"].iloc[0]) else "Linf"
         info = model_info(rows, threat)
         path = entry_path(out_dir, info["dataset"], threat, info["method"], str(rows["arch"].iloc[0]), str(run_id))
-        atomic_write(path, json.dumps(info, indent=2) + "\n")
-        paths.append(path)
-    return paths
+        # JSON has no infinity or NaN: a row with width inf is refused, not written as 'Infinity'.
+        try:
+            text = json.dumps(info, indent=2, allow_nan=False) + "\n"
+        except ValueError:
+            bad = sorted(k for k, v in info.items() if isinstance(v, float) and not math.isfinite(v))
+            raise ValueError(f"run {run_id}: {', '.join(bad)} is not a finite number; fix its rows") from None
+        if validate is not None:
+            validate(info, str(path))
+        entries.append((path, text))
+    # Every entry was checked before the first file is written.
+    for path, text in entries:
+        atomic_write(path, text)
+    return [path for path, _ in entries]
 
 
 def entry_path(out_dir: Path, dataset: str, threat: str, method: str, arch: str, run_id: str) -> Path:

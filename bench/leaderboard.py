@@ -146,7 +146,7 @@ def validate_entry(info: Any, where: str, submitted: bool = True) -> Dict[str, A
         raise ValueError(f"{where}: field 'number_forward_passes' must be >= 1, got {info['number_forward_passes']}")
     if info["eot_iter"] < 1:
         raise ValueError(f"{where}: field 'eot_iter' must be >= 1, got {info['eot_iter']}")
-    sparsity, density, width = float(info["sparsity"]), float(info["density"]), float(info["width"])
+    sparsity, density, width = (_float_field(info, name, where) for name in ("sparsity", "density", "width"))
     if not (math.isfinite(sparsity) and 0 <= sparsity < 1):
         raise ValueError(f"{where}: field 'sparsity' must be the fraction of zero weights in [0, 1), got {info['sparsity']}")
     if not math.isclose(density, 1 - sparsity, abs_tol=1e-6):
@@ -169,15 +169,34 @@ def validate_entry(info: Any, where: str, submitted: bool = True) -> Dict[str, A
     return info
 
 
+def _float_field(info: Dict[str, Any], name: str, where: str) -> float:
+    """A numeric field as a float; an integer beyond float's range (``10**400``) is a ``ValueError`` naming it."""
+    try:
+        return float(info[name])
+    except OverflowError:
+        raise ValueError(f"{where}: field {name!r} is too large a number") from None
+
+
+def _no_constant(name: str) -> Any:
+    """JSON's NaN and Infinity are not numbers an entry may hold."""
+    raise ValueError(f"{name} is not a number an entry may hold")
+
+
 def load_entry(path: Union[str, Path], threat: Optional[str] = None, origin: str = SUBMITTED) -> Entry:
     """Read and validate one entry file (threat from the field, the argument, or Linf)."""
     path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: not a regular file (an entry is a JSON file)")
     try:
-        info = json.loads(path.read_text())
+        info = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a UTF-8 text file") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply to be an entry") from None
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
     info = validate_entry(info, str(path), submitted=origin != EVALUATED_HERE)
     return Entry(info, str(info.get("threat_model") or threat or "Linf"), str(path), origin)
 
@@ -230,7 +249,8 @@ def local_entries(rows: pd.DataFrame, entries_dir: Union[str, Path]) -> List[Ent
     entries_dir = Path(entries_dir)
     manifest = entries_dir / MANIFEST
     written_before = provably_written(entries_dir)
-    paths = export_robustbench_json(rows, entries_dir)
+    paths = export_robustbench_json(rows, entries_dir,
+                                    validate=lambda info, where: validate_entry(info, where, submitted=False))
     # The folder mirrors the current board: drop only entries this command can prove it wrote before
     # (inside the folder, named in the manifest with their exact content) for tickets no longer selected.
     keep = {p.resolve() for p in paths}

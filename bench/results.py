@@ -180,11 +180,29 @@ def _read_csv(csv_path: Path, required: Sequence[str], **kwargs: Any) -> pd.Data
         raise ValueError(f"{csv_path} is not a bench rows file: no column(s) {', '.join(missing)}")
     # pandas pads short lines and may take long ones; a torn or hand-edited line is named instead.
     with open(csv_path, newline="", encoding="utf-8") as fh:
-        for number, record in enumerate(csv.reader(fh), 1):
-            if record and len(record) != len(df.columns):
-                raise ValueError(f"{csv_path} line {number} has {len(record)} fields, the header {len(df.columns)}; "
-                                 "repair or remove that line, then rerun")
+        reader = csv.reader(fh)
+        try:
+            for number, record in enumerate(reader, 1):
+                if number == 1:
+                    _check_header(csv_path, record)
+                if record and len(record) != len(df.columns):
+                    raise ValueError(f"{csv_path} line {number} has {len(record)} fields, the header {len(df.columns)}; "
+                                     "repair or remove that line, then rerun")
+        except csv.Error as exc:
+            raise ValueError(f"{csv_path} line {reader.line_num}: {exc}; repair or remove that line, then rerun") from None
+    # A header torn mid-name (the file ends inside it, no row after it) would become a junk column.
+    if df.empty and not Path(csv_path).read_bytes().endswith(b"\n"):
+        raise ValueError(f"{csv_path} ends inside its header line (a torn write); move it away, then rerun")
     return df
+
+
+def _check_header(csv_path: Path, names: Sequence[str]) -> None:
+    """A header names each column once (pandas would silently rename a second ``note`` to ``note.1``)."""
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{csv_path}: column {name!r} appears twice in the header; repair the header, then rerun")
+        seen.add(name)
 
 
 @contextlib.contextmanager
@@ -229,5 +247,13 @@ def read_rows(csv_path: Path) -> pd.DataFrame:
     df = _read_csv(csv_path, TABLE_COLUMNS)
     for col in ("width", "target_sparsity", "measured_sparsity", "eps", "clean_acc", "robust_acc", "seconds", "n_eval"):
         if col in df:
-            df[col] = pd.to_numeric(df[col], errors="coerce")
+            text = df[col].astype(str).str.strip()
+            parsed = pd.to_numeric(text.where(~text.str.lower().isin(["", "nan"])), errors="coerce")
+            # A cell that is neither empty nor a number is named (target_sparsity 'abc' gave an empty table).
+            bad = parsed.isna() & ~text.str.lower().isin(["", "nan"])
+            if bad.any():
+                line = int(bad.to_numpy().nonzero()[0][0]) + 2
+                raise ValueError(f"{csv_path} line {line}: column {col} holds {text[bad].iloc[0][:40]!r}, not a number; "
+                                 "repair that line, then rerun")
+            df[col] = parsed
     return df

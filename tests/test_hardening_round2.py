@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from test_leaderboard import submission
 
 from bench.attacks import ATTACKS, check_budget
 from bench.cli import main
@@ -210,3 +211,99 @@ def test_yaml_bombs_and_non_text_keys_are_one_line(command: List[str], content: 
     path.write_text(content)
     assert main([c.replace("{path}", str(path)) for c in command]) == 2
     one_error_line(capsys, *words)
+
+
+def rows_file(tmp_path: Path, **overrides: Any) -> Path:
+    """A minimal runs.csv of one ticket (PGD-20 and the worst case), cells overridden."""
+    base = {"run_id": "a1b2c3d4e5f6", "method": "rst", "dataset": "fashion-mnist", "arch": "convnet", "width": 1.0,
+            "target_sparsity": 0.9, "measured_sparsity": 0.9, "seed": 0, "norm": "Linf", "eps": 0.1, "version": "",
+            "eot_samples": 1, "n_eval": 100, "clean_acc": 0.8, "flags": "", "status": "ok", **overrides}
+    path = tmp_path / "runs.csv"
+    pd.DataFrame([{**base, "attack": "pgd20", "robust_acc": 0.5},
+                  {**base, "attack": "worst_case", "robust_acc": 0.4, "version": "pgd20"}]).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("overrides, words", [({"target_sparsity": "abc"}, ["runs.csv line 2", "target_sparsity"]),
+                                              ({"eps": "abc"}, ["runs.csv line 2", "eps", "not a number"]),
+                                              ({"flags": "x" * 200_000}, ["runs.csv line", "field larger"])])
+@pytest.mark.parametrize("command", [["table", "{csv}"], ["plot", "{csv}", "--out-dir", "{tmp}/p"],
+                                     ["leaderboard", "{csv}", "--out", "{tmp}/lb"]])
+def test_bad_cells_name_the_file_and_line(overrides: Any, words: List[str], command: List[str], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    """target_sparsity 'abc' gave an empty table (exit 0); a 200 000-character cell a traceback."""
+    path = rows_file(tmp_path, **overrides)
+    args = [c.replace("{csv}", str(path)).replace("{tmp}", str(tmp_path)) for c in command]
+    assert main(args) == 2
+    one_error_line(capsys, *words)
+    assert not (tmp_path / "p").exists() and not (tmp_path / "lb").exists()
+
+
+def test_duplicated_and_torn_headers_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`note,note` was silently renamed note.1; a file cut inside its header gave a junk column."""
+    path = rows_file(tmp_path)
+    text = path.read_text()
+    header, rest = text.split("\n", 1)
+    path.write_text(header + ",note,note\n" + "".join(line + ",a,b\n" for line in rest.splitlines()))
+    assert main(["table", str(path)]) == 2
+    one_error_line(capsys, "'note' appears twice")
+    path.write_text(header + ",median_dist")
+    assert main(["table", str(path)]) == 2
+    one_error_line(capsys, "ends inside its header")
+
+
+def test_an_invalid_board_writes_no_entry(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Rows with measured_sparsity 1.5 (or robust above clean) exited 2 but left entries/*.json behind."""
+    for overrides in ({"measured_sparsity": 1.5}, {"clean_acc": 0.3}):
+        path = rows_file(tmp_path, **overrides)
+        assert main(["leaderboard", str(path), "--out", str(tmp_path / "lb")]) == 2
+        capsys.readouterr()
+        assert not list((tmp_path / "lb").rglob("*.json")) if (tmp_path / "lb").exists() else True
+
+
+def test_export_refuses_a_width_of_infinity(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """width inf was exported as `Infinity` (not JSON)."""
+    path = rows_file(tmp_path, width="inf")
+    assert main(["export-robustbench", str(path), str(tmp_path / "rb")]) == 2
+    one_error_line(capsys, "width", "not a finite number")
+    assert not list((tmp_path / "rb").rglob("*.json")) if (tmp_path / "rb").exists() else True
+
+
+@pytest.mark.parametrize("text, words", [(json.dumps(submission(width=10**400)), ["width", "too large"]),
+                                         ("[" * 100_000 + "]" * 100_000, ["nested too deeply"]),
+                                         (json.dumps(submission()).replace('"width": 1.0', '"width": NaN'),
+                                          ["NaN", "not a number"])])
+def test_hostile_submissions_are_one_line(text: str, words: List[str], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / "entry.json").write_text(text)
+    assert main(["leaderboard", "--submissions", str(subs), "--out", str(tmp_path / "lb")]) == 2
+    one_error_line(capsys, "entry.json", *words)
+
+
+def test_an_entry_that_is_a_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    subs = tmp_path / "subs"
+    (subs / "entry.json").mkdir(parents=True)
+    assert main(["leaderboard", "--submissions", str(subs), "--out", str(tmp_path / "lb")]) == 2
+    one_error_line(capsys, "entry.json", "not a regular file")
+
+
+@pytest.mark.parametrize("target", ["file", "readonly"])
+def test_an_unwritable_output_is_one_line(target: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """An output path under a file, or a read-only folder: a traceback for run, table, plot, leaderboard."""
+    path = rows_file(tmp_path)
+    blocker = tmp_path / "blocker"
+    if target == "file":
+        blocker.write_text("a file")
+        out = blocker / "sub"
+    else:
+        blocker.mkdir()
+        blocker.chmod(0o555)
+        out = blocker / "sub"
+        if os.access(blocker, os.W_OK):
+            pytest.skip("running as a user who can write into a read-only folder (root)")
+    for args in (["table", str(path), "-o", str(out / "t.md")], ["plot", str(path), "--out-dir", str(out)],
+                 ["leaderboard", str(path), "--out", str(out)]):
+        assert main(args) == 2
+        one_error_line(capsys, str(blocker))
