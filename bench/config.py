@@ -153,6 +153,8 @@ def load_yaml(path: str) -> Dict[str, Any]:
         raise ValueError(f"cannot read config {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise ValueError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise ValueError(f"config {path} is nested too deeply to be a config") from None
     if data is None:
         raise ValueError(f"config {path} is empty: give at least one spec field (or leave out --config)")
     if not isinstance(data, dict):

@@ -74,6 +74,9 @@ def read_spec(run_dir: Union[str, Path]) -> RunSpec:
         raise ValueError(f"{spec_path} is not UTF-8 text; delete the run folder to run it again") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{spec_path} is not valid JSON ({exc.msg}); delete the run folder to run it again") from None
+    except RecursionError:
+        raise ValueError(f"{spec_path} is nested too deeply to be a run spec; delete the run folder to run it "
+                         "again") from None
     if not isinstance(data, dict):
         raise ValueError(f"{spec_path} must hold a JSON object (the run spec)")
     if "protocol" not in data:
@@ -92,7 +95,7 @@ def read_meta(run_dir: Union[str, Path]) -> Dict[str, Any]:
     path = paths.meta(run_dir)
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ValueError(f"{path} is not valid JSON ({type(exc).__name__}); delete the run folder to run it "
                          "again") from None
     missing = [k for k in META_KEYS if not isinstance(meta, dict) or k not in meta]
