@@ -198,7 +198,13 @@ def cached_probe_flags(model: nn.Module, test: Split, correct: torch.Tensor, eps
     """:func:`bench.flags.attack_probe_flags` on the first clean-correct examples, computed once per model folder."""
     path = folder / f"probes-{digest({'eps': eps, 'seed': seed, 'eval_version': EVAL_VERSION}, 10)}.json" if folder else None
     if path is not None and path.exists():
-        return set(json.loads(path.read_text())["flags"])
+        # A side-car that is not the record this function wrote is recomputed (it is derived data).
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("flags"), list):
+            return set(map(str, record["flags"]))
     idx = probe_examples(correct)
     x, y = to_float(test.x[idx], device), test.y[idx].to(device)
     flags = attack_probe_flags(model, x, y, eps, mix_seed(seed, "probe") % (2**31))

@@ -8,6 +8,7 @@ arrays are of and the seconds spent so far.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Protocol, Tuple
 
@@ -37,10 +38,10 @@ class Store:
         # Resume: what an earlier session stored (arrays, seconds) replaces the empty start. The arrays
         # decide; a side-car lost to a kill between the two writes only loses the seconds count.
         if path is not None and path.with_suffix(".npz").exists():
-            with np.load(path.with_suffix(".npz"), allow_pickle=False) as data:
-                self.arrays = {k: torch.from_numpy(data[k].copy()) for k in self.spec}
-            if path.with_suffix(".json").exists():
-                self.meta = {**self.meta, **json.loads(path.with_suffix(".json").read_text())}
+            stored = _read_arrays(path.with_suffix(".npz"), self.spec)
+            if stored is not None:
+                self.arrays = stored
+                self.meta = {**self.meta, **_read_side_car(path.with_suffix(".json"))}
 
     def __len__(self) -> int:
         return min((a.shape[-1] for a in self.arrays.values()), default=0)
@@ -73,3 +74,29 @@ class Store:
 
     def __setitem__(self, key: str, value: torch.Tensor) -> None:
         self.arrays[key] = value
+
+
+def _read_arrays(path: Path, spec: ArraySpec) -> Optional[Dict[str, torch.Tensor]]:
+    """The arrays an earlier evaluation stored, or ``None`` (with a warning) when the file is not such a store:
+    truncated, empty, another format, or arrays of the wrong kind. The cache is derived data: it is recomputed."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: torch.from_numpy(data[k].copy()) for k in spec}
+        lengths = {a.shape[-1] for a in arrays.values()}
+        if any(a.dtype != dt or tuple(a.shape[:-1]) != tuple(lead) for a, (dt, _fill, lead) in
+               zip(arrays.values(), spec.values())) or len(lengths) > 1:
+            raise ValueError("arrays of another kind")
+    except Exception as exc:  # noqa: BLE001 - any unreadable cache is recomputed, after saying so
+        warnings.warn(f"{path} is not a readable evaluation cache ({type(exc).__name__}); computing it again",
+                      stacklevel=3)
+        return None
+    return arrays
+
+
+def _read_side_car(path: Path) -> Dict[str, Any]:
+    """The JSON side-car's record (seconds spent), or nothing when it is absent or not a JSON object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -307,3 +307,40 @@ def test_an_unwritable_output_is_one_line(target: str, tmp_path: Path, capsys: p
                  ["leaderboard", str(path), "--out", str(out)]):
         assert main(args) == 2
         one_error_line(capsys, str(blocker))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "side-car"])
+def test_a_damaged_evaluation_cache_is_recomputed_to_the_same_numbers(damage: str, tmp_path: Path) -> None:
+    """A truncated or empty cache .npz, or a side-car `[1,2]`, was a traceback (after the cache was written)."""
+    run = run_folder(tmp_path / "a", "rst")
+    assert main(["eval", str(run), "--attacks", "pgd20,fgsm", "--n-eval", "30"]) == 0
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    damaged = tmp_path / "b" / "runs" / run.name
+    stores, side_cars = sorted(damaged.rglob("*.npz")), sorted(damaged.rglob("*.json"))
+    assert stores
+    for path in stores:
+        if damage == "truncate":
+            path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+        elif damage == "empty":
+            path.write_bytes(b"")
+    if damage == "side-car":
+        for path in side_cars:
+            if path.name not in ("spec.json", "meta.json"):
+                path.write_text("[1,2]")
+    # Both copies evaluate 40 examples: the damaged one recomputes its cache, to the same numbers.
+    for folder in (run, damaged):
+        assert main(["eval", str(folder), "--attacks", "pgd20,fgsm", "--n-eval", "40"]) == 0
+    got = [pd.read_csv(tmp_path / out / "runs.csv").query("n_eval == 40")[["attack", "clean_acc", "robust_acc"]]
+           .reset_index(drop=True) for out in ("a", "b")]
+    assert len(got[0]) >= 2 and got[0].equals(got[1])
+
+
+def test_eval_checks_its_rows_file_before_attacking(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A runs.csv that is not UTF-8: the attack ran and was cached, then exit 2."""
+    run = run_folder(tmp_path, "rst")
+    (tmp_path / "runs.csv").write_bytes(b"run_id,attack\n\xff\xfe not utf-8 \x00\n")
+    before = {p for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["eval", str(run), "--attacks", "fgsm"]) == 2
+    one_error_line(capsys, "runs.csv")
+    assert {p for p in run.rglob("*") if p.is_file()} == before

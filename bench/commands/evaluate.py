@@ -9,6 +9,7 @@ from bench import paths
 from bench.commands import COMMANDS
 from bench.commands.zoo import add_zoo_eval_flags, run_zoo_eval
 from bench.harness import evaluate_run, load_finished_ticket, record
+from bench.results import read_rows_file
 from bench.ticket import read_spec
 
 
@@ -49,6 +50,8 @@ def add(sub: argparse._SubParsersAction) -> None:
         else:
             raise ValueError(f"{run_dir} is not <out>/runs/{spec.run_id} (a copied or renamed run folder); "
                              "give --out DIR to say which runs.csv gets its rows")
+        # The rows file the results go to is checked before any attack runs (an unreadable one would stop after).
+        read_rows_file(paths.runs_csv(out))
         ticket = load_finished_ticket(spec, run_dir, args.data_root)
         results = evaluate_run(ticket, n_eval=args.n_eval, n_eval_aa=args.n_eval_aa, cascade=args.cascade)
         record(ticket, results, out)
