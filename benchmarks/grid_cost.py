@@ -41,7 +41,10 @@ def job_costs(out: Path, sweeps: Sequence[str]) -> pd.DataFrame:
 def run_costs(rows: pd.DataFrame, run_ids: Sequence[str]) -> pd.DataFrame:
     """Per run: training compute (shared stages included) and evaluation seconds (sum over its attack rows)."""
     sub = rows[rows["run_id"].isin(run_ids)]
-    evals = sub[~sub["attack"].isin(CASCADE_ONLY)].groupby("run_id")["seconds"].sum()
+    # Each attack's seconds once: rows of a smaller n_eval read from the cache and a security curve's one row
+    # per eps repeat the seconds of the pass that made them.
+    per_attack = sub[~sub["attack"].isin(CASCADE_ONLY)].groupby(["run_id", "attack"])["seconds"].max()
+    evals = per_attack.groupby("run_id").sum()
     first = sub.drop_duplicates("run_id").set_index("run_id")
     return pd.DataFrame({"method": first["method"], "sparsity": first["target_sparsity"], "width": first["width"],
                          "train": pd.to_numeric(first["train_seconds"]), "eval": evals}).fillna(0.0)
