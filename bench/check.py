@@ -44,6 +44,9 @@ def read_reference(path: Path) -> pd.DataFrame:
     """Load and validate the training reference; problems are ValueErrors (exit 2)."""
     if not path.exists():
         raise ValueError(f"reference file not found: {path} (create it with bench check --update)")
+    if not path.is_file():
+        raise ValueError(f"reference {path} is not a file: --reference takes the reference.csv (its tickets/ "
+                         "folder beside it)")
     try:
         ref = pd.read_csv(path, keep_default_na=False, dtype={"base": str, "seeds": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:

@@ -72,7 +72,16 @@ def _say(message: str) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the ``bench`` console script."""
+    """Entry point of the ``bench`` console script: Ctrl-C at any moment, imports included, is one line."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        _say("bench: interrupted; finished work is kept, rerun the same command to resume")
+        return 130
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> int:
+    """Parse the command line (importing the commands) and run the command."""
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
     # Freed tensors stay in the process (no page fault per new activation): bench/allocator.py.
     keep_freed_memory()
@@ -95,7 +104,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         where = f" {exc.filename}" if exc.filename else ""
         _say(f"bench: error: cannot use{where}: {exc.strerror or exc}")
         return 2
-    except KeyboardInterrupt:
-        _say("bench: interrupted; finished work is kept, rerun the same command to resume")
-        return 130
     return int(code or 0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -132,7 +133,7 @@ def read_flags(path: Path) -> Dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k].copy() for k in data.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"cannot read {path} ({type(exc).__name__}): re-create it with bench check --update") from None
 
 

@@ -8,16 +8,19 @@ import shutil
 from pathlib import Path
 from typing import Any, List
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
 from test_leaderboard import submission
 
+import bench.cli as cli_module
 from bench.attacks import ATTACKS, check_budget
 from bench.cli import main
 from bench.config import coerce
 from bench.data import batches
+from bench.exact_gate import read_flags
 from bench.spec import RunSpec
 from bench.sweep import expand
 from tickets.alth import levels_needed
@@ -344,3 +347,31 @@ def test_eval_checks_its_rows_file_before_attacking(tmp_path: Path, capsys: pyte
     assert main(["eval", str(run), "--attacks", "fgsm"]) == 2
     one_error_line(capsys, "runs.csv")
     assert {p for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_check_reference_must_be_the_csv(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`bench check --reference SOMEDIR` was a traceback."""
+    assert main(["check", "--reference", str(tmp_path), "--no-progress"]) == 2
+    one_error_line(capsys, str(tmp_path), "not a file")
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.0])
+def test_truncated_reference_flags_name_the_file(cut: float, tmp_path: Path) -> None:
+    """A truncated tickets/<id>/flags.npz was a traceback (BadZipFile, EOFError)."""
+    path = tmp_path / "flags.npz"
+    np.savez(path, clean=np.ones(5, dtype=bool))
+    blob = path.read_bytes()
+    path.write_bytes(blob[: int(len(blob) * cut)])
+    with pytest.raises(ValueError, match="flags.npz"):
+        read_flags(path)
+
+
+def test_ctrl_c_while_the_commands_import_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    """SIGINT during the imports (`timeout -s INT 3 bench run ...`) was a KeyboardInterrupt traceback."""
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_module, "build_parser", interrupted)
+    assert main(["run", *TINY_FLAGS]) == 130
+    one_error_line(capsys, "interrupted")
