@@ -4,12 +4,21 @@
 # FMN distances are skipped. MNIST is read from $BENCH_DATA_ROOT (or ../shared/datasets).
 #   bash scripts/published.sh            # everything
 #   bash scripts/published.sh derive     # only the tables, figures, leaderboard and paper-vs-here table
+#   bash scripts/published.sh gpu        # on a GPU machine: the grid's remaining runs, $JOBS (4) at a time on
+#                                        # the device (device auto = cuda; each row records its device), then derive
 # tests/test_published.py rebuilds every `bench table` below from the committed runs.csv, byte for byte.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=results/published
 if [ -z "${BENCH_DATA_ROOT:-}" ] && [ -d ../shared/datasets ]; then
   export BENCH_DATA_ROOT="$(cd ../shared/datasets && pwd)"
+fi
+
+if [ "${1:-all}" = gpu ]; then
+  # Several jobs share the GPU; the spec's device (auto) resolves to cuda, the protocol (n_eval_aa 200) is unchanged.
+  for sweep in published-methods published-grid published-r2s; do
+    bench sweep "configs/sweeps/$sweep.yaml" --out "$OUT" --jobs "${JOBS:-4}" --no-progress
+  done
 fi
 
 if [ "${1:-all}" = all ]; then
