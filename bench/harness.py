@@ -90,7 +90,12 @@ def check_memory(spec: RunSpec, device: torch.device) -> int:
 
 
 def check_trainable(spec: RunSpec, data: DataBundle) -> None:
-    """Refuse, before anything is written, a spec whose data leave nothing to train on or to select with."""
+    """Refuse, before anything is written, a spec whose data leave nothing to train on or to select with, or that
+    its method cannot run on its architecture."""
+    method = get_method(spec.method)
+    with torch.device("meta"):
+        model = method.build_empty(spec, "meta")
+    method.validate_model(spec, model)
     if spec.epochs == 0:
         return
     if len(data.train) == 0:
@@ -100,8 +105,6 @@ def check_trainable(spec: RunSpec, data: DataBundle) -> None:
     if len(data.val) == 0:
         raise ValueError(f"--val-fraction {spec.val_fraction:g} leaves no validation example to select the epoch "
                          "with: raise it")
-    with torch.device("meta"):
-        model = get_method(spec.method).build_empty(spec, "meta")
     if has_feature_batchnorm(model) and (spec.batch_size == 1 or len(data.train) == 1):
         raise ValueError(f"--batch-size {spec.batch_size} with {len(data.train)} training example(s): {spec.arch} "
                          "normalises features over the batch (BatchNorm1d), which cannot train on one example; use "

@@ -234,7 +234,7 @@ def provably_written(entries_dir: Path) -> List[Path]:
         try:
             ok = (path.resolve().is_relative_to(root) and not path.is_symlink() and path.is_file()
                   and file_sha256(path) == sha)
-        except OSError:
+        except (OSError, ValueError):
             ok = False
         if ok:
             found.append(path.resolve())

@@ -55,6 +55,10 @@ class Method(abc.ABC):
     def validate(self, spec: RunSpec) -> None:
         """Raise ``ValueError`` for specs this method cannot run."""
 
+    def validate_model(self, spec: RunSpec, model: nn.Module) -> None:
+        """Raise ``ValueError`` for specs this method cannot run on ``model`` (the spec's architecture on the meta
+        device, before anything is written): checks that need the layers' sizes."""
+
     @abc.abstractmethod
     def find_ticket(self, ctx: "RunContext") -> nn.Module:
         """Return the ticket (a masked model with final weights and masks)."""

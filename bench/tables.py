@@ -34,8 +34,10 @@ from bench.spec import METHODS, RunSpec
 CONFIG_COLUMNS = (
     "method", "dataset", "data_source", "arch", "width", "target_sparsity", "eps", "norm", "epochs", "batch_size",
     "optimizer", "lr", "momentum", "weight_decay", "lr_schedule", "craft_bn", "select", "trainer", "trades_beta",
-    "train_steps", "train_step_size", "val_fraction", "n_train", "hparams", "num_classes", "image_size",
+    "train_steps", "train_step_size", "val_fraction", "n_train", "hparams", "num_classes", "image_size", "protocol",
 )
+# A row without a method protocol was made before protocols existed: protocol 1.
+FIRST_PROTOCOL = 1
 LAYOUTS = ("sparsity", "method", "width")
 FORMATS = ("markdown", "latex", "csv")
 LABELS = {"target_sparsity": "sparsity", "method": "method", "width": "width", "arch": "arch"}
@@ -167,7 +169,7 @@ def _non_default_hparams(method: Any, text: Any) -> Any:
         return text
     try:
         values = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text
     if not isinstance(values, dict):
         return text
@@ -180,14 +182,29 @@ def _non_default_hparams(method: Any, text: Any) -> Any:
     return json.dumps(kept, sort_keys=True)
 
 
+def _canonical(value: Any) -> Any:
+    """A configuration value as cells compare it: numbers by value (``2``, ``'2'`` and ``2.0`` agree)."""
+    if isinstance(value, bool) or value is None:
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    return f"{number:.12g}" if math.isfinite(number) else value
+
+
 def comparable(rows: pd.DataFrame) -> pd.DataFrame:
     """The configuration columns as cells compare them: a spec field missing in older rows (or the whole
     column) takes its default, hyperparameters only where they differ from the method's defaults."""
     out = rows.copy()
-    defaults = _spec_defaults()
+    defaults = {**_spec_defaults(), "protocol": FIRST_PROTOCOL}
     for column in CONFIG_COLUMNS:
         if column in defaults and column != "method":
-            out[column] = out[column].fillna(defaults[column]) if column in out else defaults[column]
+            # A blank cell (rows files are read as text) is a field the row's writer did not have.
+            filled = out[column].astype(object).where(out[column].astype(str) != "") if column in out else None
+            out[column] = filled.fillna(defaults[column]) if filled is not None else defaults[column]
+        if column in out:
+            out[column] = out[column].map(_canonical)
     if "hparams" in out and "method" in out:
         out["hparams"] = [_non_default_hparams(m, h) for m, h in zip(out["method"], out["hparams"])]
     return out

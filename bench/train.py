@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from bench import paths
 from bench.attacks import PGD
-from bench.data import DataBundle, Split, batches
+from bench.data import DataBundle, Split, batch_starts, batches
 from bench.errors import TrainingDivergedError
 from bench.io import atomic_save
 from bench.spec import RunSpec
@@ -208,15 +208,15 @@ def train(
     ckpt_path = paths.checkpoint(stage_dir)
     refresh = refresh_masks or (lambda: None)
     opt = _optimizer(params, cfg)
-    steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
-    sched = _scheduler(opt, cfg, steps_per_epoch)
+    # BatchNorm over features needs two examples per training batch: a last batch of one joins the one before
+    # (and the schedule counts the batches that run).
+    min_last = 2 if has_feature_batchnorm(model) else 1
+    sched = _scheduler(opt, cfg, len(batch_starts(len(data.train), cfg.batch_size, min_last)))
     attack = training_attack(cfg, seed)
     val_attack = PGD(cfg.eps, steps=max(cfg.train_steps, 1), step_size=cfg.train_step_size, seed=seed + 1)
     val = data.val.head(cfg.n_val)
     compute = Compute()
     history: List[Dict[str, float]] = []
-    # BatchNorm over features needs two examples per training batch: a last batch of one joins the one before.
-    min_last = 2 if has_feature_batchnorm(model) else 1
     start_epoch, best = 0, {"epoch": -1, "val_robust": -1.0, "val_clean": 0.0}
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
 

@@ -16,14 +16,15 @@ import yaml
 from test_leaderboard import submission
 
 import bench.cli as cli_module
+import bench.train as train_module
 from bench.attacks import ATTACKS, check_budget
 from bench.cli import main
 from bench.config import coerce
 from bench.data import batches
 from bench.exact_gate import read_flags
-from bench.spec import RunSpec
+from bench.spec import METHODS, RunSpec
 from bench.sweep import expand
-from tickets.alth import levels_needed
+from tickets.alth import MAX_LEVELS, level_schedule, levels_needed
 
 TINY_FLAGS = ["--arch", "mlp", "--width", "0.1", "--epochs", "1", "--train-steps", "1", "--n-train", "300",
               "--n-eval", "40", "--eval-attacks", "pgd20", "--device", "cpu", "--batch-size", "100"]
@@ -127,6 +128,17 @@ def test_alth_level_count_is_bounded_up_front(capsys: pytest.CaptureFixture, tmp
     assert levels_needed(0.9, 0.2) == 11 and levels_needed(0.0, 0.2) == 0
 
 
+def test_alth_level_count_is_exact_per_layer_sizes() -> None:
+    """A slow output layer that holds few weights does not slow the schedule much (the up-front bound used the
+    slowest fraction and refused such settings); one that holds many does, and the schedule itself refuses it."""
+    plan = level_schedule(0.9, [10_000, 10], [0.2, 1e-4])
+    assert len(plan) <= MAX_LEVELS and plan[-1][0] == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="more than 200 pruning levels"):
+        level_schedule(0.99, [100, 10], [0.5, 1e-3])
+    spec = RunSpec(method="alth", sparsity=0.9, hparams={"scope": "layer", "output_prune_fraction": 1e-4})
+    METHODS.get("alth").validate(spec)
+
+
 def test_an_absurd_grid_is_counted_and_refused_before_expanding(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """4 keys x 30 values with --dry-run printed nothing for 120 s: the count comes first."""
     grid = {"seed": list(range(30)), "epochs": list(range(1, 31)), "n_train": list(range(100, 130)),
@@ -162,10 +174,20 @@ def test_a_last_batch_of_one_joins_the_one_before(tiny_bundle: Any) -> None:
     assert [len(y) for _x, y in batches(tiny_bundle.train.head(130), 128, torch.device("cpu"), min_last=2)] == [128, 2]
 
 
-def test_n_train_129_runs(tmp_path: Path) -> None:
-    """The conv net (BatchNorm1d before its classifier) trains on 129 examples in batches of 128."""
+def test_n_train_129_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The conv net (BatchNorm1d before its classifier) trains on 129 examples in batches of 128, and the
+    learning-rate schedule counts the one merged batch that runs (it counted two, ending at half its course)."""
+    counted: List[int] = []
+    original = train_module._scheduler
+
+    def recording(opt: Any, cfg: Any, steps_per_epoch: int) -> Any:
+        counted.append(steps_per_epoch)
+        return original(opt, cfg, steps_per_epoch)
+
+    monkeypatch.setattr(train_module, "_scheduler", recording)
     assert main(["run", "--arch", "convnet", "--width", "0.1", "--epochs", "1", "--train-steps", "1", "--n-train",
                  "129", "--n-eval", "20", "--eval-attacks", "fgsm", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    assert counted and set(counted) == {1}
 
 
 @pytest.mark.parametrize("flags, words", [

@@ -16,7 +16,8 @@ from scipy.stats import binomtest
 
 from bench.cli import main
 from bench.plots import _agg, make_plots
-from bench.results import AttackResult, result_rows, wilson_interval
+from bench.results import AttackResult, append_rows, result_rows, wilson_interval
+from bench.spec import PROTOCOL
 from bench.tables import apply_filters, build_table, latest_rows, load_rows, render, to_latex, to_markdown, transpose_table
 
 METHODS = ("hydra", "rst")
@@ -177,6 +178,29 @@ def test_cells_never_mix_crafting_modes_or_selections() -> None:
         df[column] = [values[1] if s == 2 else None for s in df["seed"]]
         with pytest.raises(ValueError, match=f"mix runs that differ in {column}"):
             build_table(df, "sparsity", "pgd20")
+
+
+def test_blank_cells_of_a_rows_file_are_missing_fields(tmp_path: Path) -> None:
+    """Through a rows file (read as text, blanks kept as ''): an older row without select joins the default's
+    cell, one saying last is refused (a blank compared unequal to 'best', and a row of 'last' beside blanks of
+    the default passed); a row without a method protocol is protocol 1, never mixed with protocol 2."""
+    df = make_rows().query("width == 0.5").copy()
+    path = tmp_path / "runs.csv"
+    old = df[df["seed"] == 2].drop(columns=["select", "protocol"], errors="ignore")
+    append_rows(path, old.to_dict("records"))
+    new = df[df["seed"] != 2].assign(protocol=PROTOCOL)
+    append_rows(path, new.assign(select="best").to_dict("records"))
+    with pytest.raises(ValueError, match="mix runs that differ in protocol"):
+        build_table(load_rows([path]), "sparsity", "pgd20")
+    path.unlink()
+    append_rows(path, old.assign(protocol=PROTOCOL).to_dict("records"))
+    append_rows(path, new.assign(select="best").to_dict("records"))
+    build_table(load_rows([path]), "sparsity", "pgd20")
+    path.unlink()
+    append_rows(path, old.assign(protocol=str(PROTOCOL)).to_dict("records"))
+    append_rows(path, new.assign(select="last").to_dict("records"))
+    with pytest.raises(ValueError, match="mix runs that differ in select"):
+        build_table(load_rows([path]), "sparsity", "pgd20")
 
 
 def test_hyperparameters_at_their_default_do_not_split_a_cell() -> None:

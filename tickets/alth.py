@@ -133,6 +133,10 @@ def level_schedule(target: float, sizes: Sequence[int], fractions: Sequence[floa
     out: List[Tuple[float, List[float]]] = []
     level = 1
     while overall(level) < target - 1e-12:
+        if level >= MAX_LEVELS:
+            raise ValueError(f"prune_fraction {sorted(set(fractions))} needs more than {MAX_LEVELS} pruning levels "
+                             f"to reach sparsity {target:g}; at most {MAX_LEVELS} are allowed: raise --prune-fraction "
+                             "(or --output-prune-fraction)")
         out.append((overall(level), layer_sparsities(level)))
         level += 1
     lo, hi = float(level - 1), float(level)
@@ -180,13 +184,18 @@ class ALTH(Method):
         if hp.rewind_epochs < 1:
             raise ValueError(f"rewind_epochs must be >= 1, got {hp.rewind_epochs}")
         # The level count is bounded up front: a tiny fraction would need millions of levels (a run that never ends).
-        levels = levels_needed(spec.sparsity, min(hp.prune_fraction, hp.output_prune_fraction)
+        # The fastest-pruning layer gives a lower bound; level_schedule checks the exact count once sizes are known.
+        levels = levels_needed(spec.sparsity, max(hp.prune_fraction, hp.output_prune_fraction)
                                if hp.scope == "layer" else hp.prune_fraction)
         if levels > MAX_LEVELS:
             raise ValueError(f"prune_fraction {hp.prune_fraction:g} (output {hp.output_prune_fraction:g}) needs "
                              f"{levels:.3g} pruning levels to reach sparsity {spec.sparsity:g}; at most {MAX_LEVELS} "
                              "are allowed: raise --prune-fraction")
         check_epochs(pretrain_epochs=hp.pretrain_epochs, level_epochs=hp.level_epochs)
+
+    def validate_model(self, spec: RunSpec, model: nn.Module) -> None:
+        """The level schedule on this architecture's layer sizes is within :data:`MAX_LEVELS`."""
+        self.plan(spec, model)
 
     def rewind_state(self, ctx: RunContext, base: Dict[str, Any]) -> Optional[Dict[str, torch.Tensor]]:
         """The weights survivors are rewound to (``None`` for no rewinding)."""
@@ -212,15 +221,15 @@ class ALTH(Method):
         model = ctx.shared_stage("alth-rewind", key, build, lambda: ctx.build_model(bn_affine=True))
         return {k: v.clone() for k, v in model.state_dict().items()}
 
-    def schedule(self, ctx: RunContext, model: nn.Module) -> List[Tuple[float, Any]]:
+    def plan(self, spec: RunSpec, model: nn.Module) -> List[Tuple[float, Any]]:
         """Each level's target: (overall sparsity, what :func:`prune_and_rewind` prunes to)."""
-        hp = ctx.hp
+        hp = spec.hparams
         if hp.scope == "global":
-            return [(s, s) for s in level_sparsities(ctx.spec.sparsity, hp.prune_fraction)]
+            return [(s, s) for s in level_sparsities(spec.sparsity, hp.prune_fraction)]
         # Layer-wise: the output (last prunable) layer at its own fraction.
         layers = prunable_layers(model)
         fractions = [hp.prune_fraction] * (len(layers) - 1) + [hp.output_prune_fraction]
-        plan = level_schedule(ctx.spec.sparsity, [layer.weight.numel() for _, layer in layers], fractions)
+        plan = level_schedule(spec.sparsity, [layer.weight.numel() for _, layer in layers], fractions)
         return [(overall, {name: s for (name, _), s in zip(layers, per_layer)}) for overall, per_layer in plan]
 
     def find_ticket(self, ctx: RunContext) -> nn.Module:
@@ -235,7 +244,7 @@ class ALTH(Method):
         done: List[float] = []
         levels: List[Dict[str, Any]] = []
         # One shared stage per level; each starts from the previous level's network.
-        for level, (sparsity, prune_to) in enumerate(self.schedule(ctx, model), start=1):
+        for level, (sparsity, prune_to) in enumerate(self.plan(ctx.spec, model), start=1):
             done.append(sparsity)
             key = {"dense": base, "prune_fraction": hp.prune_fraction, "scope": hp.scope, "rewind": hp.rewind,
                    "rewind_epochs": hp.rewind_epochs if hp.rewind == "early" else None, "level_epochs": epochs,

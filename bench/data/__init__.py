@@ -340,15 +340,21 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return out
 
 
+def batch_starts(n: int, batch_size: int, min_last: int = 1) -> List[int]:
+    """First index of each batch of ``n`` examples; a last batch smaller than ``min_last`` joins the one before."""
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] < min_last:
+        starts.pop()
+    return starts
+
+
 def batches(split: Split, batch_size: int, device: torch.device, generator: Optional[torch.Generator] = None,
             augment: bool = False, min_last: int = 1) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
     """Float batches in [0,1]; shuffled when a generator is given. A last batch smaller than ``min_last`` joins
     the one before it (BatchNorm over features cannot train on a batch of one example)."""
     n = len(split)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    starts = list(range(0, n, batch_size))
-    if len(starts) > 1 and n - starts[-1] < min_last:
-        starts.pop()
+    starts = batch_starts(n, batch_size, min_last)
     for i, start in enumerate(starts):
         stop = n if i == len(starts) - 1 else start + batch_size
         idx = order[start:stop]
