@@ -232,14 +232,17 @@ NOT_ROW_COLUMNS = ("hparams", "eval_attacks", "n_eval", "n_eval_aa", "device", "
 HEAD_FIELDS = ("method", "dataset", "arch", "width", "seed")
 
 
-def run_rows(spec: RunSpec, meta: Dict[str, Any], results: Sequence[AttackResult], device: torch.device) -> List[Dict[str, Any]]:
-    """Tidy rows of a ticket: spec key columns, attack settings and accuracies."""
+def run_rows(spec: RunSpec, meta: Dict[str, Any], results: Sequence[AttackResult], device: torch.device,
+             n_test: Optional[int] = None) -> List[Dict[str, Any]]:
+    """Tidy rows of a ticket: spec key columns, attack settings and accuracies; ``n_test`` (the test set's size)
+    tells a sweep that a row on every test example satisfies any larger ``n_eval``."""
     base = {k: v for k, v in spec.to_dict().items() if k not in NOT_ROW_COLUMNS}
     head = {"run_id": spec.run_id, **{k: base[k] for k in HEAD_FIELDS},
             "target_sparsity": spec.sparsity, "measured_sparsity": round(meta["measured_sparsity"], 6)}
     tail = {"train_seconds": round(meta["train_seconds"], 3), "train_passes": meta["train_passes"],
             **{k: v for k, v in base.items() if k not in HEAD_FIELDS},
-            "hparams": json.dumps(dataclasses.asdict(spec.hparams), sort_keys=True)}
+            "hparams": json.dumps(dataclasses.asdict(spec.hparams), sort_keys=True),
+            **({} if n_test is None else {"n_test": n_test})}
     return result_rows(head, results, tail, device)
 
 
@@ -263,7 +266,7 @@ def evaluate_run(ticket: Ticket, attacks: Optional[Sequence[str]] = None, n_eval
 
 def record(ticket: Ticket, results: Sequence[AttackResult], out: Path, show: bool = True) -> pd.DataFrame:
     """Append a ticket's rows to ``<out>/runs.csv`` (no duplicates); print the summary when ``show``."""
-    rows = run_rows(ticket.spec, ticket.meta, results, ticket.device)
+    rows = run_rows(ticket.spec, ticket.meta, results, ticket.device, len(ticket.data.test))
     added = append_rows(paths.runs_csv(out), rows)
     df = pd.DataFrame(rows)
     if show:

@@ -141,10 +141,27 @@ def min_norm(model: nn.Module, test: Split, n_eval: int, device: torch.device, c
     return MinNorm(store["distance"][:n].clone(), correct, steps, store.seconds)
 
 
+# Bounds of the settings: beyond them a curve is a run that does not end (FMN's papers use 1 000 steps).
+MAX_FMN_STEPS = 10_000
+MAX_GRID_POINTS = 1_000
+MAX_GRID_SPAN = 1_000.0
+
+
+def check_settings(steps: int, points: int, span: float) -> None:
+    """``ValueError`` naming the flag for FMN steps or an eps grid out of bounds (NaN and infinity included)."""
+    if not 1 <= steps <= MAX_FMN_STEPS:
+        raise ValueError(f"--steps must be in [1, {MAX_FMN_STEPS}], got {steps}")
+    if not 2 <= points <= MAX_GRID_POINTS:
+        raise ValueError(f"--grid-points must be in [2, {MAX_GRID_POINTS}], got {points}")
+    if not (math.isfinite(span) and 0 < span <= MAX_GRID_SPAN):
+        raise ValueError(f"--grid-span must be a finite number in (0, {MAX_GRID_SPAN:g}], got {span}")
+
+
 def eps_grid(eps: float, points: int = GRID_POINTS, span: float = GRID_SPAN) -> List[float]:
     """``points`` evenly spaced budgets from 0 to ``span`` x ``eps``, with ``eps`` itself among them."""
-    if points < 2 or span <= 0:
-        raise ValueError(f"an eps grid needs >= 2 points and a positive span, got {points} points, span {span}")
+    if not (2 <= points <= MAX_GRID_POINTS and math.isfinite(span) and 0 < span <= MAX_GRID_SPAN):
+        raise ValueError(f"an eps grid needs 2 to {MAX_GRID_POINTS} points and a finite span in (0, "
+                         f"{MAX_GRID_SPAN:g}], got {points} points, span {span}")
     grid = {round(span * eps * i / (points - 1), 10) for i in range(points)} | {round(eps, 10)}
     return sorted(grid)
 

@@ -205,20 +205,37 @@ def load_sweep(path: Union[str, Path], max_runs: int = MAX_RUNS) -> Sweep:
 # ---------------------------------------------------------------------------
 
 def finished_pairs(out: Union[str, Path]) -> Set[Tuple[str, str, str]]:
-    """(run_id, attack, n_eval) triples with an ``ok`` row in ``<out>/runs.csv``."""
+    """(run_id, attack, n_eval) triples with an ``ok`` row in ``<out>/runs.csv``; a row on the whole test set
+    (its ``n_eval`` equals its ``n_test``) also gives ``whole:<n_test>``."""
     df = read_rows_file(paths.runs_csv(out))
     if df.empty:
         return set()
     if "status" in df:
         df = df[df["status"].isin(["ok", ""])]
-    n_eval = df["n_eval"] if "n_eval" in df else pd.Series([""] * len(df), index=df.index)
-    return set(zip(df["run_id"], df["attack"], n_eval))
+    blank = pd.Series([""] * len(df), index=df.index)
+    n_eval = df["n_eval"] if "n_eval" in df else blank
+    n_test = df["n_test"] if "n_test" in df else blank
+    pairs = set(zip(df["run_id"], df["attack"], n_eval))
+    pairs |= {(r, a, f"{WHOLE}{t}") for r, a, n, t in zip(df["run_id"], df["attack"], n_eval, n_test) if t and n == t}
+    return pairs
+
+
+# Prefix of a finished_pairs count that covered the whole test set.
+WHOLE = "whole:"
+
+
+def _covers(seen: Set[str], n_eval: int) -> bool:
+    """Rows of these counts satisfy a request for ``n_eval`` examples: that count, or the whole test set when
+    it holds no more (``--n-eval 100000`` on 10 000 test images ran 10 000, and resumes)."""
+    whole = [int(s[len(WHOLE):]) for s in seen if s.startswith(WHOLE) and s[len(WHOLE):].isdigit()]
+    return str(n_eval) in seen or any(n_eval >= n for n in whole)
 
 
 def is_done(spec: RunSpec, out: Union[str, Path], pairs: Optional[Set[Tuple[str, str, str]]] = None) -> bool:
     """A run is done when runs.csv has a row for every requested attack, on the spec's ``n_eval`` examples
     for the attacks evaluated on ``n_eval`` (any count for the cascade-only ones, whose subset depends on
-    the device, and with ``n_eval`` 0, the whole test set).
+    the device, and with ``n_eval`` 0, the whole test set; a larger ``n_eval`` than the test set holds is
+    satisfied by its whole test set).
 
     The rows are what a sweep produces, so a run whose rows are committed but whose run folder is not
     there (a fresh clone: tickets are not committed) is done, not retrained.
@@ -233,7 +250,7 @@ def is_done(spec: RunSpec, out: Union[str, Path], pairs: Optional[Set[Tuple[str,
         seen = counts.get((spec.run_id, attack), set())
         if not seen:
             return False
-        if spec.n_eval > 0 and not ATTACKS.get(attack)(1.0).cascade_only and str(spec.n_eval) not in seen:
+        if spec.n_eval > 0 and not ATTACKS.get(attack)(1.0).cascade_only and not _covers(seen, spec.n_eval):
             return False
     return True
 

@@ -397,3 +397,25 @@ def test_ctrl_c_while_the_commands_import_is_one_line(monkeypatch: pytest.Monkey
     monkeypatch.setattr(cli_module, "build_parser", interrupted)
     assert main(["run", *TINY_FLAGS]) == 130
     one_error_line(capsys, "interrupted")
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--grid-span", "inf"], ["--grid-span", "finite"]),
+    (["--grid-span", "nan"], ["--grid-span"]),
+    (["--grid-span", "1e308"], ["--grid-span"]),
+    (["--grid-points", "1000000000"], ["--grid-points"]),
+    (["--steps", "1000000000"], ["--steps"]),
+    (["--steps", "0"], ["--steps"]),
+    (["--n-eval", "-1"], ["--n-eval"]),
+])
+def test_security_refuses_settings_that_never_end_or_make_no_curve(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                   flags: List[str], words: List[str]) -> None:
+    """bench security was not reachable in the first round: --grid-span inf gave eps inf and NaN rows, a
+    billion grid points or FMN steps ran without end. One line, exit 2, no row and no cache written."""
+    run = run_folder(tmp_path, "rst")
+    before = (tmp_path / "runs.csv").read_bytes()
+    files = sorted(p for p in tmp_path.rglob("*"))
+    capsys.readouterr()
+    assert main(["security", str(run), *flags]) == 2
+    one_error_line(capsys, *words)
+    assert (tmp_path / "runs.csv").read_bytes() == before and sorted(tmp_path.rglob("*")) == files

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable, List
 
@@ -13,10 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.cli import build_parser
+from bench.commands.security import check_args
 from bench.commands.spec_flags import spec_from_args
 from bench.config import load_yaml
 from bench.leaderboard import load_entry
 from bench.results import read_rows
+from bench.security import MAX_FMN_STEPS, MAX_GRID_POINTS, eps_grid
 from bench.ticket import read_meta, read_spec
 
 
@@ -92,3 +95,25 @@ def test_every_file_reader_refuses_garbage_with_a_value_error(index: int, conten
         READERS[index](path)
     except ValueError as exc:
         assert NAMES[index] in str(exc) or str(tmp_path) in str(exc), str(exc)
+
+
+SECURITY_FLAGS = ["--steps", "--n-eval", "--grid-points", "--grid-span"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(flag=st.sampled_from(SECURITY_FLAGS), value=VALUES)
+def test_every_security_flag_takes_any_value_or_refuses_it_cleanly(flag: str, value: str) -> None:
+    """``bench security`` (not reachable in the first round): argparse's exit 2 or a ValueError before any ticket
+    is loaded; accepted settings make a finite grid of at most MAX_GRID_POINTS + 1 budgets."""
+    try:
+        args = PARSER.parse_args(["security", "RUN", flag, value])
+    except SystemExit as exc:
+        assert exc.code == 2
+        return
+    try:
+        check_args(args)
+    except ValueError:
+        return
+    grid = eps_grid(0.1, args.grid_points, args.grid_span)
+    assert len(grid) <= MAX_GRID_POINTS + 1 and all(math.isfinite(e) for e in grid)
+    assert 1 <= args.steps <= MAX_FMN_STEPS

@@ -226,6 +226,22 @@ def test_shipped_sweep_files_expand(path: Path) -> None:
     assert sweep.specs and len({s.run_id for s in sweep.specs}) == len(sweep.specs)
 
 
+def test_more_examples_than_the_test_set_resume(tmp_path: Path) -> None:
+    """n_eval 100000 on a test set of 1000 ran all 1000 and then repeated on every invocation (its rows said
+    1000); the rows record the test set's size, and a sweep resumes. A request the whole set covers only when
+    the row was the whole set: 60 rows never satisfy 100000."""
+    out = tmp_path / "out"
+    fixed = {**TINY, "n_eval": 100000, "eval_attacks": ["fgsm"]}
+    sweep = load_sweep(write_sweep(tmp_path, {"name": "big", "fixed": fixed, "grid": {"sparsity": [0.5]}}))
+    assert run_sweep(sweep, out, LocalExecutor(jobs=1), progress=False).done == 1
+    rows = pd.read_csv(out / "runs.csv")
+    assert set(rows["n_eval"]) == {1000} and set(rows["n_test"]) == {1000}
+    assert is_done(sweep.specs[0], out)
+    assert run_sweep(sweep, out, LocalExecutor(jobs=1), progress=False).done == 0
+    assert is_done(dataclasses.replace(sweep.specs[0], n_eval=1000), out)
+    assert not is_done(dataclasses.replace(sweep.specs[0], n_eval=999), out)
+
+
 def test_more_examples_make_a_done_run_not_done(tmp_path: Path) -> None:
     """Rows on 30 examples do not make a spec asking for 60 done (its n_eval rows are missing)."""
     out = tmp_path / "out"

@@ -10,8 +10,25 @@ from bench.commands import COMMANDS
 from bench.harness import evaluate_run, load_finished_ticket, record
 from bench.methods import get_method
 from bench.results import read_rows_file
-from bench.security import FMN_STEPS, GRID_POINTS, GRID_SPAN, adv_lib_version, curve_results, eps_grid, fmn_function, min_norm
+from bench.security import (
+    FMN_STEPS,
+    GRID_POINTS,
+    GRID_SPAN,
+    adv_lib_version,
+    check_settings,
+    curve_results,
+    eps_grid,
+    fmn_function,
+    min_norm,
+)
 from bench.ticket import read_spec
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Bad settings fail before any ticket is loaded (the grid scales with each spec's eps)."""
+    check_settings(args.steps, args.grid_points, args.grid_span)
+    if args.n_eval is not None and args.n_eval < 0:
+        raise ValueError(f"--n-eval must be >= 0 (0 = the whole test set), got {args.n_eval}")
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -45,12 +62,7 @@ def add(sub: argparse._SubParsersAction) -> None:
             read_rows_file(paths.runs_csv(Path(args.out) if args.out is not None else paths.out_of_run(run_dir)))
         # adv-lib missing is found before any ticket is loaded or evaluated.
         fmn_function()
-        # Bad settings fail now too (the grid scales with each spec's eps).
-        eps_grid(1.0, args.grid_points, args.grid_span)
-        if args.steps < 1:
-            raise ValueError(f"--steps must be >= 1, got {args.steps}")
-        if args.n_eval is not None and args.n_eval < 0:
-            raise ValueError(f"--n-eval must be >= 0 (0 = the whole test set), got {args.n_eval}")
+        check_args(args)
         for run_dir in run_dirs:
             spec = read_spec(run_dir)
             out = Path(args.out) if args.out is not None else paths.out_of_run(run_dir)
