@@ -14,6 +14,7 @@ from typing import NoReturn, Optional, Sequence
 from bench.allocator import keep_freed_memory
 from bench.commands import COMMANDS, command_summaries
 from bench.errors import TrainingDivergedError
+from bench.progress import progress
 
 __all__ = ["build_parser", "main", "summary_parser"]
 
@@ -50,6 +51,8 @@ def _top_parser() -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every registered subcommand."""
     parser = _top_parser()
+    # Commands without bars have no --no-progress flag; the switch is read for every command.
+    parser.set_defaults(no_progress=False)
     sub = parser.add_subparsers(dest="command", required=True)
     for _name, entry in COMMANDS.items():
         entry.obj(sub)
@@ -92,7 +95,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(words)
     try:
-        code = args.func(args)
+        with progress(not args.no_progress):
+            code = args.func(args)
     except TrainingDivergedError as exc:
         _say(f"bench: run failed: {exc}")
         return 1

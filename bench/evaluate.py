@@ -28,13 +28,13 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from bench.attacks import Attack, attack_for_run
 from bench.data import Split, batches, to_float
 from bench.flags import N_ATTACK_PROBE, after_attack_flags, attack_probe_flags, meta_flags, probe_flags, row_flags
 from bench.inference import PREPARATION, ieee_float32, inference_model
 from bench.io import atomic_json, digest, mix_seed, model_fingerprint, slug
+from bench.progress import bar
 from bench.results import EVAL_VERSION, AttackResult
 from bench.store import Store
 
@@ -167,12 +167,12 @@ def run_attack(model: nn.Module, test: Split, attack: Attack, store: Store, need
     """Attack every example in ``need`` (bool over the first n) not yet tried, chunk by chunk (a bar counts points)."""
     store.grow(len(need))
     todo = (need & ~store["tried"][: len(need)]).nonzero().squeeze(1)
-    with tqdm(total=len(todo), desc=label or attack.label, unit="pt", leave=False, disable=len(todo) == 0) as bar:
+    with bar(total=len(todo), desc=label or attack.label, unit="pt", leave=False, disable=len(todo) == 0) as pbar:
         for chunk in attack_chunks(model, test, attack, todo, device, batch_size):
             with torch.no_grad():
                 logits = model(chunk.x_adv)
             record_chunk(store, chunk, logits)
-            bar.update(len(chunk.sel))
+            pbar.update(len(chunk.sel))
 
 
 def _stats(store: Store, flags: torch.Tensor, tried: torch.Tensor) -> Dict[str, Any]:
@@ -295,9 +295,9 @@ def evaluate(model: nn.Module, test: Split, attacks: Sequence[str], eps: float, 
     stores: Dict[str, Store] = {}
     rows: List[Tuple[str, Attack, int, str, torch.Tensor]] = []
     done: List[str] = []
-    with tqdm(order, desc="attacks", unit="attack", leave=False) as bar:
-        for name, attack, n in bar:
-            bar.set_postfix_str(name)
+    with bar(order, desc="attacks", unit="attack", leave=False) as pbar:
+        for name, attack, n in pbar:
+            pbar.set_postfix_str(name)
             store = stores[name] = attack_store(folder, name, attack)
             need = prior[:n] if (cascade and attack.cascade_only) else correct[:n]
             run_attack(attacked, test, attack, store, need, device, batch_size, label=name)

@@ -28,12 +28,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from bench.data import Split, to_float
 from bench.evaluate import CHANNELS_LAST, clean_correct, clean_store, model_folder
 from bench.inference import PREPARATION, ieee_float32, inference_model
 from bench.io import digest
+from bench.progress import bar
 from bench.results import EVAL_VERSION, AttackResult
 from bench.store import Store
 
@@ -127,7 +127,7 @@ def min_norm(model: nn.Module, test: Split, n_eval: int, device: torch.device, c
     store["distance"][:n][~correct] = 0.0
     store["tried"][:n] |= ~correct
     todo = (~store["tried"][:n]).nonzero().squeeze(1)
-    with tqdm(total=len(todo), desc="fmn", unit="pt", leave=False, disable=len(todo) == 0) as bar:
+    with bar(total=len(todo), desc="fmn", unit="pt", leave=False, disable=len(todo) == 0) as pbar:
         for start in range(0, len(todo), batch_size):
             sel = todo[start : start + batch_size]
             x, y = to_float(test.x[sel], device), test.y[sel].to(device)
@@ -136,7 +136,7 @@ def min_norm(model: nn.Module, test: Split, n_eval: int, device: torch.device, c
             store["tried"][sel] = True
             store.add_seconds(time.perf_counter() - t0)
             store.save()
-            bar.update(len(sel))
+            pbar.update(len(sel))
     store.save()
     return MinNorm(store["distance"][:n].clone(), correct, steps, store.seconds)
 

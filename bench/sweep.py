@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Type, Union
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from bench import paths
 from bench.attacks import ATTACKS
 from bench.config import load_yaml
 from bench.harness import run_spec
 from bench.io import atomic_with, atomic_write
+from bench.progress import bar
 from bench.registry import Registry
 from bench.results import read_rows_file
 from bench.spec import RunSpec
@@ -360,7 +360,7 @@ def run_sweep(sweep: Sweep, out: Union[str, Path], executor: Executor, data_root
             jobs.append(SweepJob(i, spec, str(out), data_root))
     _write_status(status_file, table)
     # Run the queue, recording each result as it arrives.
-    bar = tqdm(total=len(jobs), desc=f"sweep {sweep.name}", unit="run", disable=not progress or not jobs)
+    pbar = bar(total=len(jobs), desc=f"sweep {sweep.name}", unit="run", disable=not progress or not jobs)
     try:
         for result in executor.run(jobs):
             spec = sweep.specs[result.index]
@@ -371,12 +371,12 @@ def run_sweep(sweep: Sweep, out: Union[str, Path], executor: Executor, data_root
                 summary.failed += 1
                 summary.failures.append((result.run_id, result.error))
             _write_status(status_file, table)
-            bar.update(1)
-            bar.set_postfix(failed=summary.failed)
+            pbar.update(1)
+            pbar.set_postfix(failed=summary.failed)
             if on_result is not None:
                 on_result(result)
     finally:
-        bar.close()
+        pbar.close()
     summary.wall_seconds = time.perf_counter() - t0
     return summary
 

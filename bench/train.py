@@ -19,13 +19,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from bench import paths
 from bench.attacks import PGD
 from bench.data import DataBundle, Split, batch_starts, batches
 from bench.errors import TrainingDivergedError
 from bench.io import atomic_save
+from bench.progress import bar
 from bench.spec import RunSpec
 from bench.trainers import TRAINERS
 
@@ -233,7 +233,7 @@ def train(
         history = [dict(h) for h in ck["history"]]
 
     # The bar is closed (and cleared) even when the loop raises, so an error line starts on a clean line.
-    with tqdm(range(start_epoch, cfg.epochs), desc=desc, unit="epoch", leave=False, initial=start_epoch,
+    with bar(range(start_epoch, cfg.epochs), desc=desc, unit="epoch", leave=False, initial=start_epoch,
               total=cfg.epochs) as epochs:
         for epoch in epochs:
             t0 = time.perf_counter()

@@ -19,7 +19,7 @@ PACKAGES = ("bench", "tickets", "baselines")
 # Bottom to top; a module may import modules of its own layer or below. First matching prefix wins.
 LAYERS: List[Tuple[str, ...]] = [
     ("bench.registry", "bench.config", "bench.io", "bench.paths", "bench.masking", "bench.results", "bench.store", "bench.threads",
-     "bench.errors", "bench.allocator"),
+     "bench.errors", "bench.allocator", "bench.progress"),
     ("bench.data", "bench.models", "bench.attacks", "bench.trainers", "bench.inference"),
     ("bench.spec",),
     ("bench.train",),

@@ -8,12 +8,12 @@ import torch
 import torch.nn as nn
 from pyautoattack import AutoAttack
 from pyautoattack.autopgd_base import APGDAttack
-from tqdm.auto import tqdm
 
 from bench.attacks.base import Attack
 from bench.attacks.expectation import expected_correct, is_randomized
 from bench.attacks.registry import ATTACKS, AttackPreset
 from bench.config import spec_field
+from bench.progress import bar
 
 AA_VERSIONS: Dict[str, Tuple[str, ...]] = {
     "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
@@ -109,12 +109,12 @@ class AutoAttackRunner(Attack):
         broken_by = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
         robust = torch.ones(len(x), dtype=torch.bool, device=x.device)
         # A bar per sub-attack says which one runs and on how many points (AutoAttack runs for minutes).
-        with tqdm(total=len(self.components), desc=f"AutoAttack {self.version}", unit="sub-attack", leave=False) as bar:
+        with bar(total=len(self.components), desc=f"AutoAttack {self.version}", unit="sub-attack", leave=False) as pbar:
             for k, name in enumerate(self.components):
                 idx = robust.nonzero().squeeze(1)
                 if len(idx) == 0:
                     break
-                bar.set_postfix_str(f"{name} on {len(idx)} of {len(x)} points")
+                pbar.set_postfix_str(f"{name} on {len(idx)} of {len(x)} points")
                 # One sub-attack on the points still robust, in pyautoattack's own batching.
                 aa.attacks_to_run = [name]
                 adv, y_adv = aa.run_standard_evaluation(x[idx], y[idx], batch_size=self.batch_size)
@@ -122,7 +122,7 @@ class AutoAttackRunner(Attack):
                 x_adv[idx[hit]] = adv.to(x.device)[hit]
                 broken_by[idx[hit]] = k
                 robust[idx[hit]] = False
-                bar.update(1)
+                pbar.update(1)
         return x_adv, broken_by
 
     def _component_points(self, model: nn.Module, name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

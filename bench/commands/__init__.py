@@ -15,6 +15,13 @@ from bench.registry import Registry
 COMMANDS: Registry[Callable[[argparse._SubParsersAction], None]] = Registry("command", plugins=("bench.commands",))
 
 
+def add_progress_flag(parser: argparse.ArgumentParser) -> None:
+    """``--no-progress`` for a command that shows progress bars (the CLI runs the command inside its switch)."""
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars, inner ones included (they are off by themselves when stderr is not "
+                             "a terminal)")
+
+
 def command_summaries() -> Dict[str, str]:
     """Each subcommand's name and one-line help, read from this package's sources without importing them.
 

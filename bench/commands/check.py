@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from bench.check import REFERENCE_DIR, run_check
-from bench.commands import COMMANDS
+from bench.commands import COMMANDS, add_progress_flag
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--update", action="store_true",
                    help="rewrite the reference (seed means, tickets, flags) from this checkout and say what changed")
     p.add_argument("--data-root", default=None, help="folder with full datasets (or set $BENCH_DATA_ROOT)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_flag(p)
 
     def run(args: argparse.Namespace) -> int:
         code, report = run_check(args.preset, args.reference, args.out, args.update, args.data_root,

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from bench import paths
-from bench.commands import COMMANDS
+from bench.commands import COMMANDS, add_progress_flag
 from bench.commands.zoo import add_zoo_eval_flags, run_zoo_eval
 from bench.harness import evaluate_run, load_finished_ticket, record
 from bench.results import read_rows_file
@@ -28,6 +28,7 @@ def add(sub: argparse._SubParsersAction) -> None:
                    help="output folder whose runs.csv gets the rows [default: the <out> of <out>/runs/<run_id>; "
                         "needed for a run folder kept anywhere else]")
     add_zoo_eval_flags(p)
+    add_progress_flag(p)
 
     def run(args: argparse.Namespace) -> int:
         if args.zoo is not None:

@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from bench.commands import COMMANDS
+from bench.commands import COMMANDS, add_progress_flag
 from bench.commands.spec_flags import add_spec_flags, spec_from_args
 from bench.data import resolve_source
 from bench.harness import run_spec
@@ -34,6 +34,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="results", help="output folder for runs.csv and runs/ [default: results]")
     p.add_argument("--data-root", default=None, help="folder with full datasets (or set $BENCH_DATA_ROOT)")
     add_spec_flags(p)
+    add_progress_flag(p)
 
     def run(args: argparse.Namespace) -> int:
         spec = spec_from_args(args)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import List
 
 from bench import paths
-from bench.commands import COMMANDS
+from bench.commands import COMMANDS, add_progress_flag
 from bench.harness import evaluate_run, load_finished_ticket, record
 from bench.methods import get_method
 from bench.results import read_rows_file
@@ -44,6 +44,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grid-span", type=float, default=GRID_SPAN,
                    help=f"largest eps of the curve, in multiples of the spec's eps [default: {GRID_SPAN:g}]")
     p.add_argument("--data-root", default=None, help="folder with full datasets")
+    add_progress_flag(p)
     p.add_argument("--out", default=None, help="output folder whose runs.csv gets the rows [default: each run's <out>]")
 
     def run(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ import argparse
 
 import pandas as pd
 
-from bench.commands import COMMANDS
+from bench.commands import COMMANDS, add_progress_flag
 from bench.sweep import EXECUTORS, MAX_RUNS, discover_executors, dry_run_table, get_executor, load_sweep, run_sweep
 
 
@@ -22,7 +22,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--executor", default="local", choices=EXECUTORS.names(), help="where runs execute [default: local]")
     p.add_argument("--dry-run", action="store_true", help="list the specs and which are done; run nothing")
     p.add_argument("--data-root", default=None, help="folder with full datasets (or set $BENCH_DATA_ROOT)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_flag(p)
     p.add_argument("--max-runs", type=int, default=MAX_RUNS,
                    help=f"refuse a grid of more points than this [default: {MAX_RUNS}]")
     # Executor-specific flags (each executor module adds its own).
