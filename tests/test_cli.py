@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import List
 
@@ -142,3 +143,47 @@ def test_list_shows_every_family(capsys: pytest.CaptureFixture) -> None:
     for title in ("methods:", "datasets:", "architectures:", "attacks:"):
         assert title in text
     assert "rst" in text and "fashion-mnist" in text and "pgd20" in text
+
+
+def run_help(capsys: pytest.CaptureFixture, *words: str) -> str:
+    """What ``bench run ... --help`` prints (exit 0)."""
+    with pytest.raises(SystemExit) as exc:
+        main(["run", *words])
+    assert exc.value.code == 0
+    return capsys.readouterr().out
+
+
+def flag_help(text: str, flag: str) -> str:
+    """One flag's help in a --help text, its wrapped lines joined."""
+    flat = " ".join(text.split())
+    return re.split(r" --[a-z-]+ [A-Z]+ ", flat.split(f" {flag} ", 1)[1], maxsplit=1)[0]
+
+
+def test_run_help_shows_the_chosen_methods_flags_with_its_defaults(capsys: pytest.CaptureFixture,
+                                                                    tmp_path: Path) -> None:
+    """Every method's flags shared one namespace: --method rst --help listed ALTH's flags, and a flag's help
+    stated one method's default for all. Now: the shared flags and M's own, M's defaults, wherever --help stands."""
+    rst = run_help(capsys, "--method", "rst", "--help")
+    assert "--weight-init" in rst and "--sparsity" in rst and "--out" in rst
+    assert "--prune-fraction" not in rst and "--rewind" not in rst
+    alth = run_help(capsys, "--help", "--method", "alth")
+    assert "--prune-fraction" in alth and "--weight-init" not in alth
+    # A name two methods share shows each one's own default.
+    hydra = run_help(capsys, "--method", "hydra", "--help")
+    assert "[default: 0.1]" in flag_help(hydra, "--finetune-lr-scale")
+    assert "[default: 1.0]" in flag_help(rst, "--finetune-lr-scale")
+    # The method may come from a preset.
+    preset = tmp_path / "p.yaml"
+    preset.write_text("method: alth\nsparsity: 0.8\n")
+    assert "--prune-fraction" in run_help(capsys, "--config", str(preset), "--help")
+
+
+def test_a_flag_of_another_method_names_its_method(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    """--prune-fraction with --method hydra: one line naming alth, exit 2, nothing written."""
+    assert main(["run", "--method", "hydra", "--prune-fraction", "0.3", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "--prune-fraction is a flag of alth, not of hydra" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+    # A flag two methods share is accepted for both.
+    assert main(["run", "--method", "lwm", "--start-from", "last", "--epochs", "-1", "--out", str(tmp_path / "o")]) == 2
+    assert "start" not in capsys.readouterr().err

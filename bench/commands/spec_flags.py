@@ -9,6 +9,9 @@ from typing import Any, Dict, List
 from bench.config import build_dataclass, choice_names, field_types, load_yaml
 from bench.spec import METHODS, RunSpec
 
+# The method of a spec that names none.
+DEFAULT_METHOD = str(RunSpec.__dataclass_fields__["method"].default)
+
 
 def _type_name(tp: Any) -> str:
     """Readable type for --help."""
@@ -21,8 +24,9 @@ def _text(value: Any) -> str:
     return ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
 
 
-def add_spec_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per RunSpec field and per method hyperparameter (defaults suppressed; choices listed)."""
+def add_spec_flags(parser: argparse.ArgumentParser, hparams: bool = True) -> None:
+    """One flag per RunSpec field and (with ``hparams``, hidden) per method hyperparameter (defaults suppressed;
+    choices listed)."""
     types = field_types(RunSpec)
     group = parser.add_argument_group("run spec (also settable in --config YAML)")
     for f in dataclasses.fields(RunSpec):
@@ -35,21 +39,55 @@ def add_spec_flags(parser: argparse.ArgumentParser) -> None:
                            metavar=_type_name(types[f.name]).upper(),
                            help=f"{f.metadata['help']} [default: {default}]".replace("%", "%%")
                                 + (f"; choices: {', '.join(choice_names(choices))}" if choices is not None else ""))
-    # Method hyperparameters: one flag per name, labelled with every method that has it.
+    # Method hyperparameters: every method's flags are parsed (a flag of another method is then named as such),
+    # but only the chosen method's show, with its own defaults (method_flag_help).
+    for hp_name in hparam_owners() if hparams else ():
+        parser.add_argument(f"--{hp_name.replace('_', '-')}", dest=f"hp__{hp_name}", default=argparse.SUPPRESS,
+                            help=argparse.SUPPRESS)
+
+
+def hparam_owners() -> Dict[str, List[str]]:
+    """Each hyperparameter name and the methods that have it."""
     owners: Dict[str, List[str]] = {}
-    first: Dict[str, Any] = {}
     for name, entry in METHODS.items():
         for hf in dataclasses.fields(entry.obj.Hparams):
             owners.setdefault(hf.name, []).append(name)
-            first.setdefault(hf.name, (hf, field_types(entry.obj.Hparams)[hf.name]))
-    hp_group = parser.add_argument_group("method hyperparameters (YAML: under 'hparams:')")
-    for hp_name, (hf, tp) in first.items():
+    return owners
+
+
+def add_method_flags(parser: argparse.ArgumentParser, method: str) -> None:
+    """``method``'s hyperparameter flags, with its defaults, as ``--help`` shows them."""
+    hparams = METHODS.get(method).Hparams
+    types = field_types(hparams)
+    group = parser.add_argument_group(f"{method} hyperparameters (YAML: under 'hparams:')")
+    for hf in dataclasses.fields(hparams):
         choices = hf.metadata.get("choices")
-        hp_group.add_argument(f"--{hp_name.replace('_', '-')}", dest=f"hp__{hp_name}", default=argparse.SUPPRESS,
-                              metavar=_type_name(tp).upper(),
-                              help=f"{hf.metadata.get('help', hp_name)} [{', '.join(owners[hp_name])}; "
-                                   f"default: {_text(hf.default)}]".replace("%", "%%")
-                                   + (f"; choices: {', '.join(choice_names(choices))}" if choices is not None else ""))
+        group.add_argument(f"--{hf.name.replace('_', '-')}", dest=f"hp__{hf.name}", default=argparse.SUPPRESS,
+                           metavar=_type_name(types[hf.name]).upper(),
+                           help=f"{hf.metadata.get('help', hf.name)} [default: {_text(hf.default)}]".replace("%", "%%")
+                                + (f"; choices: {', '.join(choice_names(choices))}" if choices is not None else ""))
+
+
+def chosen_method(args: argparse.Namespace) -> str:
+    """The method a ``bench run`` command line asks for: ``--method``, else its ``--config``'s, else the default."""
+    if "method" in vars(args):
+        return str(args.method)
+    data = load_yaml(args.config) if getattr(args, "config", None) else {}
+    method = data.get("method") if isinstance(data, dict) else None
+    return str(method) if method is not None else DEFAULT_METHOD
+
+
+def check_method_flags(args: argparse.Namespace, method: str) -> None:
+    """A hyperparameter flag of another method is an error that names the method(s) it belongs to."""
+    if method not in METHODS.names():
+        return
+    own = {hf.name for hf in dataclasses.fields(METHODS.get(method).Hparams)}
+    owners = hparam_owners()
+    for key in vars(args):
+        name = key[4:] if key.startswith("hp__") else None
+        if name is not None and name not in own:
+            raise ValueError(f"--{name.replace('_', '-')} is a flag of {', '.join(owners[name])}, not of {method} "
+                             f"(bench run --method {method} --help lists its flags)")
 
 
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
@@ -59,6 +97,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     if not isinstance(raw_hp, dict):
         raise ValueError(f"hparams for {data.get('method', 'rst')!r} must be a mapping of hyperparameters, got {raw_hp!r}")
     hp = dict(raw_hp)
+    check_method_flags(args, str(args.method) if "method" in vars(args) else str(data.get("method", DEFAULT_METHOD)))
     spec_names = {f.name for f in dataclasses.fields(RunSpec)}
     for key, value in vars(args).items():
         if key.startswith("hp__"):
@@ -66,6 +105,6 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         elif key in spec_names:
             data[key] = value
     if hp:
-        method = str(data.get("method", "rst"))
+        method = str(data.get("method", DEFAULT_METHOD))
         data["hparams"] = build_dataclass(METHODS.get(method).Hparams, hp, f"{method} hyperparameter")
     return RunSpec.from_dict(data)
