@@ -31,7 +31,7 @@ from bench.methods import RunContext, get_method
 from bench.models import prunable_policy
 from bench.randomized import evaluate_switch
 from bench.results import AttackResult, append_rows, read_rows_file, result_rows
-from bench.spec import RunSpec
+from bench.spec import RUNTIME_GROUPS, RunSpec, spec_fields
 from bench.threads import THREAD_ENV_VARS
 from bench.ticket import Ticket, check_run_folder, load_ticket, read_meta
 from bench.train import Compute, TrainingDivergedError, has_feature_batchnorm
@@ -228,8 +228,9 @@ def _find_or_search(spec: RunSpec, data: DataBundle, device: torch.device, run_d
 
 
 # Spec fields that are not columns of their own in a row (the rest are, after the accuracies).
-NOT_ROW_COLUMNS = ("hparams", "eval_attacks", "n_eval", "n_eval_aa", "device", "sparsity", "eps")
-HEAD_FIELDS = ("method", "dataset", "arch", "width", "seed")
+# Spec fields a row does not copy: how and where it was evaluated (the row says what ran), the hyperparameters
+# (one JSON column), the sparsity (a row's target_sparsity) and eps (the attack's, in the row's attack columns).
+NOT_ROW_COLUMNS = spec_fields(*RUNTIME_GROUPS) + ("hparams", "sparsity", "eps")
 
 
 def run_rows(spec: RunSpec, meta: Dict[str, Any], results: Sequence[AttackResult], device: torch.device,
@@ -237,10 +238,10 @@ def run_rows(spec: RunSpec, meta: Dict[str, Any], results: Sequence[AttackResult
     """Tidy rows of a ticket: spec key columns, attack settings and accuracies; ``n_test`` (the test set's size)
     tells a sweep that a row on every test example satisfies any larger ``n_eval``."""
     base = {k: v for k, v in spec.to_dict().items() if k not in NOT_ROW_COLUMNS}
-    head = {"run_id": spec.run_id, **{k: base[k] for k in HEAD_FIELDS},
-            "target_sparsity": spec.sparsity, "measured_sparsity": round(meta["measured_sparsity"], 6)}
-    tail = {"train_seconds": round(meta["train_seconds"], 3), "train_passes": meta["train_passes"],
-            **{k: v for k, v in base.items() if k not in HEAD_FIELDS},
+    # Identity columns lead every file (results.LEADING_COLUMNS orders them); the rest follow the spec's order.
+    head = {"run_id": spec.run_id, "target_sparsity": spec.sparsity,
+            "measured_sparsity": round(meta["measured_sparsity"], 6)}
+    tail = {"train_seconds": round(meta["train_seconds"], 3), "train_passes": meta["train_passes"], **base,
             "hparams": json.dumps(dataclasses.asdict(spec.hparams), sort_keys=True),
             **({} if n_test is None else {"n_test": n_test})}
     return result_rows(head, results, tail, device)

@@ -4,7 +4,7 @@ The spec's fields are the key columns of every result row. CLI flags and YAML
 presets are generated from / validated against it, unknown keys are errors,
 and ``run_id`` is a stable hash of the canonical spec: fields left at their
 default are omitted, so adding a field later keeps old ids. Fields that only
-say *how* a ticket is evaluated or where it runs (``RUNTIME_FIELDS``) are not
+say *how* a ticket is evaluated or where it runs (the ``RUNTIME_GROUPS``) are not
 part of the id: evaluating a ticket with more attacks appends rows to the same
 run.
 """
@@ -42,6 +42,30 @@ LR_SCHEDULES = ("cosine", "step", "constant")
 # The largest float32: training settings beyond it overflow.
 FLOAT32_MAX = 3.4028234663852886e38
 _f = spec_field
+# The spec's field groups (each field's ``group``), as OpenLTH's hyperparameter groups: who the run is (method and
+# its hyperparameters), its data, its network, the replicate (seed), its threat model, how it trains, how its
+# ticket is evaluated, where it runs. Every list of "the training fields" or "the configuration columns" is
+# derived from these (spec_fields, CONFIG_COLUMNS), never typed.
+SPEC_GROUPS = ("method", "data", "model", "replicate", "threat", "training", "evaluation", "runtime")
+# Groups that say only how a ticket is evaluated or where it runs: not part of the run id, not its configuration.
+RUNTIME_GROUPS = ("evaluation", "runtime")
+# Row columns named otherwise than their spec field (a row stores the target beside the measured sparsity).
+ROW_NAMES = {"sparsity": "target_sparsity"}
+
+
+def spec_fields(*groups: str) -> Tuple[str, ...]:
+    """The names of the run spec's fields in ``groups`` (a ``ValueError`` for a group that does not exist)."""
+    unknown = [g for g in groups if g not in SPEC_GROUPS]
+    if unknown:
+        raise ValueError(f"unknown spec group(s) {', '.join(unknown)}; groups: {', '.join(SPEC_GROUPS)}")
+    return tuple(f.name for f in fields(RunSpec) if f.metadata["group"] in groups)
+
+
+def config_columns() -> Tuple[str, ...]:
+    """The row columns that define a run's configuration: every spec field but the replicate's and the runtime
+    groups', under its row name, and the threat model's norm (a table cell may mix only seeds)."""
+    kept = [g for g in SPEC_GROUPS if g != "replicate" and g not in RUNTIME_GROUPS]
+    return tuple(ROW_NAMES.get(name, name) for name in spec_fields(*kept)) + ("norm",)
 
 
 @dataclass(frozen=True)
@@ -53,42 +77,42 @@ class NoHparams:
 class RunSpec:
     """Everything that defines one run; each field is a CSV key column."""
 
-    method: str = _f("rst", "ticket-finding method (see `bench list`)", choices=METHODS)
-    dataset: str = _f("fashion-mnist", "dataset (see `bench list`)", choices=DATASETS)
+    method: str = _f("rst", "ticket-finding method (see `bench list`)", choices=METHODS, group="method")
+    dataset: str = _f("fashion-mnist", "dataset (see `bench list`)", choices=DATASETS, group="data")
     data_source: str = _f("auto", "auto | embedded | full: 'auto' uses the embedded subset when the dataset ships one",
-                          choices=DATA_SOURCES)
+                          choices=DATA_SOURCES, group="data")
     num_classes: int = _f(0, "classes of a folder dataset (imagefolder: the number of class folders, required); "
-                          "0 for the others, whose classes are fixed")
-    image_size: int = _f(0, "image side in pixels of a folder dataset (imagefolder: 0 = 224); 0 for the others")
-    arch: str = _f("convnet", "architecture (see `bench list`)", choices=MODELS)
-    width: float = _f(0.5, "width multiplier on every layer's channels/units (1.0 = the standard net; the default 0.5 keeps the default run CPU-sized)")
-    sparsity: float = _f(0.9, "target fraction of ZEROS among prunable weights, in [0, 1): 0.9 keeps 10%")
-    seed: int = _f(0, "random seed (weights, data order, validation split, attack starts)")
-    epochs: int = _f(8, "training epochs of the method's main stage")
-    batch_size: int = _f(128, "training batch size (examples)")
-    optimizer: str = _f("sgd", "sgd | adam", choices=OPTIMIZERS)
-    lr: float = _f(0.1, "initial learning rate")
-    momentum: float = _f(0.9, "SGD momentum")
-    weight_decay: float = _f(5e-4, "weight decay (L2), applied to trained tensors")
-    lr_schedule: str = _f("cosine", "cosine | step (x0.1 at 50% and 75% of epochs) | constant", choices=LR_SCHEDULES)
+                          "0 for the others, whose classes are fixed", group="data")
+    image_size: int = _f(0, "image side in pixels of a folder dataset (imagefolder: 0 = 224); 0 for the others", group="data")
+    arch: str = _f("convnet", "architecture (see `bench list`)", choices=MODELS, group="model")
+    width: float = _f(0.5, "width multiplier on every layer's channels/units (1.0 = the standard net; the default 0.5 keeps the default run CPU-sized)", group="model")
+    sparsity: float = _f(0.9, "target fraction of ZEROS among prunable weights, in [0, 1): 0.9 keeps 10%", group="model")
+    seed: int = _f(0, "random seed (weights, data order, validation split, attack starts)", group="replicate")
+    epochs: int = _f(8, "training epochs of the method's main stage", group="training")
+    batch_size: int = _f(128, "training batch size (examples)", group="training")
+    optimizer: str = _f("sgd", "sgd | adam", choices=OPTIMIZERS, group="training")
+    lr: float = _f(0.1, "initial learning rate", group="training")
+    momentum: float = _f(0.9, "SGD momentum", group="training")
+    weight_decay: float = _f(5e-4, "weight decay (L2), applied to trained tensors", group="training")
+    lr_schedule: str = _f("cosine", "cosine | step (x0.1 at 50% and 75% of epochs) | constant", choices=LR_SCHEDULES, group="training")
     craft_bn: str = _f("eval", "BatchNorm mode while the training attack crafts examples: eval (running statistics, "
-                       "not updated by attack steps) | train (batch statistics, as RST's code)", choices=CRAFT_BN)
-    trainer: str = _f("pgd", "adversarial training loss (see `bench list`): pgd (Madry) | trades | clean", choices=TRAINERS)
-    trades_beta: float = _f(6.0, "TRADES beta (only with --trainer trades)")
-    eps: Optional[float] = _f(None, "L-inf budget in [0,1] pixel units; default per dataset (0.1 Fashion-MNIST, 0.3 MNIST, 8/255 CIFAR/SVHN)")
-    train_steps: int = _f(7, "PGD steps used to craft training examples")
-    train_step_size: Optional[float] = _f(None, "PGD step size in training (pixel units); default eps/4")
-    val_fraction: float = _f(0.1, "fraction of the training data held out for model selection")
+                       "not updated by attack steps) | train (batch statistics, as RST's code)", choices=CRAFT_BN, group="training")
+    trainer: str = _f("pgd", "adversarial training loss (see `bench list`): pgd (Madry) | trades | clean", choices=TRAINERS, group="training")
+    trades_beta: float = _f(6.0, "TRADES beta (only with --trainer trades)", group="training")
+    eps: Optional[float] = _f(None, "L-inf budget in [0,1] pixel units; default per dataset (0.1 Fashion-MNIST, 0.3 MNIST, 8/255 CIFAR/SVHN)", group="threat")
+    train_steps: int = _f(7, "PGD steps used to craft training examples", group="training")
+    train_step_size: Optional[float] = _f(None, "PGD step size in training (pixel units); default eps/4", group="training")
+    val_fraction: float = _f(0.1, "fraction of the training data held out for model selection", group="data")
     select: str = _f("best", "which epoch of the method's final training stage is the ticket: best (PGD robust accuracy "
                      "on the validation split; never the test set) | last (OpenLTH, Cosentino et al.)",
-                     choices=SELECTIONS)
-    n_train: int = _f(0, "use only the first N training examples after the validation split (0 = all)")
-    eval_attacks: Tuple[str, ...] = _f(("pgd20", "cw20", "autoattack"), "comma-separated attacks to evaluate (see `bench list`)", runtime=True)
-    n_eval: int = _f(1000, "test examples for clean accuracy, PGD and CW (0 = whole test set)", runtime=True)
-    n_eval_aa: Optional[int] = _f(None, "test examples for AutoAttack; default 100 on CPU (over 100x the cost of PGD-20 per example), n_eval on CUDA", runtime=True)
-    device: str = _f("auto", "auto | cpu | cuda | cuda:N", runtime=True)
-    protocol: int = _f(PROTOCOL, "method protocol version; part of every run_id (only the current one runs)", in_id=True)
-    hparams: Any = _f(None, "method-specific hyperparameters (a dataclass; flags listed below)")
+                     choices=SELECTIONS, group="training")
+    n_train: int = _f(0, "use only the first N training examples after the validation split (0 = all)", group="data")
+    eval_attacks: Tuple[str, ...] = _f(("pgd20", "cw20", "autoattack"), "comma-separated attacks to evaluate (see `bench list`)", group="evaluation")
+    n_eval: int = _f(1000, "test examples for clean accuracy, PGD and CW (0 = whole test set)", group="evaluation")
+    n_eval_aa: Optional[int] = _f(None, "test examples for AutoAttack; default 100 on CPU (over 100x the cost of PGD-20 per example), n_eval on CUDA", group="evaluation")
+    device: str = _f("auto", "auto | cpu | cuda | cuda:N", group="runtime")
+    protocol: int = _f(PROTOCOL, "method protocol version; part of every run_id (only the current one runs)", in_id=True, group="method")
+    hparams: Any = _f(None, "method-specific hyperparameters (a dataclass; flags listed below)", group="method")
 
     def __post_init__(self) -> None:
         # Validate user input with clear errors (never asserts): choices first, then ranges.
@@ -188,7 +212,7 @@ class RunSpec:
         """Identity-defining fields that differ from their defaults (and the protocol, always)."""
         out: Dict[str, Any] = {}
         for f in fields(self):
-            if f.metadata.get("runtime") or f.name == "hparams":
+            if f.metadata["group"] in RUNTIME_GROUPS or f.name == "hparams":
                 continue
             value = getattr(self, f.name)
             if value != f.default or f.metadata.get("in_id"):

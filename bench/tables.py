@@ -27,15 +27,11 @@ import pandas as pd
 from scipy.stats import fisher_exact
 
 from bench.results import CURVE_ATTACKS, format_eps, read_rows, wilson_interval
-from bench.spec import METHODS, RunSpec
+from bench.spec import METHODS, RunSpec, config_columns
 
-# Columns that define a run (besides the row/column keys and the seed); a table cell
-# must not mix values of these.
-CONFIG_COLUMNS = (
-    "method", "dataset", "data_source", "arch", "width", "target_sparsity", "eps", "norm", "epochs", "batch_size",
-    "optimizer", "lr", "momentum", "weight_decay", "lr_schedule", "craft_bn", "select", "trainer", "trades_beta",
-    "train_steps", "train_step_size", "val_fraction", "n_train", "hparams", "num_classes", "image_size", "protocol",
-)
+# Columns that define a run (besides the row/column keys and the seed), derived from the spec's groups; a table
+# cell must not mix values of these.
+CONFIG_COLUMNS = config_columns()
 # A row without a method protocol was made before protocols existed: protocol 1.
 FIRST_PROTOCOL = 1
 LAYOUTS = ("sparsity", "method", "width")

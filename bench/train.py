@@ -26,20 +26,16 @@ from bench.data import DataBundle, Split, batch_starts, batches
 from bench.errors import TrainingDivergedError
 from bench.io import atomic_save
 from bench.progress import bar
-from bench.spec import RunSpec
+from bench.spec import RunSpec, spec_fields
 from bench.trainers import TRAINERS
-
-# RunSpec fields a training stage reads; TrainConfig has a field of the same name for each.
-SPEC_TRAIN_FIELDS = ("epochs", "lr", "batch_size", "optimizer", "momentum", "weight_decay", "lr_schedule",
-                     "craft_bn", "trainer", "trades_beta", "eps", "train_steps", "train_step_size")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation and training-attack settings of one stage: the spec's training fields, resolved.
 
-    Built with :meth:`from_spec` (every field named in ``SPEC_TRAIN_FIELDS``
-    is read from the spec under the same name; ``eps`` and
+    Built with :meth:`from_spec` (every field of the spec's training and threat groups that this class
+    has is read from the spec under the same name; ``eps`` and
     ``train_step_size`` resolved to numbers); a stage overrides some with
     ``dataclasses.replace`` (epochs, lr...).
     """
@@ -68,6 +64,12 @@ class TrainConfig:
         values["eps"] = resolved.eps_value
         values["train_step_size"] = resolved.step_size
         return dataclasses.replace(cls(**values, augment=augment), **overrides)
+
+
+# RunSpec fields a training stage reads: the training and threat groups' fields that TrainConfig has (the spec's
+# ``select`` is the stage's caller's to apply).
+SPEC_TRAIN_FIELDS = tuple(name for name in spec_fields("training", "threat")
+                          if name in {f.name for f in dataclasses.fields(TrainConfig)})
 
 
 @dataclass

@@ -2,14 +2,21 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
+from typing import Dict, List, Tuple
 
+import pandas as pd
 import pytest
 
 from bench.config import load_yaml
+from bench.harness import NOT_ROW_COLUMNS
 from bench.io import digest
-from bench.spec import PROTOCOL, RunSpec
+from bench.spec import PROTOCOL, ROW_NAMES, RUNTIME_GROUPS, SPEC_GROUPS, RunSpec, spec_fields
+from bench.tables import CONFIG_COLUMNS
+from bench.ticket import read_spec
+from bench.train import SPEC_TRAIN_FIELDS
 
 
 def test_run_id_is_pinned() -> None:
@@ -100,3 +107,59 @@ def test_yaml_must_be_mapping(tmp_path: Path) -> None:
     p.write_text("!!python/object/apply:os.system ['echo hi']\n")
     with pytest.raises(ValueError, match="not valid YAML"):
         load_yaml(str(p))
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_field_has_a_group_and_the_lists_derive_from_them() -> None:
+    """Issue 32: the spec's fields come in groups; the training fields and the configuration columns are
+    derived from them (CONFIG_COLUMNS lacked craft_bn while it was typed by hand)."""
+    assert all(f.metadata.get("group") in SPEC_GROUPS for f in dataclasses.fields(RunSpec))
+    assert set(spec_fields(*SPEC_GROUPS)) == {f.name for f in dataclasses.fields(RunSpec)}
+    # Every training field reaches a training stage, except the choice of epoch its caller applies.
+    assert set(SPEC_TRAIN_FIELDS) == set(spec_fields("training", "threat")) - {"select"}
+    # Every spec field a row copies is a configuration column, except the replicate (the seed a cell pools).
+    copied = {ROW_NAMES.get(n, n) for n in spec_fields(*SPEC_GROUPS) if n not in NOT_ROW_COLUMNS or n == "sparsity"}
+    assert copied - set(CONFIG_COLUMNS) == set(spec_fields("replicate"))
+    assert {"craft_bn", "select", "protocol", "hparams", "target_sparsity"} <= set(CONFIG_COLUMNS)
+    with pytest.raises(ValueError, match="unknown spec group"):
+        spec_fields("trainig")
+
+
+def committed_spec_files() -> List[Path]:
+    """Every spec.json committed under results/ (run folders and reference tickets)."""
+    return sorted((ROOT / "results").rglob("spec.json"))
+
+
+@pytest.mark.parametrize("path", committed_spec_files(), ids=lambda p: str(p.parent.name))
+def test_every_committed_run_folder_hashes_to_its_name(path: Path) -> None:
+    """Run ids stay exactly what they are: a committed spec.json rebuilt by this version has its folder's id."""
+    assert read_spec(path.parent).run_id == path.parent.name
+
+
+def committed_rows() -> List[Tuple[str, str, Dict[str, str]]]:
+    """(file, run_id, first row) of each run in the committed rows files, protocol 2 or later (rows without
+    the column were made by protocol 1, whose ids this version does not rebuild)."""
+    found = []
+    for csv_path in sorted((ROOT / "results").rglob("runs.csv")):
+        df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+        if "protocol" not in df:
+            continue
+        df = df[(df["attack"] != "fmn") & (df["protocol"] != "") & (df["method"] != "zoo")]
+        for run_id, row in df.groupby("run_id").first().iterrows():
+            found.append((str(csv_path.relative_to(ROOT)), str(run_id), dict(row)))
+    return found
+
+
+def test_every_committed_row_rebuilds_its_run_id() -> None:
+    """The rows hold the spec (its configuration columns, the seed and the hyperparameters): rebuilt, each hashes
+    to the row's run id, so grouping the spec's fields changed no id."""
+    rows = committed_rows()
+    assert len(rows) >= 50
+    skip = set(spec_fields(*RUNTIME_GROUPS)) | {"hparams", "sparsity"}
+    for where, run_id, row in rows:
+        data: Dict[str, object] = {k: row[k] for k in spec_fields(*SPEC_GROUPS) if k not in skip and row.get(k, "") != ""}
+        data["sparsity"] = row["target_sparsity"]
+        data["hparams"] = json.loads(row["hparams"])
+        assert RunSpec.from_dict(data).resolve().run_id == run_id, (where, run_id)
