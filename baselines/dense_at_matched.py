@@ -25,7 +25,7 @@ from bench.trainers import TRAINERS
 class MatchedHparams:
     """Matched dense control hyperparameters."""
 
-    weight_init: str = spec_field("signed-constant", "rst frozen weights: signed-constant | kaiming-normal", choices=WEIGHT_INITS)
+    weight_init: str = spec_field("signed-constant", "frozen random weights: signed-constant | kaiming-normal", choices=WEIGHT_INITS)
 
 
 @register("dense-at-matched", "dense AT of RST's network (non-affine BN, no biases, RST's init); sparsity must be 0")

@@ -47,7 +47,7 @@ class HydraHparams:
     score_epochs: Optional[int] = field(default=None, metadata={"help": "score-learning epochs, weights frozen (none = --epochs)"})
     finetune_epochs: Optional[int] = field(default=None, metadata={"help": "AT fine-tuning epochs after pruning (none = --epochs)"})
     finetune_lr_scale: float = field(default=0.1, metadata={"help": "fine-tuning learning rate as a fraction of --lr"})
-    score_bn: str = spec_field("trained", "hydra: BatchNorm's affine tensors in the score stage: trained (HYDRA's code) "
+    score_bn: str = spec_field("trained", "BatchNorm's affine tensors in the score stage: trained (HYDRA's code) "
                                "| frozen", choices=SCORE_BN)
     start_from: str = spec_field("best", "next stage starts from the previous stage's best-validation or last epoch "
                                  "(OpenLTH, HYDRA: last)", choices=START_FROM)

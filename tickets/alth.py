@@ -85,14 +85,14 @@ class ALTHHparams:
 
     prune_fraction: float = field(default=0.2, metadata={"help": "fraction of the remaining weights pruned per level"})
     output_prune_fraction: float = field(default=0.1, metadata={
-        "help": "alth --scope layer: fraction of the output layer's remaining weights pruned per level"})
+        "help": "with --scope layer: fraction of the output layer's remaining weights pruned per level"})
     start_from: str = spec_field("last", "next stage starts from the previous stage's best-validation or last epoch "
                                  "(OpenLTH, HYDRA: last)", choices=START_FROM)
     scope: str = spec_field("layer", "magnitude ranking: layer (same sparsity per layer) | global", choices=PRUNE_SCOPES)
     rewind: str = spec_field("init", "rewind survivors to: init | early (after rewind_epochs of AT) | none", choices=REWINDS)
-    rewind_epochs: int = field(default=1, metadata={"help": "alth --rewind early: epochs of AT before the rewind point"})
+    rewind_epochs: int = field(default=1, metadata={"help": "with --rewind early: epochs of AT before the rewind point"})
     pretrain_epochs: Optional[int] = field(default=None, metadata={"help": "dense AT epochs (none = --epochs)"})
-    level_epochs: Optional[int] = field(default=None, metadata={"help": "alth: AT retraining epochs per level (none = --epochs)"})
+    level_epochs: Optional[int] = field(default=None, metadata={"help": "AT retraining epochs per level (none = --epochs)"})
     dense_init: str = spec_field("pytorch", "initialisation of the dense network, the rewind point of --rewind init: "
                                  "pytorch (layer defaults) | openlth | hydra | glorot (OpenLTH's, HYDRA's, Cosentino's code)", choices=DENSE_INITS)
 

@@ -60,10 +60,10 @@ class R2SHparams:
     """R2S hyperparameters."""
 
     candidates: Tuple[float, ...] = field(default=DEFAULT_CANDIDATES, metadata={
-        "help": "r2s: candidate sparsities, comma-separated (--sparsity is always one of them)"})
-    granularity: str = spec_field("call", "r2s: a random candidate per forward call | per example", choices=GRANULARITIES)
-    draws: int = field(default=5, metadata={"help": "r2s: inference draws averaged for every accuracy (mean and std)"})
-    weight_init: str = spec_field("signed-constant", "rst frozen weights: signed-constant | kaiming-normal", choices=WEIGHT_INITS)
+        "help": "candidate sparsities, comma-separated (--sparsity is always one of them)"})
+    granularity: str = spec_field("call", "a random candidate per forward call | per example", choices=GRANULARITIES)
+    draws: int = field(default=5, metadata={"help": "inference draws averaged for every accuracy (mean and std)"})
+    weight_init: str = spec_field("signed-constant", "frozen random weights: signed-constant | kaiming-normal", choices=WEIGHT_INITS)
     linear_bias: bool = field(default=False, metadata={"help": "linear layers with (frozen random) biases; the "
                                                                "references have none"})
 

@@ -49,8 +49,8 @@ NETWORKS = ("matched", "standard")
 class RandomHparams:
     """Random-mask control hyperparameters."""
 
-    weights: str = spec_field("frozen", "random: frozen (RST's random weights, untrained) | trained (AT from scratch)", choices=WEIGHTS)
-    network: str = spec_field("matched", "random: matched (RST's network: non-affine BN, no biases, signed-constant init) "
+    weights: str = spec_field("frozen", "frozen (RST's random weights, untrained) | trained (AT from scratch)", choices=WEIGHTS)
+    network: str = spec_field("matched", "matched (RST's network: non-affine BN, no biases, signed-constant init) "
                               "| standard (affine BN, biases, default init)", choices=NETWORKS)
 
 

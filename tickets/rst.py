@@ -42,11 +42,11 @@ REINIT_INITS = ("kaiming-normal", "pytorch-default")
 class RSTHparams:
     """RST hyperparameters."""
 
-    weight_init: str = spec_field("signed-constant", "rst frozen weights: signed-constant | kaiming-normal", choices=WEIGHT_INITS)
-    finetune: str = spec_field("none", "rst: AT fine-tuning of the surviving weights: none | inherit | reinit", choices=FINETUNES)
+    weight_init: str = spec_field("signed-constant", "frozen random weights: signed-constant | kaiming-normal", choices=WEIGHT_INITS)
+    finetune: str = spec_field("none", "AT fine-tuning of the surviving weights: none | inherit | reinit", choices=FINETUNES)
     finetune_epochs: Optional[int] = field(default=None, metadata={"help": "AT fine-tuning epochs after pruning (none = --epochs)"})
     finetune_lr_scale: float = field(default=1.0, metadata={"help": "fine-tuning learning rate as a fraction of --lr"})
-    reinit_init: str = spec_field("kaiming-normal", "rst --finetune reinit: kaiming-normal (fan_in, relu; the reference) "
+    reinit_init: str = spec_field("kaiming-normal", "with --finetune reinit: kaiming-normal (fan_in, relu; the reference) "
                                   "| pytorch-default (kaiming-uniform a=sqrt(5))", choices=REINIT_INITS)
     linear_bias: bool = field(default=False, metadata={"help": "linear layers with (frozen random) biases; the "
                                                                "references have none"})
