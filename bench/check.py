@@ -29,6 +29,7 @@ from bench.exact_gate import GateLine, exact_gate, write_reference_tickets
 from bench.executors.local import LocalExecutor
 from bench.io import atomic_with
 from bench.results import read_rows
+from bench.rows import latest_per
 from bench.spec import RunSpec
 from bench.sweep import load_sweep, run_sweep
 from bench.training_gate import COLUMNS, TrainLine, base_of, check_reference_seeds, seed_stats, training_gate
@@ -74,10 +75,7 @@ def current_rows(out: Path) -> pd.DataFrame:
     csv = paths.runs_csv(out)
     if not csv.exists():
         return pd.DataFrame(columns=["run_id", "attack", "n_eval", "clean_acc", "robust_acc"])
-    df = read_rows(csv)
-    if "status" in df:
-        df = df[df["status"].isin(["ok", ""])]
-    return df.drop_duplicates(["run_id", "attack", "n_eval"], keep="last")
+    return latest_per(read_rows(csv), ("run_id", "attack", "n_eval"))
 
 
 def describe_update(old: Optional[pd.DataFrame], new: pd.DataFrame) -> str:

@@ -37,7 +37,7 @@ import pandas as pd
 from bench.data import DATASETS
 from bench.io import atomic_write, slug
 from bench.results import CURVE_ATTACKS, format_eps
-from bench.tables import latest_curves
+from bench.rows import counted, latest_curves
 
 # The threat models an entry may name (folder names), and what a run id looks like.
 THREAT_MODELS = ("Linf", "L2")
@@ -181,8 +181,7 @@ def export_robustbench_json(rows_df: pd.DataFrame, out_dir: Union[str, Path], in
     if missing:
         raise ValueError(f"rows lack column(s) {', '.join(missing)}; pass rows of a runs.csv")
     df = rows_df if include_zoo else rows_df[rows_df["method"].astype(str) != "zoo"]
-    if "status" in df.columns:
-        df = df[df["status"].astype(str).isin(["ok", ""])]
+    df = counted(df)
     out_dir = Path(out_dir)
     entries = []
     for run_id, rows in df.groupby("run_id", sort=True):

@@ -21,8 +21,11 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from bench.cells import check_cells
 from bench.results import CURVE_ATTACKS, format_eps
-from bench.tables import check_cells, latest_curves, latest_rows, pooled_interval, span
+from bench.rows import latest_curves, latest_rows
+from bench.stats import pooled_interval
+from bench.tables import span
 
 KINDS = ("sparsity", "width", "scatter", "security")
 # What `bench plot` draws without --kind (security curves exist only after `bench security`).

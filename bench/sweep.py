@@ -35,6 +35,7 @@ from bench.io import atomic_with, atomic_write
 from bench.progress import bar
 from bench.registry import Registry
 from bench.results import read_rows_file
+from bench.rows import counted
 from bench.spec import RunSpec
 
 SWEEP_KEYS = ("name", "description", "fixed", "grid")
@@ -210,8 +211,7 @@ def finished_pairs(out: Union[str, Path]) -> Set[Tuple[str, str, str]]:
     df = read_rows_file(paths.runs_csv(out))
     if df.empty:
         return set()
-    if "status" in df:
-        df = df[df["status"].isin(["ok", ""])]
+    df = counted(df)
     blank = pd.Series([""] * len(df), index=df.index)
     n_eval = df["n_eval"] if "n_eval" in df else blank
     n_test = df["n_test"] if "n_test" in df else blank

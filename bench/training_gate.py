@@ -29,6 +29,7 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 import pandas as pd
 
 from bench.io import digest
+from bench.rows import latest_per
 from bench.spec import RunSpec
 
 MIN_SEEDS = 3
@@ -51,7 +52,7 @@ def seed_stats(rows: pd.DataFrame, specs: Sequence[RunSpec], attacks: Sequence[s
     # One row per (run, attack): the one on the spec's n_eval examples (rows of other counts are older evaluations).
     wanted = sub.apply(lambda r: str(r["n_eval"]) == str(by_run[r["run_id"]].n_eval) or by_run[r["run_id"]].n_eval == 0,
                        axis=1) if len(sub) else pd.Series([], dtype=bool)
-    sub = sub[wanted].drop_duplicates(["run_id", "attack"], keep="last")
+    sub = latest_per(sub[wanted], ("run_id", "attack"))
     out = []
     groups: Dict[Tuple[str, str], List[Tuple[int, Mapping[str, float], RunSpec]]] = {}
     for _, r in sub.iterrows():

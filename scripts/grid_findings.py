@@ -28,7 +28,7 @@ import pandas as pd
 from scipy.stats import fisher_exact
 
 from bench.results import read_rows, wilson_interval
-from bench.tables import latest_rows
+from bench.rows import latest_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ROOT / "results" / "published" / "runs.csv"

@@ -26,6 +26,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import pandas as pd
 
 from bench.results import read_rows, wilson_interval
+from bench.rows import counted
 from bench.sweep import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,8 +63,7 @@ class Arm:
             df = df[pd.Series(covered, index=df.index, dtype=bool)]
         if self.n_eval is not None:
             df = df[pd.to_numeric(df["n_eval"]) == self.n_eval]
-        df = df.sort_values(["n_eval", "created_at"], kind="mergesort").drop_duplicates("run_id", keep="last")
-        return df
+        return counted(df).sort_values(["n_eval", "created_at"], kind="mergesort").drop_duplicates("run_id", keep="last")
 
     def counts(self) -> Tuple[int, int, int]:
         """(robust examples, examples, seeds) pooled over the seeds present."""

@@ -22,8 +22,9 @@ from bench.commands.listing import registry_listing
 from bench.config import spec_field
 from bench.evaluate import evaluate
 from bench.harness import run_spec
+from bench.render import to_markdown
 from bench.spec import METHODS, RunSpec
-from bench.tables import build_table, to_markdown
+from bench.tables import build_table
 from bench.trainers import TRAINERS, Trainer, TrainSettings
 
 EPS = 0.3

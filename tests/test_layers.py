@@ -19,14 +19,14 @@ PACKAGES = ("bench", "tickets", "baselines")
 # Bottom to top; a module may import modules of its own layer or below. First matching prefix wins.
 LAYERS: List[Tuple[str, ...]] = [
     ("bench.registry", "bench.config", "bench.io", "bench.paths", "bench.masking", "bench.results", "bench.store", "bench.threads",
-     "bench.errors", "bench.allocator", "bench.progress"),
+     "bench.errors", "bench.allocator", "bench.progress", "bench.rows", "bench.stats"),
     ("bench.data", "bench.models", "bench.attacks", "bench.trainers", "bench.inference"),
     ("bench.spec",),
     ("bench.train",),
     ("bench.methods", "bench.stages", "bench.compact", "bench.ticket", "tickets", "baselines"),
     ("bench.flags", "bench.evaluate", "bench.randomized", "bench.security"),
     ("bench.harness",),
-    ("bench.sweep", "bench.executors", "bench.zoo", "bench.export", "bench.tables", "bench.leaderboard", "bench.compare",
+    ("bench.sweep", "bench.executors", "bench.zoo", "bench.export", "bench.tables", "bench.cells", "bench.render", "bench.leaderboard", "bench.compare",
      "bench.plots", "bench.exact_gate", "bench.training_gate", "bench.check"),
     ("bench.commands",),
     ("bench.cli", "bench.__main__", "bench"),

@@ -16,6 +16,7 @@ from bench.cli import main
 from bench.data import Split
 from bench.export import model_info
 from bench.results import format_eps
+from bench.rows import latest_curves
 from bench.security import (
     MinNorm,
     agreement_flags,
@@ -26,7 +27,7 @@ from bench.security import (
     min_norm,
     robust_at,
 )
-from bench.tables import build_table, latest_curves
+from bench.tables import build_table
 
 pytest.importorskip("adv_lib", reason="the security extra (adv-lib) is not installed")
 

@@ -10,11 +10,11 @@ from typing import Dict, List, Tuple
 import pandas as pd
 import pytest
 
+from bench.cells import CONFIG_COLUMNS
 from bench.config import load_yaml
 from bench.harness import NOT_ROW_COLUMNS
 from bench.io import digest
 from bench.spec import PROTOCOL, ROW_NAMES, RUNTIME_GROUPS, SPEC_GROUPS, RunSpec, spec_fields
-from bench.tables import CONFIG_COLUMNS
 from bench.ticket import read_spec
 from bench.train import SPEC_TRAIN_FIELDS
 

@@ -16,9 +16,11 @@ from scipy.stats import binomtest
 
 from bench.cli import main
 from bench.plots import _agg, make_plots
+from bench.render import render, to_latex, to_markdown
 from bench.results import AttackResult, append_rows, result_rows, wilson_interval
+from bench.rows import apply_filters, latest_rows, load_rows
 from bench.spec import PROTOCOL
-from bench.tables import apply_filters, build_table, latest_rows, load_rows, render, to_latex, to_markdown, transpose_table
+from bench.tables import build_table, transpose_table
 
 METHODS = ("hydra", "rst")
 SPARSITIES = (0.5, 0.9, 0.99)

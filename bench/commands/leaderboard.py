@@ -8,7 +8,7 @@ from bench.commands import COMMANDS
 from bench.export import export_robustbench_json
 from bench.io import refuse_overwriting_inputs
 from bench.leaderboard import build_leaderboard
-from bench.tables import apply_filters, load_rows
+from bench.rows import apply_filters, load_rows
 
 
 def add(sub: argparse._SubParsersAction) -> None:

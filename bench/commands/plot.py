@@ -5,7 +5,7 @@ import argparse
 
 from bench.commands import COMMANDS
 from bench.plots import DEFAULT_KINDS, KINDS, make_plots
-from bench.tables import apply_filters, load_rows
+from bench.rows import apply_filters, load_rows
 
 
 def add(sub: argparse._SubParsersAction) -> None:

@@ -6,7 +6,9 @@ from pathlib import Path
 
 from bench.commands import COMMANDS
 from bench.io import refuse_overwriting_inputs
-from bench.tables import FORMATS, LAYOUTS, apply_filters, build_table, load_rows, render, transpose_table
+from bench.render import FORMATS, render
+from bench.rows import apply_filters, load_rows
+from bench.tables import LAYOUTS, build_table, transpose_table
 
 
 def decimals(text: str) -> int:

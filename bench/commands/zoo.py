@@ -11,7 +11,7 @@ import dataclasses
 from bench.commands import COMMANDS
 from bench.config import coerce
 from bench.export import export_robustbench_json
-from bench.tables import load_rows
+from bench.rows import load_rows
 from bench.zoo import ZooSpec, checkpoint_paths, run_zoo, zoo_models
 
 DEFAULT_MODEL_DIR = "models"
