@@ -19,7 +19,8 @@ PACKAGES = ("bench", "tickets", "baselines")
 # Bottom to top; a module may import modules of its own layer or below. First matching prefix wins.
 LAYERS: List[Tuple[str, ...]] = [
     ("bench.registry", "bench.config", "bench.io", "bench.paths", "bench.masking", "bench.results", "bench.store", "bench.threads",
-     "bench.errors", "bench.allocator", "bench.progress", "bench.rows", "bench.stats"),
+     "bench.errors", "bench.allocator", "bench.progress", "bench.rows", "bench.stats",
+     "bench.entries", "bench.page"),
     ("bench.data", "bench.models", "bench.attacks", "bench.trainers", "bench.inference"),
     ("bench.spec",),
     ("bench.train",),

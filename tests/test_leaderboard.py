@@ -13,8 +13,9 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from bench.cli import main
+from bench.entries import load_submissions, validate_entry
 from bench.io import file_sha256
-from bench.leaderboard import MANIFEST, build_leaderboard, load_submissions, rank_entries, validate_entry
+from bench.leaderboard import MANIFEST, build_leaderboard, rank_entries
 
 
 def tidy_rows() -> pd.DataFrame:
@@ -71,6 +72,25 @@ def test_ranking_within_dataset_threat_and_eps(tmp_path: Path) -> None:
         assert col in board.columns
     assert board.set_index("run_id").loc["a30000000000", "width"] == 2.0
     assert board.set_index("run_id").loc["a30000000000", "attacks"] == "pgd20+cw20"
+
+
+def test_the_page_is_rendered_from_its_json_data(tmp_path: Path) -> None:
+    """leaderboard.json holds what the page shows (one group per dataset, threat and eps, rows in rank order);
+    the page rendered from that file is the page written, and a rendered value is escaped by the template."""
+    import json
+
+    from bench.page import to_html
+
+    rows = tidy_rows()
+    rows.loc[0, "method"] = "<script>alert(1)</script>"
+    result = build_leaderboard(rows, tmp_path / "lb")
+    data = json.loads(result["json"].read_text())
+    assert [(g["dataset"], g["eps"]) for g in data["groups"]] == [("fashion-mnist", "0.1"), ("mnist", "0.3")]
+    assert [r["rank"] for r in data["groups"][0]["rows"]] == [1, 2, 3]
+    html_text = result["html"].read_text()
+    assert to_html(data) == html_text
+    assert "<script>alert(1)</script>" not in html_text and "&lt;script&gt;alert(1)&lt;/script&gt;" in html_text
+    assert html_text.count("<table class=\"board\">") == 2
 
 
 def test_entry_jsons_have_robustbench_and_extended_fields(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from bench.cli import build_parser
 from bench.commands.security import check_args
 from bench.commands.spec_flags import spec_from_args
 from bench.config import load_yaml
-from bench.leaderboard import load_entry
+from bench.entries import load_entry
 from bench.results import read_rows
 from bench.security import MAX_FMN_STEPS, MAX_GRID_POINTS, eps_grid
 from bench.ticket import read_meta, read_spec
