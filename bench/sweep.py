@@ -9,31 +9,27 @@ ticket exists and ``runs.csv`` has an ``ok`` row for each requested attack;
 done runs are skipped, so an interrupted sweep resumes where it stopped.
 
 Executors live in ``bench/executors/`` (one module each, discovered
-automatically) and register a subclass of :class:`Executor` in
-``EXECUTORS``; ``local`` runs specs in this process or in a process pool.
+automatically; their base class and registry in ``bench/executors/base.py``);
+``local`` runs specs in this process or in a process pool.
 """
 from __future__ import annotations
 
-import abc
-import argparse
 import dataclasses
 import itertools
 import math
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Type, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import pandas as pd
 
 from bench import paths
 from bench.attacks import ATTACKS
 from bench.config import load_yaml
-from bench.harness import run_spec
-from bench.io import atomic_with, atomic_write
+from bench.executors.base import Executor, JobResult, SweepJob
+from bench.io import atomic_with
 from bench.progress import bar
-from bench.registry import Registry
 from bench.results import read_rows_file
 from bench.rows import counted
 from bench.spec import RunSpec
@@ -49,28 +45,6 @@ class Sweep:
     name: str
     specs: Tuple[RunSpec, ...]
     description: str = ""
-
-
-@dataclass(frozen=True)
-class SweepJob:
-    """One spec to run, with where its results go."""
-
-    index: int
-    spec: RunSpec
-    out: str
-    data_root: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class JobResult:
-    """What happened to one job: ``done`` (ran now) or ``failed`` (with the error)."""
-
-    index: int
-    run_id: str
-    status: str
-    seconds: float
-    rows_added: int = 0
-    error: str = ""
 
 
 @dataclass
@@ -253,65 +227,6 @@ def is_done(spec: RunSpec, out: Union[str, Path], pairs: Optional[Set[Tuple[str,
         if spec.n_eval > 0 and not ATTACKS.get(attack)(1.0).cascade_only and not _covers(seen, spec.n_eval):
             return False
     return True
-
-
-# ---------------------------------------------------------------------------
-# Running one job (used by every executor; never raises).
-# ---------------------------------------------------------------------------
-
-def run_job(job: SweepJob) -> JobResult:
-    """Run one spec through ``bench.harness.run_spec``; an exception becomes a ``failed`` result.
-
-    The full traceback is written to ``<out>/runs/<run_id>/error.txt``.
-    """
-    t0 = time.perf_counter()
-    run_id = job.spec.run_id
-    try:
-        rows = run_spec(job.spec, job.out, job.data_root, show=False)
-    except Exception as exc:  # noqa: BLE001 - recorded as a failed run, the sweep goes on
-        atomic_write(paths.error(paths.run_dir(job.out, run_id)), traceback.format_exc())
-        message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-        return JobResult(job.index, run_id, "failed", time.perf_counter() - t0, error=message)
-    return JobResult(job.index, run_id, "done", time.perf_counter() - t0, rows_added=len(rows))
-
-
-# ---------------------------------------------------------------------------
-# Executors: a registry of classes, one module each in bench/executors/.
-# ---------------------------------------------------------------------------
-
-class Executor(abc.ABC):
-    """Runs sweep jobs and yields one :class:`JobResult` per job as each finishes."""
-
-    @classmethod
-    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
-        """Add this executor's own ``bench sweep`` flags (none by default)."""
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "Executor":
-        """Build from parsed ``bench sweep`` flags (``--jobs`` by default)."""
-        return cls(jobs=getattr(args, "jobs", 1))
-
-    def __init__(self, jobs: int = 1) -> None:
-        if jobs < 1:
-            raise ValueError(f"--jobs must be >= 1, got {jobs}")
-        self.jobs = jobs
-
-    @abc.abstractmethod
-    def run(self, jobs: Sequence[SweepJob]) -> Iterator[JobResult]:
-        """Run every job; yield each result when it is known (any order)."""
-
-
-EXECUTORS: Registry[Type[Executor]] = Registry("executor", plugins=("bench.executors",))
-
-
-def discover_executors() -> None:
-    """Import every module of ``bench.executors`` (each registers its executor; once)."""
-    EXECUTORS.discover()
-
-
-def get_executor(name: str) -> Type[Executor]:
-    """The executor class registered as ``name`` (ValueError listing choices)."""
-    return EXECUTORS.get(name)
 
 
 # ---------------------------------------------------------------------------

@@ -4,7 +4,6 @@ Ray is a test requirement (``pip install -e '.[ray]'``): without it this module 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -20,11 +19,12 @@ from conftest import TINY as BASE_TINY
 
 from bench.cli import main
 from bench.data import DataBundle
+from bench.executors.base import EXECUTORS, JobResult, SweepJob, discover_executors, run_job
 from bench.executors.local import LocalExecutor
 from bench.executors.ray_executor import INSTALL_HINT, RayExecutor, import_ray
 from bench.methods import RunContext
 from bench.spec import RunSpec
-from bench.sweep import EXECUTORS, JobResult, SweepJob, discover_executors, is_done, load_sweep, run_job, run_sweep
+from bench.sweep import is_done, load_sweep, run_sweep
 from bench.train import Compute
 
 # The smallest real runs: a 10%-width MLP, one epoch of one-step PGD on 300 examples.
@@ -63,8 +63,7 @@ def comparable(csv_path: Path) -> pd.DataFrame:
 def test_ray_executor_is_registered_with_flags() -> None:
     discover_executors()
     assert EXECUTORS.get("ray") is RayExecutor
-    args = argparse.Namespace(address="auto", cpus_per_run=2, gpus_per_run=0.5, max_retries=0)
-    ex = RayExecutor.from_args(args)
+    ex = RayExecutor.build(1, {"address": "auto", "cpus_per_run": "2", "gpus_per_run": "0.5", "max_retries": "0"})
     assert (ex.address, ex.cpus_per_run, ex.gpus_per_run, ex.max_retries) == ("auto", 2, 0.5, 0)
     assert import_ray() is ray
     for kwargs, message in [({"cpus_per_run": 0}, "--cpus-per-run must be >= 1"),
@@ -198,3 +197,20 @@ def test_shared_stage_lock_holds_across_ray_workers(tmp_path: Path, tiny_bundle:
     assert torch.equal(results[0]["weights"], results[1]["weights"])
     fresh = RunContext(spec, tiny_bundle, torch.device("cpu"), tmp_path, tmp_path, Compute()).build_model()
     assert not torch.equal(results[0]["weights"], torch.cat([p.detach().flatten() for p in fresh.parameters()]))
+
+
+def test_executor_flags_come_from_options_and_belong_to_their_executor(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """bench sweep's executor flags are generated from each executor's Options (help shows the default); a flag of
+    the ray executor with the local one is one line naming its executor, exit 2; a bad value names the field."""
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "ray executor:" in text and "--cpus-per-run CPUS_PER_RUN CPU cores reserved per run" in text
+    assert "[default: 1]" in text
+    path = write_sweep(tmp_path, {"fixed": TINY})
+    assert main(["sweep", str(path), "--out", str(tmp_path / "o"), "--cpus-per-run", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "bench: error: --cpus-per-run is an option of the ray executor, not of local (add --executor ray)"
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ValueError, match="cpus_per_run"):
+        RayExecutor.build(1, {"cpus_per_run": "two"})

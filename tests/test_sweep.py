@@ -1,7 +1,6 @@
 """bench sweep: grid expansion, validation, skip-on-rerun, failure recording, executors, CLI."""
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
 import json
@@ -14,24 +13,12 @@ import pytest
 import yaml
 from conftest import TINY as BASE_TINY
 
-import bench.sweep as sweep_mod
+import bench.executors.base as executor_base
 from bench.cli import main
+from bench.executors.base import EXECUTORS, Executor, JobResult, SweepJob, discover_executors, get_executor
 from bench.executors.local import LocalExecutor
 from bench.spec import RunSpec
-from bench.sweep import (
-    EXECUTORS,
-    Executor,
-    JobResult,
-    SweepJob,
-    discover_executors,
-    dry_run_table,
-    expand,
-    finished_pairs,
-    get_executor,
-    is_done,
-    load_sweep,
-    run_sweep,
-)
+from bench.sweep import dry_run_table, expand, finished_pairs, is_done, load_sweep, run_sweep
 from bench.threads import THREAD_ENV_VARS, thread_env, threads_per_worker
 
 # The smallest real runs: a 10%-width MLP, one epoch of one-step PGD on 256 examples.
@@ -111,7 +98,7 @@ def test_executor_registry() -> None:
         EXECUTORS.add("local", LocalExecutor)
     with pytest.raises(ValueError, match="--jobs must be >= 1"):
         LocalExecutor(jobs=0)
-    assert LocalExecutor.from_args(argparse.Namespace(jobs=3)).jobs == 3
+    assert LocalExecutor.build(3).jobs == 3
 
 
 def test_sweep_runs_then_skips_on_rerun(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -150,14 +137,14 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path: Path, monkeypatc
     out = tmp_path / "out"
     sweep = load_sweep(write_sweep(tmp_path, {"name": "f", "fixed": TINY, "grid": {"sparsity": [0.5, 0.9]}}))
     bad = sweep.specs[0].run_id
-    real = sweep_mod.run_spec
+    real = executor_base.run_spec
 
     def flaky(spec: RunSpec, *args: Any, **kwargs: Any) -> pd.DataFrame:
         if spec.run_id == bad:
             raise RuntimeError("boom: out of memory")
         return real(spec, *args, **kwargs)
 
-    monkeypatch.setattr(sweep_mod, "run_spec", flaky)
+    monkeypatch.setattr(executor_base, "run_spec", flaky)
     summary = run_sweep(sweep, out, LocalExecutor(jobs=1), progress=False)
     assert (summary.done, summary.failed) == (1, 1)
     assert summary.failures == [(bad, "RuntimeError: boom: out of memory")]
@@ -168,7 +155,7 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path: Path, monkeypatc
     assert "RuntimeError: boom" in (out / "runs" / bad / "error.txt").read_text()
     assert bad not in set(pd.read_csv(out / "runs.csv")["run_id"])
     # Rerun without the fault: only the failed run runs.
-    monkeypatch.setattr(sweep_mod, "run_spec", real)
+    monkeypatch.setattr(executor_base, "run_spec", real)
     again = run_sweep(sweep, out, LocalExecutor(jobs=1), progress=False)
     assert (again.done, again.skipped, again.failed) == (1, 1, 0)
     assert {bad} | {sweep.specs[1].run_id} == {rid for rid, _, _ in finished_pairs(out)}

@@ -2,11 +2,41 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from typing import Any, Dict
 
 import pandas as pd
 
 from bench.commands import COMMANDS, add_progress_flag
-from bench.sweep import EXECUTORS, MAX_RUNS, discover_executors, dry_run_table, get_executor, load_sweep, run_sweep
+from bench.executors.base import EXECUTORS, discover_executors, get_executor
+from bench.sweep import MAX_RUNS, dry_run_table, load_sweep, run_sweep
+
+# Prefix of the argparse destinations of executor options.
+OPTION_DEST = "ex__"
+
+
+def add_executor_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per field of each executor's ``Options`` (``--cpus-per-run`` for ``cpus_per_run``)."""
+    for name, entry in EXECUTORS.items():
+        options = dataclasses.fields(entry.obj.Options)
+        if not options:
+            continue
+        group = parser.add_argument_group(f"{name} executor")
+        for f in options:
+            group.add_argument(f"--{f.name.replace('_', '-')}", dest=OPTION_DEST + f.name, default=argparse.SUPPRESS,
+                               metavar=f.name.upper(),
+                               help=f"{f.metadata.get('help', f.name)} [default: {f.default}]".replace("%", "%%"))
+
+
+def executor_settings(args: argparse.Namespace) -> Dict[str, Any]:
+    """The executor options given on the command line; one of another executor is a ``ValueError`` naming it."""
+    given = {k[len(OPTION_DEST):]: v for k, v in vars(args).items() if k.startswith(OPTION_DEST)}
+    own = {f.name for f in dataclasses.fields(get_executor(args.executor).Options)}
+    for name in sorted(set(given) - own):
+        owners = [n for n, e in EXECUTORS.items() if name in {f.name for f in dataclasses.fields(e.obj.Options)}]
+        raise ValueError(f"--{name.replace('_', '-')} is an option of the {', '.join(owners)} executor, not of "
+                         f"{args.executor} (add --executor {owners[0]})")
+    return given
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -25,9 +55,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     add_progress_flag(p)
     p.add_argument("--max-runs", type=int, default=MAX_RUNS,
                    help=f"refuse a grid of more points than this [default: {MAX_RUNS}]")
-    # Executor-specific flags (each executor module adds its own).
-    for name, entry in EXECUTORS.items():
-        entry.obj.add_arguments(p.add_argument_group(f"{name} executor"))
+    # Executor-specific flags, generated from each executor's Options.
+    add_executor_flags(p)
 
     def run(args: argparse.Namespace) -> int:
         sweep = load_sweep(args.sweep_file, args.max_runs)
@@ -38,7 +67,7 @@ def add(sub: argparse._SubParsersAction) -> None:
             n_done = int((table["state"] == "done").sum()) if not table.empty else 0
             print(f"sweep {sweep.name}: {len(table)} spec(s), {n_done} done, {len(table) - n_done} to run (out: {args.out})")
             return 0
-        executor = get_executor(args.executor).from_args(args)
+        executor = get_executor(args.executor).build(args.jobs, executor_settings(args))
         summary = run_sweep(sweep, args.out, executor, args.data_root, progress=not args.no_progress)
         print(summary.text())
         return 1 if summary.failed else 0

@@ -8,7 +8,7 @@ import os
 from typing import Dict, Iterator, Sequence
 
 from bench.allocator import keep_freed_memory
-from bench.sweep import EXECUTORS, Executor, JobResult, SweepJob, run_job
+from bench.executors.base import EXECUTORS, Executor, JobResult, SweepJob, run_job
 from bench.threads import limit_threads, thread_env, threads_per_worker
 
 

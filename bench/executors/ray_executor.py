@@ -3,7 +3,7 @@
 ``bench sweep SWEEP.yaml --executor ray [--address auto|HOST:PORT] [--cpus-per-run N] [--gpus-per-run G]``.
 Without ``--address`` a local Ray instance with every core of this machine is
 started (and stopped at the end); with one, the driver joins that cluster.
-Workers run :func:`bench.sweep.run_job` and write their run folders and rows
+Workers run :func:`bench.executors.base.run_job` and write their run folders and rows
 straight to the output folder, which must therefore be a path every node sees
 (a shared filesystem). Rows go through the locked, deduplicating writer
 (:func:`bench.results.append_rows`), so a retried task never adds a row twice.
@@ -11,17 +11,17 @@ Ray is optional (``pip install -e '.[ray]'``); it is imported only when used.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 
 from bench import paths
 from bench.allocator import keep_freed_memory
+from bench.executors.base import EXECUTORS, Executor, JobResult, SweepJob, run_job
 from bench.io import atomic_write
-from bench.sweep import EXECUTORS, Executor, JobResult, SweepJob, run_job
 from bench.threads import limit_threads, thread_env
 
 INSTALL_HINT = "--executor ray needs Ray, which is not installed; install it with: pip install -e '.[ray]'"
@@ -62,25 +62,24 @@ def _absolute(job: SweepJob) -> SweepJob:
 class RayExecutor(Executor):
     """Runs each job as a Ray task with ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs."""
 
-    @classmethod
-    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
-        """``--address``, ``--cpus-per-run``, ``--gpus-per-run``, ``--max-retries``."""
-        group.add_argument("--address", default=None,
-                           help="Ray cluster to join: 'auto' (the cluster started on this node with `ray start`) or "
-                                "HOST:PORT [default: start a local Ray with every core of this machine]")
-        group.add_argument("--cpus-per-run", type=int, default=1,
-                           help="CPU cores reserved per run; also its torch thread count [default: 1]")
-        group.add_argument("--gpus-per-run", type=float, default=0.0,
-                           help="GPUs reserved per run (fractions share a GPU) [default: 0]")
-        group.add_argument("--max-retries", type=int, default=2,
-                           help="times Ray reruns a task whose worker process died [default: 2]")
+    @dataclass(frozen=True)
+    class Options:
+        """The ``bench sweep`` flags of the Ray executor."""
+
+        address: Optional[str] = field(default=None, metadata={
+            "help": "Ray cluster to join: 'auto' (the cluster started on this node with `ray start`) or HOST:PORT "
+                    "[default: start a local Ray with every core of this machine]"})
+        cpus_per_run: int = field(default=1, metadata={"help": "CPU cores reserved per run; also its torch thread count"})
+        gpus_per_run: float = field(default=0.0, metadata={"help": "GPUs reserved per run (fractions share a GPU)"})
+        max_retries: int = field(default=2, metadata={"help": "times Ray reruns a task whose worker process died"})
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "RayExecutor":
-        """Build from ``bench sweep`` flags; fails early (exit 2) when Ray is missing."""
+    def from_options(cls, jobs: int, options: Any) -> "RayExecutor":
+        """Build from checked options; fails early (exit 2) when Ray is missing. One task per run: --jobs is
+        not used (Ray schedules by --cpus-per-run/--gpus-per-run)."""
         import_ray()
-        return cls(address=args.address, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
-                   max_retries=args.max_retries)
+        return cls(address=options.address, cpus_per_run=options.cpus_per_run, gpus_per_run=options.gpus_per_run,
+                   max_retries=options.max_retries)
 
     def __init__(self, address: Optional[str] = None, cpus_per_run: int = 1, gpus_per_run: float = 0.0,
                  max_retries: int = 2, runner: Callable[[SweepJob], JobResult] = run_job) -> None:
