@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-import bench.data as data_mod
+import bench.data.sources as sources_mod
 from bench import load_ticket
 from bench.cli import main
 
@@ -70,13 +70,13 @@ def test_yaml_preset_with_flag_override(tmp_path: Path) -> None:
 @pytest.fixture
 def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No Debian copy, no env root, and a torchvision download that fails as offline."""
-    monkeypatch.setattr(data_mod, "DEBIAN_ROOT", tmp_path / "no-debian")
-    monkeypatch.delenv(data_mod.ENV_ROOT, raising=False)
+    monkeypatch.setattr(sources_mod, "DEBIAN_ROOT", tmp_path / "no-debian")
+    monkeypatch.delenv(sources_mod.ENV_ROOT, raising=False)
 
     def no_network(slug: str) -> None:
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
 
-    monkeypatch.setattr(data_mod, "torchvision_download", no_network)
+    monkeypatch.setattr(sources_mod, "torchvision_download", no_network)
 
 
 BAD_INPUTS = {

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-import bench.data as data_mod
+import bench.data.sources as sources_mod
 from bench.data import DATASETS, EMBEDDED, load_data, read_idx
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"
@@ -59,11 +59,11 @@ def test_validation_split_is_held_out_and_seeded() -> None:
 def test_data_root_comes_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make_idx_folder(tmp_path / "mine" / "mnist", 50, 20)
     make_idx_folder(tmp_path / "debian" / "mnist", 70, 30)
-    monkeypatch.setattr(data_mod, "DEBIAN_ROOT", tmp_path / "debian")
-    monkeypatch.delenv(data_mod.ENV_ROOT, raising=False)
+    monkeypatch.setattr(sources_mod, "DEBIAN_ROOT", tmp_path / "debian")
+    monkeypatch.delenv(sources_mod.ENV_ROOT, raising=False)
     assert len(load_data("mnist", "full", str(tmp_path / "mine"), val_fraction=0.2).test) == 20
     assert len(load_data("mnist", "full", None).test) == 30
-    monkeypatch.setenv(data_mod.ENV_ROOT, str(tmp_path / "mine"))
+    monkeypatch.setenv(sources_mod.ENV_ROOT, str(tmp_path / "mine"))
     assert len(load_data("mnist", "full", None).test) == 20
 
 

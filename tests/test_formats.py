@@ -20,7 +20,7 @@ import torch
 import torchvision.datasets as tvd
 
 from bench.cli import main
-from bench.data import _to_split, dataset_info, load_data
+from bench.data import dataset_info, load_data, to_split
 from bench.data.formats import CIFAR10, CIFAR100, read_cifar, read_svhn
 from bench.ticket import load_ticket
 
@@ -96,8 +96,8 @@ def test_cifar_batches_read_as_torchvision_reads_them(classes: int, tmp_path: Pa
     written = write_cifar(tmp_path, classes)
     (xtr, ytr), (xte, yte), where = read_cifar(tmp_path, CIFAR10 if classes == 10 else CIFAR100)
     cls = tvd.CIFAR10 if classes == 10 else tvd.CIFAR100
-    tv_train, tv_test = _to_split(cls(str(tmp_path), train=True).data, cls(str(tmp_path), train=True).targets), \
-        _to_split(cls(str(tmp_path), train=False).data, cls(str(tmp_path), train=False).targets)
+    tv_train, tv_test = to_split(cls(str(tmp_path), train=True).data, cls(str(tmp_path), train=True).targets), \
+        to_split(cls(str(tmp_path), train=False).data, cls(str(tmp_path), train=False).targets)
     assert torch.equal(xtr, tv_train.x) and torch.equal(ytr, tv_train.y)
     assert torch.equal(xte, tv_test.x) and torch.equal(yte, tv_test.y)
     # The layout torchvision documents: row-major 3x1024 planes, red first.
@@ -157,7 +157,7 @@ def test_damaged_batches_are_named(damage: Any, message: str, tmp_path: Path) ->
                                                  ("svhn", "train_32x32.mat and test_32x32.mat")])
 def test_missing_data_says_what_was_looked_for_and_where(dataset: str, looked_for: str, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    import bench.data as data
+    import bench.data.sources as data
 
     def offline(_slug: str) -> Any:
         raise OSError("no network")
@@ -213,7 +213,7 @@ def test_layouts_users_have(tmp_path: Path) -> None:
 
 
 def test_missing_idx_data_says_what_was_looked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import bench.data as data
+    import bench.data.sources as data
 
     def offline(_slug: str) -> Any:
         raise OSError("no network")
