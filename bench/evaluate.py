@@ -38,6 +38,17 @@ from bench.progress import bar
 from bench.results import EVAL_VERSION, AttackResult
 from bench.store import Store
 
+# AutoAttack's default subset on the CPU (first N test examples); CUDA uses n_eval.
+CPU_AUTOATTACK_EXAMPLES = 100
+
+
+def autoattack_examples(requested: Optional[int], n_eval: int, device: torch.device) -> int:
+    """AutoAttack's example count: the one asked for, else the CPU subset, else ``n_eval``."""
+    if requested is not None:
+        return requested
+    return CPU_AUTOATTACK_EXAMPLES if device.type == "cpu" else n_eval
+
+
 # Prepared models store weights and take inputs channels-last (faster input-gradient passes on CPU; see
 # docs/performance.md).
 CHANNELS_LAST = True

@@ -23,7 +23,8 @@ from filelock import FileLock, Timeout
 from bench import paths
 from bench.compact import save_compact
 from bench.data import DataBundle, load_data
-from bench.evaluate import evaluate, with_worst_case
+from bench.devices import resolve_device
+from bench.evaluate import autoattack_examples, evaluate, with_worst_case
 from bench.flags import describe_flags
 from bench.io import atomic_json, atomic_save, digest
 from bench.masking import layer_sparsity, measured_sparsity
@@ -36,28 +37,7 @@ from bench.threads import THREAD_ENV_VARS
 from bench.ticket import Ticket, check_run_folder, load_ticket, read_meta
 from bench.train import Compute, TrainingDivergedError, has_feature_batchnorm
 
-__all__ = ["autoattack_examples", "evaluate_run", "find_or_load_ticket", "load_finished_ticket", "load_ticket", "resolve_device",
-           "run_rows", "run_spec", "summary"]
-
-
-# AutoAttack's default subset on the CPU (first N test examples); CUDA uses n_eval.
-CPU_AUTOATTACK_EXAMPLES = 100
-
-
-def autoattack_examples(requested: Optional[int], n_eval: int, device: torch.device) -> int:
-    """AutoAttack's example count: the one asked for, else the CPU subset, else ``n_eval``."""
-    if requested is not None:
-        return requested
-    return CPU_AUTOATTACK_EXAMPLES if device.type == "cpu" else n_eval
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when present; asking for CUDA without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} requested but no CUDA GPU is available (use --device cpu)")
-    return torch.device(name)
+__all__ = ["evaluate_run", "find_or_load_ticket", "load_finished_ticket", "load_ticket", "run_rows", "run_spec", "summary"]
 
 
 # Float32 copies of every parameter a search holds at once: weights, scores, their gradients, optimiser

@@ -48,6 +48,11 @@ def stages_root(out: PathLike) -> Path:
     return Path(out) / "stages"
 
 
+def out_of_stages(stages: PathLike) -> Path:
+    """The output folder a stages folder lives in (``<out>/stages`` -> ``<out>``)."""
+    return Path(stages).parent
+
+
 def zoo_dir(out: PathLike, run_id: str) -> Path:
     """The folder of one zoo-model evaluation."""
     return Path(out) / "zoo" / run_id

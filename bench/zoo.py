@@ -37,8 +37,8 @@ from bench import paths
 from bench.attacks import ATTACKS
 from bench.config import spec_field
 from bench.data import Split, load_data
-from bench.evaluate import evaluate, with_worst_case
-from bench.harness import autoattack_examples, resolve_device
+from bench.devices import resolve_device
+from bench.evaluate import autoattack_examples, evaluate, with_worst_case
 from bench.io import atomic_json, digest
 from bench.masking import MaskedMixin
 from bench.results import AttackResult, append_rows, result_rows

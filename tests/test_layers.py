@@ -20,11 +20,11 @@ PACKAGES = ("bench", "tickets", "baselines")
 LAYERS: List[Tuple[str, ...]] = [
     ("bench.registry", "bench.config", "bench.io", "bench.paths", "bench.masking", "bench.results", "bench.store", "bench.threads",
      "bench.errors", "bench.allocator", "bench.progress", "bench.rows", "bench.stats",
-     "bench.entries", "bench.page"),
+     "bench.entries", "bench.page", "bench.devices"),
     ("bench.data", "bench.models", "bench.attacks", "bench.trainers", "bench.inference"),
     ("bench.spec",),
     ("bench.train",),
-    ("bench.methods", "bench.stages", "bench.compact", "bench.ticket", "tickets", "baselines"),
+    ("bench.methods", "bench.stages", "bench.compact", "bench.ticket", "bench.runstore", "tickets", "baselines"),
     ("bench.flags", "bench.evaluate", "bench.randomized", "bench.security"),
     ("bench.harness",),
     ("bench.sweep", "bench.executors", "bench.zoo", "bench.export", "bench.tables", "bench.cells", "bench.render", "bench.leaderboard", "bench.compare",

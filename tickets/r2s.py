@@ -40,13 +40,13 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call
 
-from bench import paths
 from bench.config import spec_field
 from bench.masking import frozen_fingerprint, layer_sparsity, measured_sparsity
 from bench.methods import Method, Network, RunContext, get_method, register
+from bench.runstore import RunStore
 from bench.spec import RunSpec
 from bench.stages import WEIGHT_INITS
-from bench.ticket import empty_model, load_ticket, read_meta, read_spec
+from bench.ticket import empty_model
 
 # Keep ratios 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.4, 0.6 as sparsities: the span of the RST paper's transfer
 # matrix between RSTs (keep 0.03 to 0.6, ../shared/REFERENCE.md 1.1). The paper does not list its R2S candidates,
@@ -217,13 +217,11 @@ def find_candidate(ctx: RunContext, sparsity: float) -> Tuple[nn.Module, str]:
     """A candidate RST: a finished ``rst`` run of the same base spec, else a shared stage searched now."""
     spec = rst_spec(ctx.spec, sparsity)
     # A finished rst run of exactly this spec in the same output folder.
-    run_dir = ctx.run_dir.parent / spec.run_id
-    if paths.ticket_finished(run_dir):
-        stored = read_spec(run_dir)
-        if stored.canonical() == spec.canonical():
-            meta = read_meta(run_dir)
-            ctx.info.setdefault("stage_compute", []).append({"seconds": meta["train_seconds"], "passes": meta["train_passes"]})
-            return load_ticket(run_dir, ctx.device), f"run:{spec.run_id}"
+    runs = RunStore.of_stages(ctx.stages_dir)
+    if runs.has_ticket(spec):
+        meta = runs.meta(spec.run_id)
+        ctx.info.setdefault("stage_compute", []).append({"seconds": meta["train_seconds"], "passes": meta["train_passes"]})
+        return runs.ticket(spec.run_id, ctx.device), f"run:{spec.run_id}"
     # Otherwise RST's own search, as a stage other R2S runs can reuse.
     rst = get_method("rst")
 
