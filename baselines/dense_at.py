@@ -3,7 +3,7 @@
 ``dense-at`` is the reference every ticket is compared against: the spec's
 architecture with affine BatchNorm, every weight trained with the spec's
 (adversarial) trainer and no pruning. The same network is the first stage of
-``alth``, ``hydra`` and ``lwm``: :func:`bench.stages.dense_stage` builds it
+``alth``, ``hydra`` and ``lwm``: :func:`bench.methods.stages.dense_stage` builds it
 once per base (dataset, data, architecture, width, seed, training and attack
 settings, epochs) as a shared stage, so those methods and ``dense-at`` runs
 with the same base train it once.
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from bench.config import spec_field
+from bench.core.config import spec_field
 from bench.methods import Method, RunContext, register
+from bench.methods.stages import DENSE_INITS, dense_stage
 from bench.spec import RunSpec
-from bench.stages import DENSE_INITS, dense_stage
 from bench.trainers import TRAINERS
 
 

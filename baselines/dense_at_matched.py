@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from bench.config import spec_field
-from bench.masking import set_trainable
+from bench.core.config import spec_field
 from bench.methods import Method, Network, RunContext, register
+from bench.methods.stages import WEIGHT_INITS, init_frozen_weights, train_weights
+from bench.nn.masking import set_trainable
 from bench.spec import RunSpec
-from bench.stages import WEIGHT_INITS, init_frozen_weights, train_weights
 from bench.trainers import TRAINERS
 
 

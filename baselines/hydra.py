@@ -30,11 +30,11 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from bench.config import spec_field
-from bench.masking import prunable_layers, score_mask_refresher, set_trainable
+from bench.core.config import spec_field
 from bench.methods import Method, RunContext, register
+from bench.methods.stages import DENSE_INITS, START_FROM, bn_parameters, check_epochs, check_lr_scale, dense_stage, last_epoch_state, stage_epochs, train_weights
+from bench.nn.masking import prunable_layers, score_mask_refresher, set_trainable
 from bench.spec import RunSpec
-from bench.stages import DENSE_INITS, START_FROM, bn_parameters, check_epochs, check_lr_scale, dense_stage, last_epoch_state, stage_epochs, train_weights
 
 SCORE_BN = ("trained", "frozen")
 

@@ -14,11 +14,11 @@ from typing import Optional
 
 import torch.nn as nn
 
-from bench.config import spec_field
-from bench.masking import apply_masks, magnitude_scores
+from bench.core.config import spec_field
 from bench.methods import Method, RunContext, register
+from bench.methods.stages import DENSE_INITS, PRUNE_SCOPES, START_FROM, check_epochs, check_lr_scale, dense_stage, stage_epochs, train_weights
+from bench.nn.masking import apply_masks, magnitude_scores
 from bench.spec import RunSpec
-from bench.stages import DENSE_INITS, PRUNE_SCOPES, START_FROM, check_epochs, check_lr_scale, dense_stage, stage_epochs, train_weights
 
 
 @dataclass(frozen=True)

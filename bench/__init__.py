@@ -11,7 +11,7 @@ from typing import Any
 __all__ = ["RunSpec", "load_ticket", "run_spec"]
 
 # Public name -> the module defining it.
-_EXPORTS = {"RunSpec": "bench.spec", "run_spec": "bench.harness", "load_ticket": "bench.ticket"}
+_EXPORTS = {"RunSpec": "bench.spec", "run_spec": "bench.harness", "load_ticket": "bench.methods.ticket"}
 
 
 def __getattr__(name: str) -> Any:

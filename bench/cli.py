@@ -11,10 +11,10 @@ import os
 import sys
 from typing import NoReturn, Optional, Sequence
 
-from bench.allocator import keep_freed_memory
 from bench.commands import COMMANDS, command_summaries
-from bench.errors import TrainingDivergedError
-from bench.progress import progress
+from bench.core.allocator import keep_freed_memory
+from bench.core.errors import TrainingDivergedError
+from bench.core.progress import progress
 
 __all__ = ["build_parser", "main", "summary_parser"]
 
@@ -86,7 +86,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _main(argv: Optional[Sequence[str]] = None) -> int:
     """Parse the command line (importing the commands) and run the command."""
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
-    # Freed tensors stay in the process (no page fault per new activation): bench/allocator.py.
+    # Freed tensors stay in the process (no page fault per new activation): bench/core/allocator.py.
     keep_freed_memory()
     words = list(sys.argv[1:] if argv is None else argv)
     # Top-level help, --version, no or an unknown command: answered from the sources, before torch is imported.

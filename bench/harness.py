@@ -20,21 +20,21 @@ import pandas as pd
 import torch
 from filelock import FileLock, Timeout
 
-from bench import paths
-from bench.compact import save_compact
+from bench.core import paths
+from bench.core.devices import resolve_device
+from bench.core.io import atomic_json, atomic_save, digest
+from bench.core.results import AttackResult, append_rows, read_rows_file, result_rows
+from bench.core.threads import THREAD_ENV_VARS
 from bench.data import DataBundle, load_data
-from bench.devices import resolve_device
-from bench.evaluate import autoattack_examples, evaluate, with_worst_case
-from bench.flags import describe_flags
-from bench.io import atomic_json, atomic_save, digest
-from bench.masking import layer_sparsity, measured_sparsity
+from bench.evaluation.evaluate import autoattack_examples, evaluate, with_worst_case
+from bench.evaluation.flags import describe_flags
+from bench.evaluation.randomized import evaluate_switch
 from bench.methods import RunContext, get_method
-from bench.models import prunable_policy
-from bench.randomized import evaluate_switch
-from bench.results import AttackResult, append_rows, read_rows_file, result_rows
+from bench.methods.compact import save_compact
+from bench.methods.ticket import Ticket, check_run_folder, load_ticket, read_meta
+from bench.nn.masking import layer_sparsity, measured_sparsity
+from bench.nn.models import prunable_policy
 from bench.spec import RUNTIME_GROUPS, RunSpec, spec_fields
-from bench.threads import THREAD_ENV_VARS
-from bench.ticket import Ticket, check_run_folder, load_ticket, read_meta
 from bench.train import Compute, TrainingDivergedError, has_feature_batchnorm
 
 __all__ = ["evaluate_run", "find_or_load_ticket", "load_finished_ticket", "load_ticket", "run_rows", "run_spec", "summary"]
@@ -191,7 +191,7 @@ def _find_or_search(spec: RunSpec, data: DataBundle, device: torch.device, run_d
         "train_passes": ctx.compute.passes + sum(s["passes"] for s in ctx.info.get("stage_compute", [])),
         "wall_seconds": time.perf_counter() - t0,
         "data_source": data.source,
-        # The threads the search ran with (a sweep's workers share the cores: see bench.threads).
+        # The threads the search ran with (a sweep's workers share the cores: see bench.core.threads).
         "threads": {"torch": torch.get_num_threads(), **{k: os.environ.get(k, "") for k in THREAD_ENV_VARS}},
         **({"data_fingerprint": data.fingerprint} if data.fingerprint is not None else {}),
         "randomized": method.randomized,

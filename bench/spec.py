@@ -17,14 +17,14 @@ from dataclasses import dataclass, fields
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from bench.attacks import ATTACKS
-from bench.config import build_dataclass, check_choices, non_default, spec_field
+from bench.core.config import build_dataclass, check_choices, non_default, spec_field
+from bench.core.io import digest
+from bench.core.registry import Registry
 from bench.data import DATA_SOURCES, DATASETS, DatasetInfo, dataset_info, resolve_source
-from bench.io import digest
-from bench.models import MODELS
-from bench.registry import Registry
+from bench.nn.models import MODELS
 from bench.trainers import TRAINERS
 
-# The method registry: every module of these packages registers its method (see bench/methods.py).
+# The method registry: every module of these packages registers its method (see bench/methods/base.py).
 METHODS: Registry[Any] = Registry("method", plugins=("tickets", "baselines"))
 OPTIMIZERS = ("sgd", "adam")
 # BatchNorm mode while the training attack crafts its examples (RST's code: train; HYDRA's: eval, its

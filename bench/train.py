@@ -20,12 +20,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from bench import paths
 from bench.attacks import PGD
+from bench.core import paths
+from bench.core.errors import TrainingDivergedError
+from bench.core.io import atomic_save
+from bench.core.progress import bar
 from bench.data import DataBundle, Split, batch_starts, batches
-from bench.errors import TrainingDivergedError
-from bench.io import atomic_save
-from bench.progress import bar
 from bench.spec import RunSpec, spec_fields
 from bench.trainers import TRAINERS
 

@@ -8,7 +8,7 @@ imported, then puts ``sys.modules`` back as it was, so nothing else in the
 process sees the alias. If the original ``autoattack`` is installed it is used
 as is. robustbench's own ``benchmark()`` (which calls AutoAttack with the
 original keyword names) is not used here: zoo models are evaluated with our
-attacks through :func:`bench.evaluate.evaluate`.
+attacks through :func:`bench.evaluation.evaluate.evaluate`.
 
 A zoo evaluation is named by a hash of its :class:`ZooSpec` and kept in
 ``<out>/zoo/<run_id>/`` (spec, measured sparsity, per-attack cache), so a
@@ -33,15 +33,15 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from bench import paths
 from bench.attacks import ATTACKS
-from bench.config import spec_field
+from bench.core import paths
+from bench.core.config import spec_field
+from bench.core.devices import resolve_device
+from bench.core.io import atomic_json, digest
+from bench.core.results import AttackResult, append_rows, result_rows
 from bench.data import Split, load_data
-from bench.devices import resolve_device
-from bench.evaluate import autoattack_examples, evaluate, with_worst_case
-from bench.io import atomic_json, digest
-from bench.masking import MaskedMixin
-from bench.results import AttackResult, append_rows, result_rows
+from bench.evaluation.evaluate import autoattack_examples, evaluate, with_worst_case
+from bench.nn.masking import MaskedMixin
 
 INSTALL_HINT = "pip install -e '.[robustbench]'  (see docs/robustbench.md)"
 EVAL_DATASETS = ("cifar10", "cifar100")

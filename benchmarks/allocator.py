@@ -1,4 +1,4 @@
-"""glibc's allocator as configured by ``bench.allocator.keep_freed_memory`` vs its defaults, same work.
+"""glibc's allocator as configured by ``bench.core.allocator.keep_freed_memory`` vs its defaults, same work.
 
 Each repetition runs one child process per setting, alternating (default,
 tuned, default, tuned, ...), so drifts in machine speed hit both alike. A child
@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-# The parent chooses each child's setting through bench.allocator's switch variable (it imports no torch).
-from bench.allocator import SWITCH_VAR, keep_freed_memory
+# The parent chooses each child's setting through bench.core.allocator's switch variable (it imports no torch).
+from bench.core.allocator import SWITCH_VAR, keep_freed_memory
 
 
 def child(steps: int, evals: int) -> None:
@@ -41,7 +41,7 @@ def child(steps: int, evals: int) -> None:
 
     from bench.attacks import PGD
     from bench.data import batches, load_data
-    from bench.models import ModelConfig, build_model
+    from bench.nn.models import ModelConfig, build_model
     from bench.train import TrainConfig
 
     data = load_data("fashion-mnist")

@@ -2,7 +2,7 @@
 
 1. Our PGD-20 vs torchattacks' PGD-20: same model, batch, examples, eps, step
    and thread count; repetitions interleaved, median time of each.
-2. The cascade PGD-20 -> CW-20 -> AutoAttack-standard (``bench.evaluate``)
+2. The cascade PGD-20 -> CW-20 -> AutoAttack-standard (``bench.evaluation.evaluate``)
    vs AutoAttack-standard alone, on the same examples.
 3. Images per second of every attack (clean-correct examples attacked / s).
 
@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from bench.attacks import make_attack
 from bench.data import Split, load_data, to_float
-from bench.evaluate import correct_flags, evaluate, worst_case
+from bench.evaluation.evaluate import correct_flags, evaluate, worst_case
 from bench.harness import find_or_load_ticket, load_ticket
 from bench.spec import RunSpec
 

@@ -6,7 +6,7 @@
 # On one GPU it finishes in a few minutes (well under 8). --device cpu runs the same steps on the CPU, so CI can
 # test the script itself; --quick shrinks every budget (a tiny default run, AutoAttack on 20 examples) for that.
 # Results land in DIR (default $OUT when set, else /tmp/device-check): pytest.txt, default-run/ (its runs.csv),
-# default-run.txt, throughput.md/.json, summary.md. Evaluation runs in float32 without TF32 (bench.inference).
+# default-run.txt, throughput.md/.json, summary.md. Evaluation runs in float32 without TF32 (bench.nn.inference).
 set -euo pipefail
 
 device=cuda

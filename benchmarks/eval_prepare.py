@@ -1,10 +1,10 @@
-"""Evaluation-time model preparation (``bench.inference``), A/B on one ticket in one run.
+"""Evaluation-time model preparation (``bench.nn.inference``), A/B on one ticket in one run.
 
 1. Pass rates: input-gradient (forward + backward to the input) and forward-only
    images/s of the ticket as trained (masked layers, BatchNorm), of its prepared
    copy (masks materialised, BatchNorm folded) and of that copy channels-last;
    repetitions interleaved, best of each.
-2. The whole evaluation (``bench.evaluate.evaluate``: the default PGD-20, CW-20
+2. The whole evaluation (``bench.evaluation.evaluate.evaluate``: the default PGD-20, CW-20
    and AutoAttack cascade) without and with preparation: seconds per attack, their
    ratio, and the examples whose robust flag differs, with the clean margin of each
    (float rounding can only decide where the two passes disagree).
@@ -26,11 +26,11 @@ import torch
 import torch.nn as nn
 
 from bench.data import Split, load_data, to_float
-from bench.evaluate import evaluate
+from bench.evaluation.evaluate import evaluate
 from bench.harness import find_or_load_ticket
-from bench.inference import inference_model
+from bench.methods.ticket import load_ticket
+from bench.nn.inference import inference_model
 from bench.spec import RunSpec
-from bench.ticket import load_ticket
 
 
 def ticket(args: argparse.Namespace) -> Tuple[nn.Module, Split, RunSpec]:

@@ -1,6 +1,6 @@
 """FMN against the fixed-eps worst case on one finished run, for a few step counts and initial step sizes.
 
-Produced the figure behind ``bench.security.WEAKER_SHARE`` (docs/flags.md, ``fmn_weaker``): on RST-0.9
+Produced the figure behind ``bench.evaluation.security.WEAKER_SHARE`` (docs/flags.md, ``fmn_weaker``): on RST-0.9
 (Fashion-MNIST, first 500 test images) FMN left 6 examples robust that the worst case broke, for every setting.
 
     OMP_NUM_THREADS=1 python benchmarks/fmn_settings.py results/published/runs/535e0683d6da
@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 
 from bench.data import to_float
-from bench.evaluate import CHANNELS_LAST
+from bench.evaluation.evaluate import CHANNELS_LAST
+from bench.evaluation.security import fmn_distances, robust_at
 from bench.harness import evaluate_run, load_finished_ticket
-from bench.inference import inference_model
-from bench.security import fmn_distances, robust_at
-from bench.ticket import read_spec
+from bench.methods.ticket import read_spec
+from bench.nn.inference import inference_model
 
 # (steps, initial step size alpha) tried.
 SETTINGS = ((200, 1.0), (200, 0.3), (200, 3.0), (1000, 1.0))

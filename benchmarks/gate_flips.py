@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench import paths
-from bench.check import REFERENCE_DIR
-from bench.evaluate import correct_flags, evaluate
-from bench.exact_gate import CLEAN, FLAGS, allowed_flips, fresh_run_folder, read_flags
+from bench.core import paths
+from bench.evaluation.evaluate import correct_flags, evaluate
+from bench.gate.check import REFERENCE_DIR
+from bench.gate.exact import CLEAN, FLAGS, allowed_flips, fresh_run_folder, read_flags
 from bench.harness import find_or_load_ticket
-from bench.ticket import read_spec
+from bench.methods.ticket import read_spec
 
 
 def flags_under(folder: Path, threads: int, batch_size: int, work: Path) -> dict:

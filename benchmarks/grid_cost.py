@@ -22,7 +22,7 @@ from typing import List, Optional, Sequence
 
 import pandas as pd
 
-from bench.results import read_rows
+from bench.core.results import read_rows
 
 CASCADE_ONLY = ("worst_case",)
 

@@ -1,4 +1,4 @@
-"""Cost of recomputing RST's masks: ``bench.masking.topk_mask`` vs one full ``torch.kthvalue`` per layer.
+"""Cost of recomputing RST's masks: ``bench.nn.masking.topk_mask`` vs one full ``torch.kthvalue`` per layer.
 
 The reference is the selection the harness used before the bracketed
 threshold (``masking.kth_smallest``): one ``kthvalue`` over the whole layer,
@@ -16,8 +16,8 @@ from typing import Callable, Dict
 
 import torch
 
-from bench.masking import n_zeros_for, prunable_layers, topk_mask
-from bench.models import ModelConfig, build_model
+from bench.nn.masking import n_zeros_for, prunable_layers, topk_mask
+from bench.nn.models import ModelConfig, build_model
 
 
 def full_selection_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:

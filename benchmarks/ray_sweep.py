@@ -30,9 +30,9 @@ from typing import Callable, Dict, Tuple
 import ray
 import torch
 
-from bench.executors.local import LocalExecutor
-from bench.executors.ray_executor import RayExecutor
-from bench.sweep import Sweep, SweepSummary, expand, run_sweep
+from bench.sweep.executors.local import LocalExecutor
+from bench.sweep.executors.ray_executor import RayExecutor
+from bench.sweep.grid import Sweep, SweepSummary, expand, run_sweep
 
 
 def make_sweep(runs: int, epochs: int, n_train: int, n_eval: int) -> Sweep:

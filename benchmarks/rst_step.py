@@ -17,11 +17,11 @@ from typing import Callable, Dict
 
 import torch
 
-from bench.allocator import keep_freed_memory
 from bench.attacks import PGD
+from bench.core.allocator import keep_freed_memory
 from bench.data import batches, load_data
-from bench.masking import prunable_layers, score_mask_refresher, set_trainable
-from bench.models import ModelConfig, build_model, init_signed_kaiming_constant
+from bench.nn.masking import prunable_layers, score_mask_refresher, set_trainable
+from bench.nn.models import ModelConfig, build_model, init_signed_kaiming_constant
 from bench.train import TrainConfig, _optimizer, train_step
 
 
@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--reps", type=int, default=15)
     args = parser.parse_args()
-    # As in every bench process: freed tensors stay in the process (bench/allocator.py).
+    # As in every bench process: freed tensors stay in the process (bench/core/allocator.py).
     keep_freed_memory()
     data = load_data("fashion-mnist")
     batch = next(batches(data.train, args.batch_size, torch.device("cpu")))

@@ -1,10 +1,10 @@
 """Throughput table of one ticket on one device: raw pass rate, PGD-20, AutoAttack, RST vs dense step.
 
 Every figure is measured here, in this run, under the evaluation's float32
-settings (``bench.inference.ieee_float32``: no TF32; nothing runs in bf16):
+settings (``bench.nn.inference.ieee_float32``: no TF32; nothing runs in bf16):
 
 - raw pass rate: 20 forward + input-gradient passes of the CE loss on one
-  batch, image-passes/s, of the prepared ticket (``bench.inference.inference_model``);
+  batch, image-passes/s, of the prepared ticket (``bench.nn.inference.inference_model``);
 - PGD-20 without early stopping on the same batch (the same 20 passes plus its
   steps and projections), images/s, and the ratio of the two times (1.00: the
   attack adds nothing to the passes); the two interleaved, best of ``--reps``;
@@ -28,12 +28,12 @@ import torch
 import torch.nn.functional as F
 from rst_step import make_step
 
-from bench.allocator import keep_freed_memory
 from bench.attacks import make_attack
+from bench.core.allocator import keep_freed_memory
 from bench.data import batches, load_data, to_float
-from bench.inference import ieee_float32, inference_model
+from bench.methods.ticket import load_ticket
+from bench.nn.inference import ieee_float32, inference_model
 from bench.spec import RunSpec
-from bench.ticket import load_ticket
 from bench.train import TrainConfig
 
 
@@ -67,7 +67,7 @@ def main() -> None:
     p.add_argument("--step-reps", type=int, default=9, help="interleaved RST/dense step repetitions")
     p.add_argument("--out", default="", help="folder for throughput.md / throughput.json")
     args = p.parse_args()
-    # As in every bench process: freed tensors stay in the process (bench/allocator.py).
+    # As in every bench process: freed tensors stay in the process (bench/core/allocator.py).
     keep_freed_memory()
     device = torch.device(args.device)
     run_dir = Path(args.run_dir)

@@ -27,8 +27,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import pandas as pd
 from scipy.stats import fisher_exact
 
-from bench.results import read_rows, wilson_interval
-from bench.rows import latest_rows
+from bench.core.results import read_rows, wilson_interval
+from bench.core.rows import latest_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ROOT / "results" / "published" / "runs.csv"

@@ -25,9 +25,9 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import pandas as pd
 
-from bench.results import read_rows, wilson_interval
-from bench.rows import counted
-from bench.sweep import load_sweep
+from bench.core.results import read_rows, wilson_interval
+from bench.core.rows import counted
+from bench.sweep.grid import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "results" / "README.md"

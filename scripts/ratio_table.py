@@ -17,7 +17,7 @@ from typing import Dict, List, Tuple
 
 import pandas as pd
 
-from bench.results import read_rows
+from bench.core.results import read_rows
 
 
 def select(rows: pd.DataFrame, spec: str, attack: str) -> Dict[int, float]:

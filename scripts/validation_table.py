@@ -12,8 +12,8 @@ import statistics
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
-from bench import paths
-from bench.ticket import read_meta, read_spec
+from bench.core import paths
+from bench.methods.ticket import read_meta, read_spec
 
 
 def final_stage(meta: Dict[str, Any]) -> Dict[str, Any]:

@@ -8,8 +8,8 @@ import torch
 import torch.nn as nn
 
 from bench.data import DataBundle, DatasetInfo, Split, load_data, to_float
-from bench.masking import apply_masks
-from bench.models import ModelConfig, build_model
+from bench.nn.masking import apply_masks
+from bench.nn.models import ModelConfig, build_model
 
 # The one tiny budget every test file builds its runs from (a few seconds each on the CPU).
 TINY: Dict[str, Any] = {

@@ -19,12 +19,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bench.attacks import AutoAttackRunner, attack_for_run, make_attack
+from bench.core.results import EVAL_VERSION, KEY_COLUMNS
 from bench.data import Split, load_data, to_float
-from bench.evaluate import chunk_attack, evaluate
-from bench.flags import library_check_flags, row_flags
-from bench.masking import apply_masks
-from bench.models import ModelConfig, build_model
-from bench.results import EVAL_VERSION, KEY_COLUMNS
+from bench.evaluation.evaluate import chunk_attack, evaluate
+from bench.evaluation.flags import library_check_flags, row_flags
+from bench.nn.masking import apply_masks
+from bench.nn.models import ModelConfig, build_model
 from tickets.r2s import RandomSwitch
 
 EPS = 0.04
@@ -152,7 +152,7 @@ def test_a_stale_cache_is_not_reused(toy: Any, tmp_path: Path, monkeypatch: pyte
     model.calls = 0
     evaluate(model, test, ["pgd20"], EPS, 60, 60, CPU, tmp_path)
     reused = model.calls
-    monkeypatch.setattr("bench.evaluate.EVAL_VERSION", 99)
+    monkeypatch.setattr("bench.evaluation.evaluate.EVAL_VERSION", 99)
     model.calls = 0
     evaluate(model, test, ["pgd20"], EPS, 60, 60, CPU, tmp_path)
     assert model.calls > reused + 20  # PGD-20 ran again instead of reading the old store
@@ -244,7 +244,7 @@ def test_switch_rows_get_row_flags() -> None:
 def test_apgd_probe_allows_one_example_of_disagreement(monkeypatch: pytest.MonkeyPatch) -> None:
     """APGD-CE alone leaving one probe example more robust than PGD-20 is two attacks' variance, not a broken AA;
     two more is flagged."""
-    import bench.evaluate as ev
+    import bench.evaluation.evaluate as ev
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval()

@@ -12,9 +12,10 @@ from typing import Dict, List
 import pytest
 import torch
 
-from bench import allocator, cli
-from bench.allocator import SWITCH_VAR, keep_freed_memory
-from bench.executors import local, ray_executor
+from bench import cli
+from bench.core import allocator
+from bench.core.allocator import SWITCH_VAR, keep_freed_memory
+from bench.sweep.executors import local, ray_executor
 
 glibc_only = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
                                 reason="the setting exists only in glibc")
@@ -30,7 +31,7 @@ def huge_pages_always() -> bool:
 # and the values computed from them (the allocator must not change numbers).
 CHILD = """
 import json, resource
-from bench.allocator import keep_freed_memory
+from bench.core.allocator import keep_freed_memory
 applied = keep_freed_memory()
 import torch
 def faults():

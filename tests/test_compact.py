@@ -9,13 +9,13 @@ import pytest
 import torch
 from conftest import TINY  # noqa: E402 - the shared budget (tests/ is on sys.path)
 
-from bench import paths
 from bench.cli import main
-from bench.compact import load_compact, pack_mask, read_compact, unpack_mask
+from bench.core import paths
 from bench.data import load_data
 from bench.harness import find_or_load_ticket
+from bench.methods.compact import load_compact, pack_mask, read_compact, unpack_mask
+from bench.methods.ticket import load_ticket
 from bench.spec import RunSpec
-from bench.ticket import load_ticket
 
 
 def ticket(out: Path, **fields: Any) -> Path:

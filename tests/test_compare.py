@@ -10,7 +10,7 @@ import torch
 from conftest import TINY
 
 from bench.cli import main
-from bench.compare import compare_flags, compare_runs, mcnemar_exact
+from bench.reporting.compare import compare_flags, compare_runs, mcnemar_exact
 
 
 @pytest.mark.parametrize("b, c, expected", [

@@ -14,8 +14,8 @@ from conftest import TINY, trained_convnet
 from bench.attacks import make_attack
 from bench.cli import main
 from bench.data import load_data, to_float
-from bench.evaluate import evaluate
-from bench.inference import inference_model
+from bench.evaluation.evaluate import evaluate
+from bench.nn.inference import inference_model
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 CUDA = torch.device("cuda")

@@ -13,15 +13,15 @@ from conftest import train_mlp
 
 from bench.attacks import PGD, AutoAttackRunner, make_attack
 from bench.cli import main
+from bench.core.results import AttackResult
+from bench.core.store import Store
 from bench.data import Split
-from bench.evaluate import attack_store, evaluate, robust_flags, worst_case
-from bench.flags import FLAG_DESCRIPTIONS
-from bench.flags import row_flags as _row_flags
+from bench.evaluation.evaluate import attack_store, evaluate, robust_flags, worst_case
+from bench.evaluation.flags import FLAG_DESCRIPTIONS
+from bench.evaluation.flags import row_flags as _row_flags
 from bench.harness import summary
-from bench.masking import frozen_fingerprint
-from bench.models import ModelConfig, build_model
-from bench.results import AttackResult
-from bench.store import Store
+from bench.nn.masking import frozen_fingerprint
+from bench.nn.models import ModelConfig, build_model
 
 EPS = 0.05
 CPU = torch.device("cpu")
@@ -236,7 +236,7 @@ def test_frozen_fingerprint_flags_moved_weights(trained: Tuple[nn.Module, Split]
 
 def frozen_fingerprint_layers(model: nn.Module) -> Iterator[nn.Module]:
     """The masked layers the fingerprint covers."""
-    from bench.masking import prunable_layers
+    from bench.nn.masking import prunable_layers
 
     return (layer for _name, layer in prunable_layers(model))
 

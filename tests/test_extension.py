@@ -19,12 +19,12 @@ import torch.nn.functional as F
 
 from bench.attacks import ATTACKS, PGD, Attack, AttackPreset
 from bench.commands.listing import registry_listing
-from bench.config import spec_field
-from bench.evaluate import evaluate
+from bench.core.config import spec_field
+from bench.evaluation.evaluate import evaluate
 from bench.harness import run_spec
-from bench.render import to_markdown
+from bench.reporting.render import to_markdown
+from bench.reporting.tables import build_table
 from bench.spec import METHODS, RunSpec
-from bench.tables import build_table
 from bench.trainers import TRAINERS, Trainer, TrainSettings
 
 EPS = 0.3

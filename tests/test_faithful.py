@@ -11,17 +11,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 from conftest import TINY  # noqa: E402 - the shared budget (tests/ is on sys.path)
 
-from bench import paths
-from bench.config import load_yaml
+from bench.core import paths
+from bench.core.config import load_yaml
+from bench.core.io import atomic_save
 from bench.data import load_data
 from bench.harness import find_or_load_ticket
-from bench.io import atomic_save
-from bench.masking import prunable_layers, topk_mask
 from bench.methods import Network, RunContext, get_method
-from bench.models import ModelConfig, build_model, init_signed_kaiming_constant
+from bench.methods.stages import DENSE_STAGE, dense_key
+from bench.methods.ticket import read_spec
+from bench.nn.masking import prunable_layers, topk_mask
+from bench.nn.models import ModelConfig, build_model, init_signed_kaiming_constant
 from bench.spec import METHODS, RunSpec
-from bench.stages import DENSE_STAGE, dense_key
-from bench.ticket import read_spec
 from bench.train import Compute, TrainConfig, train_step, training_attack
 from bench.trainers import TRAINERS
 from tickets.alth import level_schedule, load_masks

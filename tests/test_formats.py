@@ -22,7 +22,7 @@ import torchvision.datasets as tvd
 from bench.cli import main
 from bench.data import dataset_info, load_data, to_split
 from bench.data.formats import CIFAR10, CIFAR100, read_cifar, read_svhn
-from bench.ticket import load_ticket
+from bench.methods.ticket import load_ticket
 
 RUN = ["--arch", "mlp", "--width", "0.1", "--epochs", "1", "--train-steps", "1", "--n-eval", "20",
        "--n-eval-aa", "5", "--eval-attacks", "pgd20", "--device", "cpu", "--batch-size", "50"]

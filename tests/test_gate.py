@@ -13,12 +13,12 @@ import yaml
 
 import bench.train
 from bench.attacks import ATTACKS, PGD
-from bench.check import GATE_ATTACKS, read_reference, run_check
-from bench.compact import read_compact
-from bench.exact_gate import FLAGS, allowed_flips
+from bench.gate.check import GATE_ATTACKS, read_reference, run_check
+from bench.gate.exact import FLAGS, allowed_flips
+from bench.gate.training import seed_stats, training_gate
+from bench.methods.compact import read_compact
+from bench.methods.ticket import read_spec
 from bench.spec import RunSpec
-from bench.ticket import read_spec
-from bench.training_gate import seed_stats, training_gate
 
 # Two tiny reference runs (RST over seeded weights: a seed + mask ticket; LWM: trained values).
 PRESET = {

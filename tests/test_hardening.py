@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
-from bench.export import export_robustbench_json
-from bench.leaderboard import build_leaderboard, neutralise
+from bench.reporting.export import export_robustbench_json
+from bench.reporting.leaderboard import build_leaderboard, neutralise
 
 RUN_ID = "0123456789ab"
 
@@ -109,7 +109,7 @@ def test_a_held_lock_times_out_with_a_message(tmp_path: Path, monkeypatch: pytes
     """Another process's lock on runs.csv: the writer waits, then says which lock to remove."""
     from filelock import FileLock
 
-    import bench.results as results
+    import bench.core.results as results
 
     monkeypatch.setattr(results, "LOCK_TIMEOUT_S", 0.2)
     csv = tmp_path / "runs.csv"
@@ -240,7 +240,7 @@ def test_random_control_calibrates_on_the_trainers_inputs(tmp_path: Path, monkey
 
 def test_eps_formatter_writes_whole_steps_of_1_255() -> None:
     """One formatter for tables, plots and exports: 5/255 is '5/255' (the table formatter printed 0.0196078)."""
-    from bench.results import format_eps, parse_eps
+    from bench.core.results import format_eps, parse_eps
 
     assert format_eps(5 / 255) == "5/255" and format_eps(8 / 255) == "8/255" and format_eps(0.1) == "0.1"
     assert parse_eps(format_eps(5 / 255)) == pytest.approx(5 / 255)
@@ -273,8 +273,8 @@ def test_memory_bound_counts_parameters_without_allocating() -> None:
     import torch
 
     from bench.harness import SEARCH_PARAMETER_COPIES, check_memory
+    from bench.methods.ticket import empty_model
     from bench.spec import RunSpec
-    from bench.ticket import empty_model
 
     spec = RunSpec(arch="mlp", width=0.5).resolve()
     n_params = sum(p.numel() for p in empty_model(spec).parameters())

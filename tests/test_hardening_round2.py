@@ -19,11 +19,11 @@ import bench.cli as cli_module
 import bench.train as train_module
 from bench.attacks import ATTACKS, check_budget
 from bench.cli import main
-from bench.config import coerce
+from bench.core.config import coerce
 from bench.data import batches
-from bench.exact_gate import read_flags
+from bench.gate.exact import read_flags
 from bench.spec import METHODS, RunSpec
-from bench.sweep import expand
+from bench.sweep.grid import expand
 from tickets.alth import MAX_LEVELS, level_schedule, levels_needed
 
 TINY_FLAGS = ["--arch", "mlp", "--width", "0.1", "--epochs", "1", "--train-steps", "1", "--n-train", "300",

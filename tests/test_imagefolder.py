@@ -17,7 +17,7 @@ from PIL import Image
 from bench.cli import main
 from bench.data import load_data
 from bench.data.imagefolder import read_image_folder
-from bench.models import MODELS
+from bench.nn.models import MODELS
 from bench.spec import METHODS, RunSpec
 
 CLASSES = ("cat", "dog", "eel")

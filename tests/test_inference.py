@@ -1,4 +1,4 @@
-"""Evaluation-time preparation (bench.inference): the same function as the ticket, never touching the ticket."""
+"""Evaluation-time preparation (bench.nn.inference): the same function as the ticket, never touching the ticket."""
 from __future__ import annotations
 
 import pytest
@@ -6,12 +6,12 @@ import torch
 import torch.nn as nn
 from conftest import trained_convnet
 
+from bench.core.io import model_fingerprint
 from bench.data import load_data
-from bench.evaluate import evaluate, model_folder
-from bench.inference import PREPARATION, inference_model
-from bench.io import model_fingerprint
-from bench.masking import MASKED_TYPES, apply_masks
-from bench.models import MODELS, ModelConfig, build_model
+from bench.evaluation.evaluate import evaluate, model_folder
+from bench.nn.inference import PREPARATION, inference_model
+from bench.nn.masking import MASKED_TYPES, apply_masks
+from bench.nn.models import MODELS, ModelConfig, build_model
 
 
 def ticket_like(arch: str, bn_affine: bool) -> nn.Module:

@@ -10,8 +10,8 @@ from typing import List
 
 import pytest
 
-from bench import paths
-from bench.io import atomic_json, atomic_path, digest, slug
+from bench.core import paths
+from bench.core.io import atomic_json, atomic_path, digest, slug
 
 
 def test_concurrent_writers_of_one_file_never_collide(tmp_path: Path) -> None:
@@ -67,7 +67,7 @@ def test_paths_name_every_artifact(tmp_path: Path) -> None:
 
 def test_config_is_a_leaf_without_torch() -> None:
     """Reading configuration imports neither torch nor the rest of the package."""
-    code = "import sys, bench.config; print('torch' in sys.modules, 'bench.harness' in sys.modules)"
+    code = "import sys, bench.core.config; print('torch' in sys.modules, 'bench.harness' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
 
@@ -76,7 +76,7 @@ def test_store_survives_a_kill_between_its_two_files(tmp_path: Path) -> None:
     """Arrays written, side-car lost (a SIGKILL between the writes): the store still loads its arrays."""
     import torch
 
-    from bench.store import Store
+    from bench.core.store import Store
 
     spec = {"tried": (torch.bool, False, ())}
     store = Store(tmp_path / "clean", spec, {})
@@ -90,7 +90,7 @@ def test_store_survives_a_kill_between_its_two_files(tmp_path: Path) -> None:
 
 WRITER = """
 import sys, torch
-from bench.io import atomic_save, atomic_write
+from bench.core.io import atomic_save, atomic_write
 target, kind = sys.argv[1], sys.argv[2]
 blobs = [bytes([65]) * 4_000_000, bytes([66]) * 3_000_000]
 print("ready", flush=True)

@@ -13,9 +13,9 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from bench.cli import main
-from bench.entries import load_submissions, validate_entry
-from bench.io import file_sha256
-from bench.leaderboard import MANIFEST, build_leaderboard, rank_entries
+from bench.core.io import file_sha256
+from bench.reporting.entries import load_submissions, validate_entry
+from bench.reporting.leaderboard import MANIFEST, build_leaderboard, rank_entries
 
 
 def tidy_rows() -> pd.DataFrame:
@@ -79,7 +79,7 @@ def test_the_page_is_rendered_from_its_json_data(tmp_path: Path) -> None:
     the page rendered from that file is the page written, and a rendered value is escaped by the template."""
     import json
 
-    from bench.page import to_html
+    from bench.reporting.page import to_html
 
     rows = tidy_rows()
     rows.loc[0, "method"] = "<script>alert(1)</script>"

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench import masking
-from bench.masking import (
+from bench.nn import masking
+from bench.nn.masking import (
     apply_masks,
     kth_smallest,
     layer_sparsity,

@@ -11,9 +11,9 @@ import torch.nn as nn
 from conftest import TINY  # noqa: E402 - the shared budget (tests/ is on sys.path)
 
 from bench.harness import find_or_load_ticket
-from bench.masking import n_zeros_for, prunable_layers
 from bench.methods import Network, RunContext
-from bench.models import init_signed_kaiming_constant
+from bench.nn.masking import n_zeros_for, prunable_layers
+from bench.nn.models import init_signed_kaiming_constant
 from bench.spec import METHODS, RunSpec
 from bench.train import Compute
 from tickets.alth import level_sparsities, load_masks, prune_and_rewind

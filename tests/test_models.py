@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from bench.commands.listing import prunable_weights, registry_listing
 from bench.data import dataset_info
 from bench.harness import find_or_load_ticket
-from bench.masking import apply_masks, prunable_layers
-from bench.models import MODELS, VGG16_LAYERS, ModelConfig, build_model
+from bench.nn.masking import apply_masks, prunable_layers
+from bench.nn.models import MODELS, VGG16_LAYERS, ModelConfig, build_model
 from bench.spec import METHODS, RunSpec
 
 
@@ -78,7 +78,7 @@ PAPER_ARCHITECTURES = {"rst-resnet18-cifar10": "resnet18", "rst-wrn-34-10-cifar1
 @pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
 def test_every_preset_is_a_valid_spec_whose_network_builds(preset: Path) -> None:
     """Each preset is a spec (unknown keys would raise); its architecture builds for its dataset with weights to prune."""
-    from bench.config import load_yaml
+    from bench.core.config import load_yaml
 
     spec = RunSpec.from_dict(load_yaml(str(preset)))
     assert prunable_weights(spec.arch, spec.dataset, spec.width) > 0

@@ -10,7 +10,7 @@ from typing import List
 import pytest
 
 from bench.cli import main
-from bench.progress import bar, progress, progress_enabled
+from bench.core.progress import bar, progress, progress_enabled
 
 FLAGS = ["--method", "dense-at", "--arch", "mlp", "--width", "0.25", "--epochs", "2", "--train-steps", "1", "--n-train", "1000", "--n-eval",
          "20", "--n-eval-aa", "4", "--eval-attacks", "pgd20,apgd-ce", "--device", "cpu", "--batch-size", "100"]

@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 from bench.cli import build_parser
 from bench.commands.security import check_args
 from bench.commands.spec_flags import spec_from_args
-from bench.config import load_yaml
-from bench.entries import load_entry
-from bench.results import read_rows
-from bench.security import MAX_FMN_STEPS, MAX_GRID_POINTS, eps_grid
-from bench.ticket import read_meta, read_spec
+from bench.core.config import load_yaml
+from bench.core.results import read_rows
+from bench.evaluation.security import MAX_FMN_STEPS, MAX_GRID_POINTS, eps_grid
+from bench.methods.ticket import read_meta, read_spec
+from bench.reporting.entries import load_entry
 
 
 def run_flags() -> List[str]:

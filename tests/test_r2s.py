@@ -14,11 +14,11 @@ from conftest import TINY as BASE_TINY
 
 from bench.attacks import PGD, ce_loss, make_attack
 from bench.data import DataBundle, to_float
-from bench.evaluate import evaluate
-from bench.export import model_info
+from bench.evaluation.evaluate import evaluate
+from bench.evaluation.randomized import transfer_matrix
 from bench.harness import find_or_load_ticket, load_ticket, run_spec
-from bench.masking import apply_masks, prunable_layers
-from bench.randomized import transfer_matrix
+from bench.nn.masking import apply_masks, prunable_layers
+from bench.reporting.export import model_info
 from bench.spec import RunSpec
 from tickets.r2s import RandomSwitch, candidate_sparsities
 

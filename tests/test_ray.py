@@ -19,12 +19,12 @@ from conftest import TINY as BASE_TINY
 
 from bench.cli import main
 from bench.data import DataBundle
-from bench.executors.base import EXECUTORS, JobResult, SweepJob, discover_executors, run_job
-from bench.executors.local import LocalExecutor
-from bench.executors.ray_executor import INSTALL_HINT, RayExecutor, import_ray
 from bench.methods import RunContext
 from bench.spec import RunSpec
-from bench.sweep import is_done, load_sweep, run_sweep
+from bench.sweep.executors.base import EXECUTORS, JobResult, SweepJob, discover_executors, run_job
+from bench.sweep.executors.local import LocalExecutor
+from bench.sweep.executors.ray_executor import INSTALL_HINT, RayExecutor, import_ray
+from bench.sweep.grid import is_done, load_sweep, run_sweep
 from bench.train import Compute
 
 # The smallest real runs: a 10%-width MLP, one epoch of one-step PGD on 300 examples.

@@ -16,15 +16,15 @@ import torch.nn as nn
 from conftest import TINY
 
 import bench.train as train_module
-from bench import paths
-from bench.config import load_yaml
+from bench.core import paths
+from bench.core.config import load_yaml
+from bench.core.io import atomic_save
 from bench.data import load_data
 from bench.harness import find_or_load_ticket
-from bench.io import atomic_save
-from bench.masking import prunable_layers, topk_mask
 from bench.methods import RunContext, get_method
+from bench.methods.stages import DENSE_INITS, DENSE_STAGE, dense_initial, dense_key, init_dense
+from bench.nn.masking import prunable_layers, topk_mask
 from bench.spec import METHODS, RunSpec
-from bench.stages import DENSE_INITS, DENSE_STAGE, dense_initial, dense_key, init_dense
 from bench.train import Compute
 
 PRESETS = Path(__file__).resolve().parent.parent / "configs" / "presets"

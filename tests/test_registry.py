@@ -8,9 +8,9 @@ import pytest
 
 from bench.attacks import ATTACKS
 from bench.commands.listing import registry_listing
+from bench.core.registry import Registry
 from bench.data import DATASETS
-from bench.models import MODELS
-from bench.registry import Registry
+from bench.nn.models import MODELS
 from bench.spec import METHODS
 
 

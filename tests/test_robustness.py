@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from bench.cli import main
+from bench.core.results import append_rows
 from bench.harness import load_ticket, run_spec
-from bench.results import append_rows
 from bench.spec import RunSpec
 
 VOLATILE = ["seconds", "created_at", "train_seconds", "git_commit"]

@@ -1,4 +1,4 @@
-"""Which rows count (issue 32): one rule in bench.rows, used by every reader of runs.csv."""
+"""Which rows count (issue 32): one rule in bench.core.rows, used by every reader of runs.csv."""
 from __future__ import annotations
 
 import ast
@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.rows import counted, latest_curves, latest_per, latest_rows
+from bench.core.rows import counted, latest_curves, latest_per, latest_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,5 +63,5 @@ def status_readers(path: Path) -> list:
 @pytest.mark.parametrize("path", sorted(p.relative_to(ROOT).as_posix() for pkg in ("bench", "tickets", "baselines", "scripts")
                                         for p in (ROOT / pkg).rglob("*.py") if p.name != "rows.py"))
 def test_only_bench_rows_reads_the_status_column(path: str) -> None:
-    """The status rule lives in bench.rows; no other module filters rows on it by hand."""
-    assert status_readers(ROOT / path) == [], f"{path} reads the status column itself: use bench.rows"
+    """The status rule lives in bench.core.rows; no other module filters rows on it by hand."""
+    assert status_readers(ROOT / path) == [], f"{path} reads the status column itself: use bench.core.rows"

@@ -10,7 +10,7 @@ from typing import Any, Dict
 import pytest
 
 from bench.harness import run_spec
-from bench.runstore import RunStore
+from bench.methods.runstore import RunStore
 from bench.spec import RunSpec
 
 ROOT = Path(__file__).resolve().parent.parent

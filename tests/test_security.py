@@ -11,13 +11,12 @@ import torch
 import torch.nn as nn
 from conftest import TINY
 
-from bench import security
 from bench.cli import main
+from bench.core.results import format_eps
+from bench.core.rows import latest_curves
 from bench.data import Split
-from bench.export import model_info
-from bench.results import format_eps
-from bench.rows import latest_curves
-from bench.security import (
+from bench.evaluation import security
+from bench.evaluation.security import (
     MinNorm,
     agreement_flags,
     curve_results,
@@ -27,7 +26,8 @@ from bench.security import (
     min_norm,
     robust_at,
 )
-from bench.tables import build_table
+from bench.reporting.export import model_info
+from bench.reporting.tables import build_table
 
 pytest.importorskip("adv_lib", reason="the security extra (adv-lib) is not installed")
 

@@ -10,12 +10,12 @@ from typing import Dict, List, Tuple
 import pandas as pd
 import pytest
 
-from bench.cells import CONFIG_COLUMNS
-from bench.config import load_yaml
+from bench.core.config import load_yaml
+from bench.core.io import digest
 from bench.harness import NOT_ROW_COLUMNS
-from bench.io import digest
+from bench.methods.ticket import read_spec
+from bench.reporting.cells import CONFIG_COLUMNS
 from bench.spec import PROTOCOL, ROW_NAMES, RUNTIME_GROUPS, SPEC_GROUPS, RunSpec, spec_fields
-from bench.ticket import read_spec
 from bench.train import SPEC_TRAIN_FIELDS
 
 

@@ -13,13 +13,13 @@ import pytest
 import yaml
 from conftest import TINY as BASE_TINY
 
-import bench.executors.base as executor_base
+import bench.sweep.executors.base as executor_base
 from bench.cli import main
-from bench.executors.base import EXECUTORS, Executor, JobResult, SweepJob, discover_executors, get_executor
-from bench.executors.local import LocalExecutor
+from bench.core.threads import THREAD_ENV_VARS, thread_env, threads_per_worker
 from bench.spec import RunSpec
-from bench.sweep import dry_run_table, expand, finished_pairs, is_done, load_sweep, run_sweep
-from bench.threads import THREAD_ENV_VARS, thread_env, threads_per_worker
+from bench.sweep.executors.base import EXECUTORS, Executor, JobResult, SweepJob, discover_executors, get_executor
+from bench.sweep.executors.local import LocalExecutor
+from bench.sweep.grid import dry_run_table, expand, finished_pairs, is_done, load_sweep, run_sweep
 
 # The smallest real runs: a 10%-width MLP, one epoch of one-step PGD on 256 examples.
 # The shared budget as sweep-file values (lists, not tuples), on the embedded data.

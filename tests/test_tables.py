@@ -15,12 +15,12 @@ import torch
 from scipy.stats import binomtest
 
 from bench.cli import main
-from bench.plots import _agg, make_plots
-from bench.render import render, to_latex, to_markdown
-from bench.results import AttackResult, append_rows, result_rows, wilson_interval
-from bench.rows import apply_filters, latest_rows, load_rows
+from bench.core.results import AttackResult, append_rows, result_rows, wilson_interval
+from bench.core.rows import apply_filters, latest_rows, load_rows
+from bench.reporting.plots import _agg, make_plots
+from bench.reporting.render import render, to_latex, to_markdown
+from bench.reporting.tables import build_table, transpose_table
 from bench.spec import PROTOCOL
-from bench.tables import build_table, transpose_table
 
 METHODS = ("hydra", "rst")
 SPARSITIES = (0.5, 0.9, 0.99)
@@ -329,7 +329,7 @@ def test_plot_cli_and_bad_attack(csv_path: Path, tmp_path: Path, capsys: pytest.
 
 def test_importing_plots_leaves_matplotlib_settings_alone() -> None:
     code = ("import matplotlib; before = dict(matplotlib.rcParams); backend = matplotlib.get_backend(); "
-            "import bench.plots, bench.tables; "
+            "import bench.reporting.plots, bench.reporting.tables; "
             "assert dict(matplotlib.rcParams) == before and matplotlib.get_backend() == backend")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -18,7 +18,7 @@ from pyautoattack import AutoAttack
 
 from bench.attacks import make_attack
 from bench.data import Split, to_float
-from bench.evaluate import evaluate
+from bench.evaluation.evaluate import evaluate
 
 EPS = 0.1
 TOLERANCE = 0.015

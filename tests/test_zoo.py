@@ -21,10 +21,10 @@ import torch
 import torch.nn as nn
 
 from bench.cli import main
+from bench.core.results import read_rows
 from bench.data import Split
-from bench.export import EXTRA_FIELDS, ROBUSTBENCH_FIELDS, export_robustbench_json
 from bench.harness import run_spec
-from bench.results import read_rows
+from bench.reporting.export import EXTRA_FIELDS, ROBUSTBENCH_FIELDS, export_robustbench_json
 from bench.spec import RunSpec
 from bench.zoo import RobustBenchMissing, ZooSpec, checkpoint_paths, import_robustbench, load_zoo_model, run_zoo, weight_sparsity, zoo_entries, zoo_models
 
@@ -215,7 +215,7 @@ def test_export_cli_and_zoo_rows_left_out(zoo_run: Tuple, tmp_path: Path, capsys
 
 def test_export_unreliable_follows_flags(zoo_run: Tuple) -> None:
     """Robustness flags and non-adaptive evaluation mark an entry unreliable; a sparsity flag alone does not."""
-    from bench.export import model_info
+    from bench.reporting.export import model_info
 
     rows = read_rows(zoo_run[0] / "out" / "runs.csv")
     assert model_info(rows)["unreliable"] is False
@@ -228,7 +228,7 @@ def test_export_unreliable_follows_flags(zoo_run: Tuple) -> None:
 
 def test_eps_text_follows_robustbench() -> None:
     """Whole 1/255 steps are written as RobustBench does ('8/255'); other budgets as decimals."""
-    from bench.results import format_eps as eps_text
+    from bench.core.results import format_eps as eps_text
 
     assert eps_text(8 / 255) == "8/255" and eps_text(0.5 / 255 * 2) == "1/255"
     assert eps_text(0.031) == "0.031" and eps_text(0.1) == "0.1" and eps_text(0.3) == "0.3"

@@ -51,13 +51,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from bench import paths
-from bench.config import spec_field
-from bench.io import atomic_save
-from bench.masking import apply_masks, iter_masks, magnitude_scores, measured_sparsity, prunable_layers, set_trainable
+from bench.core import paths
+from bench.core.config import spec_field
+from bench.core.io import atomic_save
 from bench.methods import Method, RunContext, register
-from bench.spec import RunSpec
-from bench.stages import (
+from bench.methods.stages import (
     DENSE_INITS,
     DENSE_STAGE,
     PRUNE_SCOPES,
@@ -72,6 +70,8 @@ from bench.stages import (
     stage_epochs,
     write_record,
 )
+from bench.nn.masking import apply_masks, iter_masks, magnitude_scores, measured_sparsity, prunable_layers, set_trainable
+from bench.spec import RunSpec
 
 REWINDS = ("init", "early", "none")
 # The most pruning levels one run may have (20 % per level reaches 0.999 in 31).

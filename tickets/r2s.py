@@ -24,7 +24,7 @@ target/measured sparsity. The mean sparsity over the candidates (the expected
 fraction of zeros of the network used by one forward pass) and each
 candidate's measured sparsity are in ``meta.json``.
 
-The switch is evaluated by :mod:`bench.randomized` (non-adaptive and adaptive
+The switch is evaluated by :mod:`bench.evaluation.randomized` (non-adaptive and adaptive
 attacks, accuracies as mean and std over inference draws, the candidates'
 transfer matrix); see docs/r2s.md.
 """
@@ -40,13 +40,13 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call
 
-from bench.config import spec_field
-from bench.masking import frozen_fingerprint, layer_sparsity, measured_sparsity
+from bench.core.config import spec_field
 from bench.methods import Method, Network, RunContext, get_method, register
-from bench.runstore import RunStore
+from bench.methods.runstore import RunStore
+from bench.methods.stages import WEIGHT_INITS
+from bench.methods.ticket import empty_model
+from bench.nn.masking import frozen_fingerprint, layer_sparsity, measured_sparsity
 from bench.spec import RunSpec
-from bench.stages import WEIGHT_INITS
-from bench.ticket import empty_model
 
 # Keep ratios 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.4, 0.6 as sparsities: the span of the RST paper's transfer
 # matrix between RSTs (keep 0.03 to 0.6, ../shared/REFERENCE.md 1.1). The paper does not list its R2S candidates,

@@ -32,12 +32,12 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 
-from bench.config import spec_field
+from bench.core.config import spec_field
 from bench.data import batches
-from bench.masking import MaskedMixin, ScoreFn, apply_masks, frozen_fingerprint, set_trainable
 from bench.methods import Method, Network, RunContext, register
+from bench.methods.stages import init_frozen_weights, signed_constant_regenerator, train_weights
+from bench.nn.masking import MaskedMixin, ScoreFn, apply_masks, frozen_fingerprint, set_trainable
 from bench.spec import RunSpec
-from bench.stages import init_frozen_weights, signed_constant_regenerator, train_weights
 from bench.train import Compute, training_attack
 from bench.trainers import TRAINERS
 

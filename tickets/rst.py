@@ -28,11 +28,11 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 
-from bench.config import spec_field
-from bench.masking import frozen_fingerprint, prunable_layers, score_mask_refresher, set_trainable
+from bench.core.config import spec_field
 from bench.methods import Method, Network, RunContext, register
+from bench.methods.stages import WEIGHT_INITS, check_epochs, check_lr_scale, init_frozen_weights, keep_selected, signed_constant_regenerator, stage_epochs, train_weights
+from bench.nn.masking import frozen_fingerprint, prunable_layers, score_mask_refresher, set_trainable
 from bench.spec import RunSpec
-from bench.stages import WEIGHT_INITS, check_epochs, check_lr_scale, init_frozen_weights, keep_selected, signed_constant_regenerator, stage_epochs, train_weights
 
 FINETUNES = ("none", "inherit", "reinit")
 REINIT_INITS = ("kaiming-normal", "pytorch-default")

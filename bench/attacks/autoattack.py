@@ -12,8 +12,8 @@ from pyautoattack.autopgd_base import APGDAttack
 from bench.attacks.base import Attack
 from bench.attacks.expectation import expected_correct, is_randomized
 from bench.attacks.registry import ATTACKS, AttackPreset
-from bench.config import spec_field
-from bench.progress import bar
+from bench.core.config import spec_field
+from bench.core.progress import bar
 
 AA_VERSIONS: Dict[str, Tuple[str, ...]] = {
     "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),

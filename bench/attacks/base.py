@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Dict, FrozenSet, Iterator, Optional, Tuple, fi
 import torch
 import torch.nn as nn
 
-from bench.config import check_choices
+from bench.core.config import check_choices
 
 # Slack on the eps-ball check (float rounding of x + delta).
 BUDGET_SLACK = 1e-5

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from bench.attacks.base import Attack
 from bench.attacks.expectation import expected_correct, is_randomized
 from bench.attacks.registry import ATTACKS, AttackPreset
-from bench.config import spec_field
+from bench.core.config import spec_field
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, List, Mapping, Type
 
 from bench.attacks.base import Attack
-from bench.config import coerce
-from bench.io import mix_seed
-from bench.registry import Registry
+from bench.core.config import coerce
+from bench.core.io import mix_seed
+from bench.core.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 from typing import Callable, Dict
 
-from bench.registry import Registry
+from bench.core.registry import Registry
 
 COMMANDS: Registry[Callable[[argparse._SubParsersAction], None]] = Registry("command", plugins=("bench.commands",))
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.check import REFERENCE_DIR, run_check
 from bench.commands import COMMANDS, add_progress_flag
+from bench.gate.check import REFERENCE_DIR, run_check
 
 
 def add(sub: argparse._SubParsersAction) -> None:

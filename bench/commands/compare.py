@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench import paths
 from bench.commands import COMMANDS
-from bench.compare import compare_runs, comparison_table
+from bench.core import paths
+from bench.reporting.compare import compare_runs, comparison_table
 
 
 def add(sub: argparse._SubParsersAction) -> None:

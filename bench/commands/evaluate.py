@@ -5,12 +5,12 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from bench import paths
 from bench.commands import COMMANDS, add_progress_flag
 from bench.commands.zoo import add_zoo_eval_flags, run_zoo_eval
+from bench.core import paths
+from bench.core.results import read_rows_file
 from bench.harness import evaluate_run, load_finished_ticket, record
-from bench.results import read_rows_file
-from bench.ticket import read_spec
+from bench.methods.ticket import read_spec
 
 
 def add(sub: argparse._SubParsersAction) -> None:

@@ -5,10 +5,10 @@ import argparse
 from pathlib import Path
 
 from bench.commands import COMMANDS
-from bench.export import export_robustbench_json
-from bench.io import refuse_overwriting_inputs
-from bench.leaderboard import build_leaderboard
-from bench.rows import apply_filters, load_rows
+from bench.core.io import refuse_overwriting_inputs
+from bench.core.rows import apply_filters, load_rows
+from bench.reporting.export import export_robustbench_json
+from bench.reporting.leaderboard import build_leaderboard
 
 
 def add(sub: argparse._SubParsersAction) -> None:

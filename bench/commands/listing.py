@@ -7,10 +7,10 @@ import torch
 
 from bench.attacks import ATTACKS
 from bench.commands import COMMANDS
+from bench.core.results import format_eps
 from bench.data import DATASETS, dataset_info
-from bench.masking import prunable_layers
-from bench.models import MODELS, ModelConfig, build_model
-from bench.results import format_eps
+from bench.nn.masking import prunable_layers
+from bench.nn.models import MODELS, ModelConfig, build_model
 from bench.spec import METHODS
 from bench.trainers import TRAINERS
 

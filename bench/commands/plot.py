@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 
 from bench.commands import COMMANDS
-from bench.plots import DEFAULT_KINDS, KINDS, make_plots
-from bench.rows import apply_filters, load_rows
+from bench.core.rows import apply_filters, load_rows
+from bench.reporting.plots import DEFAULT_KINDS, KINDS, make_plots
 
 
 def add(sub: argparse._SubParsersAction) -> None:

@@ -5,12 +5,10 @@ import argparse
 from pathlib import Path
 from typing import List
 
-from bench import paths
 from bench.commands import COMMANDS, add_progress_flag
-from bench.harness import evaluate_run, load_finished_ticket, record
-from bench.methods import get_method
-from bench.results import read_rows_file
-from bench.security import (
+from bench.core import paths
+from bench.core.results import read_rows_file
+from bench.evaluation.security import (
     FMN_STEPS,
     GRID_POINTS,
     GRID_SPAN,
@@ -21,7 +19,9 @@ from bench.security import (
     fmn_function,
     min_norm,
 )
-from bench.ticket import read_spec
+from bench.harness import evaluate_run, load_finished_ticket, record
+from bench.methods import get_method
+from bench.methods.ticket import read_spec
 
 
 def check_args(args: argparse.Namespace) -> None:

@@ -6,7 +6,7 @@ import dataclasses
 import typing
 from typing import Any, Dict, List
 
-from bench.config import build_dataclass, choice_names, field_types, load_yaml
+from bench.core.config import build_dataclass, choice_names, field_types, load_yaml
 from bench.spec import METHODS, RunSpec
 
 # The method of a spec that names none.

@@ -8,8 +8,8 @@ from typing import Any, Dict
 import pandas as pd
 
 from bench.commands import COMMANDS, add_progress_flag
-from bench.executors.base import EXECUTORS, discover_executors, get_executor
-from bench.sweep import MAX_RUNS, dry_run_table, load_sweep, run_sweep
+from bench.sweep.executors.base import EXECUTORS, discover_executors, get_executor
+from bench.sweep.grid import MAX_RUNS, dry_run_table, load_sweep, run_sweep
 
 # Prefix of the argparse destinations of executor options.
 OPTION_DEST = "ex__"

@@ -5,10 +5,10 @@ import argparse
 from pathlib import Path
 
 from bench.commands import COMMANDS
-from bench.io import refuse_overwriting_inputs
-from bench.render import FORMATS, render
-from bench.rows import apply_filters, load_rows
-from bench.tables import LAYOUTS, build_table, transpose_table
+from bench.core.io import refuse_overwriting_inputs
+from bench.core.rows import apply_filters, load_rows
+from bench.reporting.render import FORMATS, render
+from bench.reporting.tables import LAYOUTS, build_table, transpose_table
 
 
 def decimals(text: str) -> int:

@@ -9,9 +9,9 @@ import argparse
 import dataclasses
 
 from bench.commands import COMMANDS
-from bench.config import coerce
-from bench.export import export_robustbench_json
-from bench.rows import load_rows
+from bench.core.config import coerce
+from bench.core.rows import load_rows
+from bench.reporting.export import export_robustbench_json
 from bench.zoo import ZooSpec, checkpoint_paths, run_zoo, zoo_models
 
 DEFAULT_MODEL_DIR = "models"

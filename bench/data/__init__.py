@@ -13,11 +13,11 @@ from typing import Optional, Tuple
 
 import torch
 
+from bench.core.registry import Registry
 from bench.data.base import DATA_SOURCES, DataBundle, DataNotFoundError, DatasetInfo, Loader, Split, to_split
 from bench.data.batching import augment_batch, batch_starts, batches, to_float
 from bench.data.idx import read_idx
 from bench.data.sources import EMBEDDED, file_loader, idx_loader, image_folder_loader
-from bench.registry import Registry
 
 __all__ = ["DATASETS", "DATA_SOURCES", "EMBEDDED", "DataBundle", "DataNotFoundError", "DatasetInfo", "Loader", "Split",
            "augment_batch", "batch_starts", "batches", "dataset_info", "load_data", "read_idx", "resolve_source",

@@ -21,7 +21,7 @@ import torch
 import torchvision.datasets as tvd
 import torchvision.transforms as T
 
-from bench.io import digest
+from bench.core.io import digest
 
 # Split folders: training images, then the first of these that exists for the test images.
 TRAIN_DIR = "train"

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from bench.attacks import PGD
-from bench.registry import Registry
+from bench.core.registry import Registry
 
 
 class TrainSettings(Protocol):

@@ -1,0 +1,1 @@
+"""Evaluating a ticket: the attack cascade and its caches, randomised tickets, sanity flags, security curves."""

@@ -1,0 +1,1 @@
+"""Networks: the architectures, the one masked-layer mechanism every method uses, and evaluation-time copies."""
