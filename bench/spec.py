@@ -25,7 +25,7 @@ from bench.nn.models import MODELS
 from bench.trainers import TRAINERS
 
 # The method registry: every module of these packages registers its method (see bench/methods/base.py).
-METHODS: Registry[Any] = Registry("method", plugins=("tickets", "baselines"))
+METHODS: Registry[Any] = Registry("method", plugins=("tickets", "baselines"), entry_points="robust_tickets.methods")
 OPTIMIZERS = ("sgd", "adam")
 # BatchNorm mode while the training attack crafts its examples (RST's code: train; HYDRA's: eval, its
 # utils/adv.py calls model.eval()).

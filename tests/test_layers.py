@@ -25,7 +25,7 @@ LAYERS: List[Tuple[str, ...]] = [
     ("bench.methods", "tickets", "baselines"),
     ("bench.evaluation",),
     ("bench.harness",),
-    ("bench.sweep", "bench.zoo", "bench.reporting", "bench.gate"),
+    ("bench.sweep", "bench.zoo", "bench.external", "bench.reporting", "bench.gate"),
     ("bench.commands",),
     ("bench.cli", "bench.__main__", "bench"),
 ]

@@ -68,7 +68,7 @@ class AttackRegistry(Registry[AttackPreset]):
         return resolved
 
 
-ATTACKS = AttackRegistry("attack", plugins=("bench.attacks",))
+ATTACKS = AttackRegistry("attack", plugins=("bench.attacks",), entry_points="robust_tickets.attacks")
 
 
 def make_attack(name: str, eps: float, **overrides: Any) -> Attack:

@@ -3,16 +3,19 @@
 A module defines ``def add(sub: argparse._SubParsersAction) -> None`` that
 adds its parser and sets ``func`` (returning the exit code), and calls
 ``COMMANDS.add(name, add)`` at import. The registry imports every module of
-this package on first use, so a new subcommand is one file here.
+this package on first use, so a new subcommand is one file here; another
+distribution adds one through the ``robust_tickets.commands`` entry-point group.
 """
 import argparse
 import ast
 from pathlib import Path
 from typing import Callable, Dict
 
-from bench.core.registry import Registry
+from bench.core.registry import Registry, entry_point_origin, plugin_entry_points
 
-COMMANDS: Registry[Callable[[argparse._SubParsersAction], None]] = Registry("command", plugins=("bench.commands",))
+# Entry-point group of commands added by other distributions.
+COMMAND_GROUP = "robust_tickets.commands"
+COMMANDS: Registry[Callable[[argparse._SubParsersAction], None]] = Registry("command", plugins=("bench.commands",), entry_points=COMMAND_GROUP)
 
 
 def add_progress_flag(parser: argparse.ArgumentParser) -> None:
@@ -39,4 +42,7 @@ def command_summaries() -> Dict[str, str]:
                 help_text = next((k.value.value for k in node.keywords
                                   if k.arg == "help" and isinstance(k.value, ast.Constant)), "")
                 found[str(node.args[0].value)] = str(help_text)
+    # Commands of plugins: their entry points' names, read from the distributions' metadata (nothing imported).
+    for ep in plugin_entry_points(COMMAND_GROUP):
+        found.setdefault(ep.name, f"a command of {entry_point_origin(ep)}")
     return dict(sorted(found.items()))

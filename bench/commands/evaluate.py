@@ -1,4 +1,5 @@
-"""``bench eval``: evaluate an existing ticket (or a RobustBench model, ``--zoo``) with more attacks or examples."""
+"""``bench eval``: evaluate an existing ticket with more attacks or examples, a RobustBench model (``--zoo``), or
+your own model (``--model``)."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from bench.commands import COMMANDS, add_progress_flag
+from bench.commands.external import add_external_eval_flags, model_only_flags, run_external_eval
 from bench.commands.zoo import add_zoo_eval_flags, run_zoo_eval
 from bench.core import paths
 from bench.core.results import read_rows_file
@@ -15,8 +17,8 @@ from bench.methods.ticket import read_spec
 
 def add(sub: argparse._SubParsersAction) -> None:
     """Register ``bench eval``."""
-    p = sub.add_parser("eval", help="evaluate an existing ticket (or a RobustBench model, --zoo) with more attacks or examples")
-    p.add_argument("run_dir", nargs="?", default=None, help="a run folder (<out>/runs/<run_id>); omit with --zoo")
+    p = sub.add_parser("eval", help="evaluate a ticket (or a RobustBench model, --zoo, or your own, --model) with more attacks or examples")
+    p.add_argument("run_dir", nargs="?", default=None, help="a run folder (<out>/runs/<run_id>); omit with --zoo or --model")
     p.add_argument("--attacks", default=None, help="comma-separated attacks [default: the spec's]")
     p.add_argument("--n-eval", type=int, default=None, help="test examples for clean/PGD/CW")
     p.add_argument("--n-eval-aa", type=int, default=None, help="test examples for AutoAttack")
@@ -28,15 +30,24 @@ def add(sub: argparse._SubParsersAction) -> None:
                    help="output folder whose runs.csv gets the rows [default: the <out> of <out>/runs/<run_id>; "
                         "needed for a run folder kept anywhere else]")
     add_zoo_eval_flags(p)
+    add_external_eval_flags(p)
     add_progress_flag(p)
 
     def run(args: argparse.Namespace) -> int:
+        # Your own model: checked, measured and evaluated like a ticket.
+        if args.model is not None:
+            if args.run_dir is not None or args.zoo is not None:
+                raise ValueError("give one of RUN_DIR, --zoo MODEL_NAME or --model SPEC")
+            return run_external_eval(args)
+        given = model_only_flags(args)
+        if given:
+            raise ValueError(f"{given[0]} goes with --model SPEC (your own model); a run folder's spec fixes it")
         if args.zoo is not None:
             if args.run_dir is not None:
                 raise ValueError("give either RUN_DIR or --zoo MODEL_NAME, not both")
             return run_zoo_eval(args)
         if args.run_dir is None:
-            raise ValueError("give a run folder (RUN_DIR) or --zoo MODEL_NAME")
+            raise ValueError("give a run folder (RUN_DIR), --zoo MODEL_NAME or --model SPEC")
         run_dir = Path(args.run_dir)
         if not paths.ticket_finished(run_dir):
             raise ValueError(f"{run_dir} has no finished ticket (spec.json, ticket.pt and meta.json)")

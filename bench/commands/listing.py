@@ -1,17 +1,21 @@
-"""``bench list``: every method, dataset, architecture, attack and trainer with a one-line description."""
+"""``bench list``: every method, dataset, architecture, attack, trainer, executor and command with a one-line
+description, and the plugin each came from when it is not built in."""
 from __future__ import annotations
 
 import argparse
+from typing import Any, Tuple
 
 import torch
 
 from bench.attacks import ATTACKS
-from bench.commands import COMMANDS
+from bench.commands import COMMANDS, command_summaries
+from bench.core.registry import BUILT_IN, Entry, Registry
 from bench.core.results import format_eps
 from bench.data import DATASETS, dataset_info
 from bench.nn.masking import prunable_layers
 from bench.nn.models import MODELS, ModelConfig, build_model
 from bench.spec import METHODS
+from bench.sweep.executors.base import EXECUTORS
 from bench.trainers import TRAINERS
 
 # The input shape the architectures' prunable weights are counted for in `bench list`.
@@ -26,23 +30,33 @@ def prunable_weights(arch: str, dataset: str = COUNT_DATASET, width: float = 1.0
     return sum(layer.weight.numel() for _name, layer in prunable_layers(model))
 
 
+def origin(entry: Entry[Any]) -> str:
+    """Where an entry comes from, shown for a plugin's entries (built-in ones say nothing)."""
+    return "" if entry.origin == BUILT_IN else f"  [{entry.origin}]"
+
+
 def registry_listing() -> str:
     """Every registry entry with its one-line description; datasets with sizes and eps, architectures with sizes."""
     lines = ["methods:"]
-    lines += [f"  {name:<16} {entry.description}" for name, entry in METHODS.items()]
+    lines += [f"  {name:<16} {entry.description}{origin(entry)}" for name, entry in METHODS.items()]
     # Datasets: full train/test images, shape and the default L-inf budget.
     lines.append("datasets:                    train / test   shape     eps")
     for name, entry in DATASETS.items():
         info = dataset_info(name)
         shape = f"{info.in_channels}x{info.image_size}x{info.image_size}"
         sizes = f"{'yours':>7} / {'yours':<7}" if info.from_folder else f"{info.train_size:>7,} / {info.test_size:<7,}"
-        lines.append(f"  {name:<16} {sizes} {shape:<9} {format_eps(info.default_eps):<6} {entry.description}")
+        lines.append(f"  {name:<16} {sizes} {shape:<9} {format_eps(info.default_eps):<6} {entry.description}{origin(entry)}")
     # Architectures: prunable weights at width 1 on CIFAR-10 inputs.
     lines.append(f"architectures:    prunable weights at width 1 ({COUNT_DATASET} inputs)")
-    lines += [f"  {name:<16} {prunable_weights(name):>12,}  {entry.description}" for name, entry in MODELS.items()]
-    for title, reg in (("attacks", ATTACKS), ("trainers", TRAINERS)):
+    lines += [f"  {name:<16} {prunable_weights(name):>12,}  {entry.description}{origin(entry)}" for name, entry in MODELS.items()]
+    registries: Tuple[Tuple[str, Registry[Any]], ...] = (("attacks", ATTACKS), ("trainers", TRAINERS), ("executors", EXECUTORS))
+    for title, reg in registries:
         lines.append(f"{title}:")
-        lines += [f"  {name:<16} {entry.description}" for name, entry in reg.items()]
+        lines += [f"  {name:<16} {entry.description}{origin(entry)}" for name, entry in reg.items()]
+    # Commands: their one-line help (a command's registered object is the function that adds its parser).
+    helps = command_summaries()
+    lines.append("commands:")
+    lines += [f"  {name:<16} {helps.get(name, entry.description)}{origin(entry)}" for name, entry in COMMANDS.items()]
     return "\n".join(lines)
 
 

@@ -53,6 +53,11 @@ def out_of_stages(stages: PathLike) -> Path:
     return Path(stages).parent
 
 
+def external_dir(out: PathLike, run_id: str) -> Path:
+    """The folder of one external model's evaluation (``bench eval --model``)."""
+    return Path(out) / "external" / run_id
+
+
 def zoo_dir(out: PathLike, run_id: str) -> Path:
     """The folder of one zoo-model evaluation."""
     return Path(out) / "zoo" / run_id

@@ -23,7 +23,7 @@ __all__ = ["DATASETS", "DATA_SOURCES", "EMBEDDED", "DataBundle", "DataNotFoundEr
            "augment_batch", "batch_starts", "batches", "dataset_info", "load_data", "read_idx", "resolve_source",
            "to_float", "to_split"]
 
-DATASETS: Registry[Tuple[DatasetInfo, Loader]] = Registry("dataset")
+DATASETS: Registry[Tuple[DatasetInfo, Loader]] = Registry("dataset", entry_points="robust_tickets.datasets")
 
 # Per-channel normalisation statistics (applied inside the model), then one registration per dataset.
 MNIST_STATS = ((0.1307,), (0.3081,))

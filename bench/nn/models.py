@@ -90,7 +90,7 @@ class Classifier(nn.Module):
 
 
 Builder = Callable[[ModelConfig, LayerFactory], nn.Module]
-MODELS: Registry[Builder] = Registry("arch")
+MODELS: Registry[Builder] = Registry("arch", entry_points="robust_tickets.models")
 
 
 def scaled(channels: int, width: float) -> int:

@@ -56,4 +56,4 @@ class Trainer(abc.ABC):
         """The loss to minimise (model in train mode) and the example passes spent."""
 
 
-TRAINERS: Registry[Trainer] = Registry("trainer", plugins=("bench.trainers",))
+TRAINERS: Registry[Trainer] = Registry("trainer", plugins=("bench.trainers",), entry_points="robust_tickets.trainers")

@@ -93,7 +93,7 @@ class Executor(abc.ABC):
         """Run every job; yield each result when it is known (any order)."""
 
 
-EXECUTORS: Registry[Type[Executor]] = Registry("executor", plugins=("bench.sweep.executors",))
+EXECUTORS: Registry[Type[Executor]] = Registry("executor", plugins=("bench.sweep.executors",), entry_points="robust_tickets.executors")
 
 
 def discover_executors() -> None:

@@ -1,0 +1,372 @@
+"""Your own model under the full protocol: ``bench eval --model SPEC [--weights FILE] --name NAME``.
+
+``SPEC`` is ``package.module:factory`` or ``path/to/file.py:factory`` (your code, run because you ask for it: the
+factory is called with no arguments and returns an ``nn.Module``), a TorchScript file, or a ``torch.export``
+program (``.pt2``). A state dict (``--weights``) is read with ``torch.load(weights_only=True)``, so a pickle that
+would run code is refused, never executed; ``torch.nn.utils.prune``'s ``weight_orig``/``weight_mask`` pairs load
+into a plain model as their product. The model takes [0,1] images and returns logits (normalisation inside; see
+docs/extending.md for a wrapper).
+
+The model is checked before any attack runs (input shape and channels, number of classes, finite outputs, eval
+mode), its sparsity is measured from its weights (exact zeros among conv and linear weights, per layer), and it
+is evaluated by the same :func:`bench.evaluation.evaluate.evaluate` and row builder as every ticket. An
+evaluation is named by a hash of its :class:`ExternalSpec` (the weights' digest included) and kept in
+``<out>/external/<run_id>/``; its rows go to ``<out>/runs.csv`` with method ``external``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import math
+import pickle
+import sys
+import warnings
+import zipfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from bench.attacks import ATTACKS
+from bench.core import paths
+from bench.core.config import spec_field
+from bench.core.devices import resolve_device
+from bench.core.io import atomic_json, digest, tensor_digest
+from bench.core.results import AttackResult, append_rows, result_rows
+from bench.data import DATA_SOURCES, DATASETS, Split, dataset_info, load_data
+from bench.evaluation.evaluate import autoattack_examples, evaluate, with_worst_case
+
+EXTERNAL_METHOD = "external"
+# How far a claimed sparsity may sit from the measured one before the rows are flagged.
+SPARSITY_TOLERANCE = 0.005
+# Examples of the probe batch that checks a model before any attack runs.
+PROBE_EXAMPLES = 2
+
+_f = spec_field
+
+
+@dataclass(frozen=True)
+class ExternalSpec:
+    """One evaluation of a model made outside this harness; identity fields are CSV key columns."""
+
+    name: str = _f("", "a name for the model (rows and leaderboards show it)")
+    model: str = _f("", "module:factory, path/to/file.py:factory, a TorchScript file or a torch.export .pt2 program")
+    weights: str = _f("", "digest of the model's parameters and buffers after loading (set by the harness)")
+    arch: str = _f("", "the model's class name (set by the harness)")
+    dataset: str = _f("fashion-mnist", "dataset of the test images (see `bench list`)")
+    data_source: str = _f("auto", "auto | embedded | full", choices=DATA_SOURCES)
+    num_classes: int = _f(0, "classes of a folder dataset (imagefolder); 0 for the others")
+    image_size: int = _f(0, "image side of a folder dataset (imagefolder); 0 for the others")
+    eps: Optional[float] = _f(None, "L-inf budget in [0,1] pixel units; default per dataset")
+    seed: int = _f(0, "seed of the attacks' random starts")
+    claimed_sparsity: Optional[float] = _f(None, "the sparsity you claim for the model; the weights are checked against it")
+    attacks: Tuple[str, ...] = _f(("pgd20", "cw20", "autoattack"), "comma-separated attacks (see `bench list`)", runtime=True)
+    n_eval: int = _f(1000, "test examples for clean accuracy, PGD and CW (0 = whole test set)", runtime=True)
+    n_eval_aa: Optional[int] = _f(None, "test examples for AutoAttack; default 100 on CPU, n_eval on CUDA", runtime=True)
+    device: str = _f("auto", "auto | cpu | cuda | cuda:N", runtime=True)
+
+    def __post_init__(self) -> None:
+        # User input gets clear errors naming the flag (never asserts).
+        if isinstance(self.attacks, str):
+            object.__setattr__(self, "attacks", tuple(a for a in self.attacks.split(",") if a))
+        if not self.name.strip():
+            raise ValueError("--name must name the model (rows and leaderboards show it)")
+        if not self.attacks:
+            raise ValueError("--attacks must name at least one attack")
+        for attack in self.attacks:
+            ATTACKS.get(attack)
+        DATASETS.get(self.dataset)
+        if self.eps is not None and not (math.isfinite(self.eps) and 0 < self.eps <= 1):
+            raise ValueError(f"--eps must be in (0, 1] (pixel units), got {self.eps}")
+        if self.claimed_sparsity is not None and not (math.isfinite(self.claimed_sparsity) and 0 <= self.claimed_sparsity < 1):
+            raise ValueError(f"--sparsity must be a fraction of zero weights in [0, 1), got {self.claimed_sparsity}")
+        if self.n_eval < 0 or (self.n_eval_aa is not None and self.n_eval_aa < 0):
+            raise ValueError(f"--n-eval and --n-eval-aa must be >= 0, got {self.n_eval}, {self.n_eval_aa}")
+
+    @property
+    def eps_value(self) -> float:
+        """The budget: the given eps, else the dataset's default."""
+        return self.eps if self.eps is not None else dataset_info(self.dataset).default_eps
+
+    def canonical(self) -> Dict[str, Any]:
+        """Identity fields (everything not marked runtime; the model's location is not identity, its weights are)."""
+        ident = {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata.get("runtime") and f.name != "model"}
+        return {"method": EXTERNAL_METHOD, **ident, "eps": self.eps_value}
+
+    @property
+    def run_id(self) -> str:
+        """Stable short hash of the identity fields; names the evaluation folder."""
+        return digest(self.canonical())
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain JSON-able dict of every field."""
+        return {**dataclasses.asdict(self), "attacks": list(self.attacks)}
+
+
+# ---------------------------------------------------------------------------
+# Loading a model.
+# ---------------------------------------------------------------------------
+
+class ExportedModel(nn.Module):
+    """A ``torch.export`` program as a module. Its graph was traced in one mode, so ``train()``/``eval()`` change
+    nothing (the exported module refuses them); export a model in eval mode."""
+
+    def __init__(self, program: nn.Module) -> None:
+        super().__init__()
+        self.program = program
+        self.train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.program(x)
+
+    def train(self, mode: bool = True) -> "ExportedModel":
+        """Record eval mode on every submodule's attribute only (the graph is fixed; ``.train()`` is not called)."""
+        for module in self.modules():
+            module.training = False
+        return self
+
+
+def _is_zip(path: Path) -> bool:
+    """Whether ``path`` is a zip archive (TorchScript, torch.export and torch.save files all are)."""
+    return zipfile.is_zipfile(path)
+
+
+def _zip_names(path: Path) -> List[str]:
+    with zipfile.ZipFile(path) as archive:
+        return archive.namelist()
+
+
+def _import_factory(text: str) -> Any:
+    """The callable named by ``module:factory`` or ``file.py:factory`` (the user's own code, imported on request)."""
+    where, _, attr = text.rpartition(":")
+    if not where or not attr:
+        raise ValueError(f"--model {text!r}: expected module:factory, file.py:factory, a TorchScript file or a .pt2 program")
+    if where.endswith(".py"):
+        file = Path(where)
+        if not file.is_file():
+            raise ValueError(f"--model {text!r}: {file} is not a file")
+        spec = importlib.util.spec_from_file_location(f"bench_external_{digest(str(file.resolve()))}", file)
+        if spec is None or spec.loader is None:
+            raise ValueError(f"--model {text!r}: cannot import {file}")
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:  # noqa: BLE001 - the user's module; reported in one line
+            raise ValueError(f"--model {text!r}: importing {file} failed: {type(exc).__name__}: {_first_line(exc)}") from None
+    else:
+        try:
+            module = importlib.import_module(where)
+        except Exception as exc:  # noqa: BLE001 - the user's module; reported in one line
+            raise ValueError(f"--model {text!r}: importing module {where!r} failed: {type(exc).__name__}: {_first_line(exc)}") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"--model {text!r}: {where} has no callable {attr!r}")
+    return factory
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
+    """A state dict from ``path`` (``weights_only=True``: a pickle that would run code is refused); a checkpoint
+    dict holding it under ``state_dict`` or ``model`` is unwrapped."""
+    if not path.is_file():
+        raise ValueError(f"--weights {path}: not a file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(f"--weights {path}: refused, not a plain tensor file ({_first_line(exc)[:120]})") from None
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one line naming it
+        raise ValueError(f"--weights {path}: not a torch state dict ({type(exc).__name__})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise ValueError(f"--weights {path}: not a state dict (a mapping of names to tensors)")
+    return state
+
+
+def _merge_pruned(state: Dict[str, torch.Tensor], wanted: Mapping[str, Any]) -> Dict[str, torch.Tensor]:
+    """``torch.nn.utils.prune`` pairs (``X_orig``, ``X_mask``) become ``X = X_orig * X_mask`` where the model has a
+    plain ``X`` (it was not pruned when built)."""
+    out = dict(state)
+    for key in list(state):
+        if key.endswith("_orig"):
+            base = key[: -len("_orig")]
+            mask = f"{base}_mask"
+            if mask in state and base in wanted and key not in wanted:
+                out[base] = state[key] * state[mask]
+                del out[key], out[mask]
+    return out
+
+
+def load_external_model(model: str, weights: Optional[Union[str, Path]] = None) -> nn.Module:
+    """The model ``model`` names, with ``weights`` loaded (state dicts of a factory's model)."""
+    path = Path(model)
+    if path.suffix == ".pt2" or (path.is_file() and _is_zip(path)):
+        if weights is not None:
+            raise ValueError(f"--weights goes with --model module:factory; {path} holds its own weights")
+        names = _zip_names(path) if _is_zip(path) else []
+        if path.suffix == ".pt2" or any(n.split("/", 1)[-1].startswith("serialized_exported_program") for n in names):
+            try:
+                return ExportedModel(torch.export.load(str(path)).module())
+            except Exception as exc:  # noqa: BLE001 - any unreadable program is one line naming it
+                raise ValueError(f"--model {path}: not a torch.export program ({type(exc).__name__}: {_first_line(exc)[:120]})") from None
+        if any(n.split("/", 1)[-1].startswith("constants.pkl") or "/code/" in n for n in names):
+            try:
+                return torch.jit.load(str(path), map_location="cpu")
+            except Exception as exc:  # noqa: BLE001 - any unreadable TorchScript file is one line naming it
+                raise ValueError(f"--model {path}: not a TorchScript model ({type(exc).__name__}: {_first_line(exc)[:120]})") from None
+        raise ValueError(f"--model {path}: a state dict, not a model; give --model module:factory --weights {path}")
+    if path.exists() and ":" not in model:
+        raise ValueError(f"--model {path}: not a model (expected a TorchScript file, a .pt2 program or module:factory)")
+    factory = _import_factory(model)
+    try:
+        built = factory()
+    except Exception as exc:  # noqa: BLE001 - the user's factory; reported in one line
+        raise ValueError(f"--model {model!r}: the factory raised {type(exc).__name__}: {_first_line(exc)}") from None
+    if not isinstance(built, nn.Module):
+        raise ValueError(f"--model {model!r}: the factory returned {type(built).__name__}, not a torch.nn.Module")
+    if weights is not None:
+        wanted = built.state_dict()
+        state = _merge_pruned(read_state_dict(Path(weights)), wanted)
+        try:
+            built.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"--weights {weights} does not fit {model}'s model: {_first_line(exc)[:300]}") from None
+    return built
+
+
+# ---------------------------------------------------------------------------
+# Measuring and checking it.
+# ---------------------------------------------------------------------------
+
+@torch.no_grad()
+def prunable_weights(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """Each conv and linear weight as the model computes with it, by layer name: every state tensor named
+    ``weight`` with two or more dimensions (BatchNorm's are one-dimensional), a prune pair as ``orig * mask``."""
+    state = model.state_dict()
+    out: Dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        layer, _, leaf = key.rpartition(".")
+        if leaf == "weight_orig" and f"{layer}.weight_mask" in state:
+            out[layer] = value * state[f"{layer}.weight_mask"]
+        elif leaf == "weight" and value.dim() >= 2 and f"{layer}.weight_orig" not in state:
+            out[layer] = value
+    return out
+
+
+def measure_sparsity(model: nn.Module) -> Tuple[float, Dict[str, float], int]:
+    """Fraction of exact zeros among conv and linear weights, per-layer fractions, and the weight count."""
+    weights = prunable_weights(model)
+    if not weights:
+        raise ValueError("the model has no conv or linear weights to measure (no state tensor named 'weight' with 2+ dims)")
+    zeros = {name: int((w == 0).sum()) for name, w in weights.items()}
+    total = sum(w.numel() for w in weights.values())
+    return sum(zeros.values()) / total, {n: zeros[n] / weights[n].numel() for n in weights}, total
+
+
+@torch.no_grad()
+def check_model(model: nn.Module, test: Split, num_classes: int, device: torch.device) -> List[str]:
+    """Probe the model on a few test images before any attack; a model that cannot be evaluated is a ``ValueError``
+    naming why. Returns notes (a model left in train mode is put in eval mode and said so)."""
+    notes = []
+    if model.training:
+        notes.append("the model was in train mode; it is evaluated in eval mode")
+    model.eval()
+    x = test.x[:PROBE_EXAMPLES].to(device).float().div(255)
+    try:
+        logits = model(x)
+    except Exception as exc:  # noqa: BLE001 - the user's model; reported in one line
+        raise ValueError(f"the model fails on test images of shape {tuple(x.shape)} ([0,1] pixels, NCHW): "
+                         f"{type(exc).__name__}: {_first_line(exc)[:200]}") from None
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != x.shape[0]:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"the model must return logits of shape (batch, classes); got {shape} for a batch of {x.shape[0]}")
+    if logits.shape[1] != num_classes:
+        raise ValueError(f"the model returns {logits.shape[1]} logits; the dataset has {num_classes} classes")
+    if not torch.isfinite(logits).all():
+        raise ValueError("the model's outputs on test images are not finite (NaN or infinity)")
+    return notes
+
+
+# ---------------------------------------------------------------------------
+# The evaluation.
+# ---------------------------------------------------------------------------
+
+def model_arch(model: nn.Module) -> str:
+    """The model's class name (TorchScript keeps the original's; an exported program is named as such)."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return str(model.original_name)
+    if isinstance(model, ExportedModel):
+        return "ExportedProgram"
+    return type(model).__name__
+
+
+def external_rows(spec: ExternalSpec, meta: Dict[str, Any], results: List[AttackResult], device: torch.device) -> List[Dict[str, Any]]:
+    """Tidy rows like a ticket's (the same row builder), with method ``external`` and the model's name."""
+    head = {"run_id": spec.run_id, "method": EXTERNAL_METHOD, "dataset": spec.dataset, "arch": spec.arch, "width": "",
+            "target_sparsity": "" if spec.claimed_sparsity is None else spec.claimed_sparsity,
+            "measured_sparsity": round(meta["measured_sparsity"], 6), "seed": spec.seed}
+    tail = {"train_seconds": "", "train_passes": "", "model": spec.name, "n_params": meta["n_params"]}
+    return result_rows(head, results, tail, device)
+
+
+def sparsity_flags(spec: ExternalSpec, measured: float) -> Tuple[str, ...]:
+    """``sparsity_claim`` when the claimed sparsity is further than the tolerance from the measured one."""
+    if spec.claimed_sparsity is None or abs(spec.claimed_sparsity - measured) <= SPARSITY_TOLERANCE:
+        return ()
+    return ("sparsity_claim",)
+
+
+def run_external(spec: ExternalSpec, out: Union[str, Path], weights: Optional[Union[str, Path]] = None, *,
+                 test: Optional[Split] = None, data_root: Optional[str] = None, show: bool = True) -> pd.DataFrame:
+    """Load ``spec.model``, check and measure it, evaluate it, append rows to ``<out>/runs.csv``.
+
+    ``spec.weights`` and ``spec.arch`` are filled in from the loaded model. Nothing is written before the model has
+    loaded and passed its checks.
+    """
+    # Inputs: device, model, test data; every check before anything is written.
+    out = Path(out)
+    device = resolve_device(spec.device)
+    model = load_external_model(spec.model, weights).to(device)
+    info = dataset_info(spec.dataset)
+    if info.from_folder:
+        info = dataclasses.replace(info, num_classes=spec.num_classes, image_size=spec.image_size or info.image_size)
+    if test is None:
+        test = load_data(spec.dataset, spec.data_source, data_root, info=info).test
+    notes = check_model(model, test, info.num_classes, device)
+    sparsity, per_layer, n_weights = measure_sparsity(model)
+    spec = dataclasses.replace(spec, weights=digest({k: tensor_digest(v) for k, v in model.state_dict().items()}),
+                               arch=model_arch(model))
+    run_dir = paths.external_dir(out, spec.run_id)
+    # Stages: the record (spec, measured sparsity), then every attack (each cached), then the worst case.
+    meta = {"name": spec.name, "model": spec.model, "weights_file": str(weights) if weights is not None else "",
+            "arch": spec.arch, "measured_sparsity": sparsity, "layer_sparsity": per_layer, "n_weights": n_weights,
+            "n_params": sum(v.numel() for v in model.state_dict().values()), "notes": notes}
+    atomic_json(paths.spec(run_dir), spec.to_dict())
+    atomic_json(paths.meta(run_dir), meta)
+    for note in notes:
+        print(f"bench: note: {note}", file=sys.stderr)
+    n_aa = autoattack_examples(spec.n_eval_aa, spec.n_eval, device)
+    results = with_worst_case(evaluate(model, test, spec.attacks, spec.eps_value, spec.n_eval, n_aa, device,
+                                       paths.eval_root(run_dir), seed=spec.seed))
+    flags = sparsity_flags(spec, sparsity)
+    results = [dataclasses.replace(r, flags=tuple(r.flags) + flags) for r in results]
+    rows = external_rows(spec, meta, results, device)
+    added = append_rows(paths.runs_csv(out), rows)
+    df = pd.DataFrame(rows)
+    if show:
+        head = (f"external {spec.run_id}  {spec.name} ({spec.arch}, {meta['n_params']} params) dataset={spec.dataset} "
+                f"measured sparsity={sparsity:.4f} eps={spec.eps_value:.4g}" + (" [claimed sparsity contradicted]" if flags else ""))
+        table = df[["attack", "n_eval", "clean_acc", "robust_acc", "seconds"]].to_string(index=False, float_format=lambda v: f"{v:.4f}")
+        print(f"{head}\n{table}\n{added} new row(s) -> {paths.runs_csv(out)}")
+    return df

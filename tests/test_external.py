@@ -1,0 +1,216 @@
+"""Your own model under the full protocol (issue 30): ``bench eval --model SPEC [--weights FILE] --name NAME``.
+
+A CNN written and trained here as a user would outside the project (plain torch, pruned to 90 % with
+``torch.nn.utils.prune``'s global magnitude pruning) is evaluated from ``file.py:factory`` + its state dict, from
+TorchScript and from a ``torch.export`` program: the measured sparsity against the masks' truth, PGD-20 against an
+independent PGD (torchattacks) on the same images, and the rows. Bad inputs are one line, exit 2, nothing written.
+"""
+from __future__ import annotations
+
+import pickle
+import textwrap
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.utils.prune as prune
+
+from bench.cli import main
+from bench.data import load_data, to_float
+from bench.external import ExternalSpec, load_external_model, measure_sparsity
+
+EPS = 0.03
+N_EVAL = 200
+NET_SOURCE = textwrap.dedent('''
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        """A small CNN for 28x28 grey images, [0,1] inputs, normalisation inside."""
+
+        def __init__(self, classes: int = 10) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+            self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+            self.fc = nn.Linear(16 * 7 * 7, classes)
+
+        def forward(self, x):
+            x = (x - 0.286) / 0.353
+            x = nn.functional.max_pool2d(nn.functional.relu(self.conv1(x)), 2)
+            x = nn.functional.max_pool2d(nn.functional.relu(self.conv2(x)), 2)
+            return self.fc(x.flatten(1))
+
+    def make():
+        return Net()
+
+    def make_eleven():
+        return Net(11)
+
+    def make_broken():
+        raise RuntimeError("no GPU here")
+
+    def make_not_a_model():
+        return 42
+''')
+
+
+class _Exploit:
+    """A pickle payload that would create a file if it were ever executed."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> Tuple[Any, Tuple[str, str]]:
+        return (open, (self.path, "w"))
+
+
+@pytest.fixture(scope="module")
+def user_model(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
+    """The user's files: net.py, a pruned state dict (weight_orig/weight_mask pairs), TorchScript and .pt2 copies."""
+    folder = tmp_path_factory.mktemp("user")
+    (folder / "net.py").write_text(NET_SOURCE)
+    namespace: Dict[str, Any] = {}
+    exec(compile(NET_SOURCE, str(folder / "net.py"), "exec"), namespace)  # noqa: S102 - the test's own source
+    torch.manual_seed(0)
+    model = namespace["make"]()
+    # A short clean training run on the embedded Fashion-MNIST, then global magnitude pruning to 90 %.
+    data = load_data("fashion-mnist", "embedded")
+    x, y = to_float(data.train.x[:3000], torch.device("cpu")), data.train.y[:3000]
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    for _epoch in range(2):
+        for i in range(0, len(x), 100):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[i:i + 100]), y[i:i + 100]).backward()
+            opt.step()
+    layers = [(model.conv1, "weight"), (model.conv2, "weight"), (model.fc, "weight")]
+    prune.global_unstructured(layers, pruning_method=prune.L1Unstructured, amount=0.9)
+    torch.save(model.state_dict(), folder / "pruned.pt")
+    truth = sum(int((m.weight_mask == 0).sum()) for m, _ in layers) / sum(m.weight_mask.numel() for m, _ in layers)
+    # The deployed forms: pruning made permanent, then TorchScript and torch.export (batch size dynamic).
+    for m, name in layers:
+        prune.remove(m, name)
+    model.eval()
+    torch.jit.save(torch.jit.script(model), folder / "scripted.pt")
+    program = torch.export.export(model, (x[:4],), dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+    torch.export.save(program, folder / "exported.pt2")
+    return {"folder": folder, "truth": truth, "model": model}
+
+
+def independent_pgd20(model: nn.Module) -> float:
+    """torchattacks' PGD-20 (eps/4 steps, random start) on the first N_EVAL test images."""
+    torchattacks = pytest.importorskip("torchattacks")
+    test = load_data("fashion-mnist", "embedded").test
+    x, y = to_float(test.x[:N_EVAL], torch.device("cpu")), test.y[:N_EVAL]
+    torch.manual_seed(0)
+    adv = torchattacks.PGD(model.eval(), eps=EPS, alpha=EPS / 4, steps=20, random_start=True)(x, y)
+    with torch.no_grad():
+        return float((model(adv).argmax(1) == y).float().mean())
+
+
+@pytest.mark.parametrize("form", ["factory", "torchscript", "export"])
+def test_a_model_made_elsewhere_is_measured_and_evaluated(form: str, user_model: Dict[str, Any], tmp_path: Path) -> None:
+    folder = user_model["folder"]
+    model_flags = {"factory": ["--model", f"{folder}/net.py:make", "--weights", str(folder / "pruned.pt")],
+                   "torchscript": ["--model", str(folder / "scripted.pt")],
+                   "export": ["--model", str(folder / "exported.pt2")]}[form]
+    out = tmp_path / "out"
+    assert main(["eval", *model_flags, "--name", "my-cnn", "--eps", str(EPS), "--attacks", "pgd20,fgsm",
+                 "--n-eval", str(N_EVAL), "--sparsity", "0.9", "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    rows = pd.read_csv(out / "runs.csv", keep_default_na=False)
+    assert set(rows["attack"]) == {"pgd20", "fgsm", "worst_case"} and set(rows["method"]) == {"external"}
+    assert set(rows["model"]) == {"my-cnn"} and rows["flags"].eq("").all()
+    # Sparsity from the weights, within 0.005 of the masks' truth.
+    assert abs(rows["measured_sparsity"].iloc[0] - user_model["truth"]) <= 0.005
+    # PGD-20 within 0.03 of an independent PGD on the same images.
+    pgd = rows.set_index("attack").loc["pgd20"]
+    assert pgd["n_eval"] == N_EVAL and abs(pgd["robust_acc"] - independent_pgd20(user_model["model"])) <= 0.03
+    assert rows.set_index("attack").loc["worst_case", "robust_acc"] <= pgd["robust_acc"]
+    # Per-layer sparsity in meta.json; the run id holds the weights' digest.
+    run_dir = out / "external" / rows["run_id"].iloc[0]
+    meta = pd.read_json(run_dir / "meta.json", typ="series")
+    assert len(meta["layer_sparsity"]) == 3
+
+
+def test_the_three_forms_of_one_model_measure_one_sparsity(user_model: Dict[str, Any]) -> None:
+    """The same weights as a factory + state dict, TorchScript and an exported program: one measured sparsity."""
+    folder = user_model["folder"]
+    loaded = [load_external_model(f"{folder}/net.py:make", folder / "pruned.pt"),
+              load_external_model(str(folder / "scripted.pt")), load_external_model(str(folder / "exported.pt2"))]
+    sparsities = {round(measure_sparsity(m)[0], 9) for m in loaded}
+    assert len(sparsities) == 1 and abs(sparsities.pop() - user_model["truth"]) < 1e-9
+
+
+def test_a_contradicted_sparsity_claim_is_flagged(user_model: Dict[str, Any], tmp_path: Path) -> None:
+    folder = user_model["folder"]
+    assert main(["eval", "--model", str(folder / "scripted.pt"), "--name", "claims-too-much", "--eps", str(EPS),
+                 "--attacks", "fgsm", "--n-eval", "50", "--sparsity", "0.99", "--out", str(tmp_path), "--device", "cpu"]) == 0
+    rows = pd.read_csv(tmp_path / "runs.csv", keep_default_na=False)
+    assert rows["flags"].str.contains("sparsity_claim").all() and (rows["target_sparsity"] == 0.99).all()
+
+
+def bad(tmp_path: Path, folder: Path) -> Dict[str, Tuple[list, str]]:
+    """Bad --model inputs and the words their one-line error must hold."""
+    (tmp_path / "noise.pt").write_bytes(b"\x00garbage" * 50)
+    with open(tmp_path / "payload.pt", "wb") as fh:
+        pickle.dump({"w": _Exploit(str(tmp_path / "pwned"))}, fh)
+    nan_src = NET_SOURCE + "\n\ndef make_nan():\n    n = Net()\n    n.fc.bias.data.fill_(float('nan'))\n    return n\n"
+    (tmp_path / "nan_net.py").write_text(nan_src)
+    (tmp_path / "colour.py").write_text(NET_SOURCE.replace("nn.Conv2d(1, 8", "nn.Conv2d(3, 8"))
+    net = f"{folder}/net.py"
+    return {
+        "file that is no model": (["--model", str(tmp_path / "noise.pt")], "not a model"),
+        "pickle payload as weights": (["--model", f"{net}:make", "--weights", str(tmp_path / "payload.pt")], "refused"),
+        "factory that does not exist": (["--model", f"{net}:nope"], "has no callable 'nope'"),
+        "factory that raises": (["--model", f"{net}:make_broken"], "the factory raised RuntimeError: no GPU here"),
+        "factory that returns no model": (["--model", f"{net}:make_not_a_model"], "not a torch.nn.Module"),
+        "module that does not exist": (["--model", "no_such_module_here:make"], "importing module 'no_such_module_here' failed"),
+        "wrong number of classes": (["--model", f"{net}:make_eleven"], "returns 11 logits; the dataset has 10 classes"),
+        "wrong channel count": (["--model", f"{tmp_path}/colour.py:make"], "fails on test images of shape (2, 1, 28, 28)"),
+        "NaN outputs": (["--model", f"{tmp_path}/nan_net.py:make_nan"], "not finite"),
+        "weights that do not fit": (["--model", f"{tmp_path}/colour.py:make", "--weights", str(folder / "pruned.pt")],
+                                    "does not fit"),
+        "a state dict given as the model": (["--model", str(folder / "pruned.pt")], "a state dict, not a model"),
+        "no name": (["--model", f"{net}:make", "--name", ""], "--name"),
+    }
+
+
+@pytest.mark.parametrize("case", ["file that is no model", "pickle payload as weights", "factory that does not exist",
+                                  "factory that raises", "factory that returns no model", "module that does not exist",
+                                  "wrong number of classes", "wrong channel count", "NaN outputs",
+                                  "weights that do not fit", "a state dict given as the model", "no name"])
+def test_a_bad_model_is_one_line_exit_2_and_nothing_written(case: str, user_model: Dict[str, Any], tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    flags, words = bad(tmp_path, user_model["folder"])[case]
+    if "--name" not in flags:
+        flags = [*flags, "--name", "x"]
+    out = tmp_path / "out"
+    assert main(["eval", *flags, "--attacks", "fgsm", "--n-eval", "20", "--out", str(out), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err, err
+    assert not out.exists() and not (tmp_path / "pwned").exists()
+
+
+def test_a_model_left_in_train_mode_is_evaluated_in_eval_mode(user_model: Dict[str, Any], tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    folder = user_model["folder"]
+    src = NET_SOURCE + "\n\ndef make_training():\n    n = Net()\n    n.train()\n    return n\n"
+    (tmp_path / "t.py").write_text(src)
+    assert main(["eval", "--model", f"{tmp_path}/t.py:make_training", "--weights", str(folder / "pruned.pt"), "--name", "t",
+                 "--attacks", "fgsm", "--n-eval", "20", "--out", str(tmp_path / "o"), "--device", "cpu"]) == 0
+    assert "evaluated in eval mode" in capsys.readouterr().err
+
+
+def test_model_flags_belong_to_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["eval", str(tmp_path), "--dataset", "mnist"]) == 2
+    assert "--dataset goes with --model SPEC" in capsys.readouterr().err
+
+
+def test_the_spec_checks_its_fields() -> None:
+    with pytest.raises(ValueError, match="--eps must be in"):
+        ExternalSpec(name="a", model="m:f", eps=float("inf"))
+    with pytest.raises(ValueError, match="--sparsity must be"):
+        ExternalSpec(name="a", model="m:f", claimed_sparsity=1.0)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        ExternalSpec(name="a", model="m:f", dataset="imagenet-1k")
