@@ -56,7 +56,9 @@ def registry_listing() -> str:
     # Commands: their one-line help (a command's registered object is the function that adds its parser).
     helps = command_summaries()
     lines.append("commands:")
-    lines += [f"  {name:<16} {helps.get(name, entry.description)}{origin(entry)}" for name, entry in COMMANDS.items()]
+    for name, command in COMMANDS.items():
+        text = helps.get(name, command.description)
+        lines.append(f"  {name:<16} {text}{origin(command) if command.origin not in text else ''}")
     return "\n".join(lines)
 
 

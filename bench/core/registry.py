@@ -82,9 +82,11 @@ class Registry(Generic[T]):
         """Load one entry point: a module registers what it defines, an object is registered under the entry
         point's name (unless loading it registered that name already). A failure is one line on stderr."""
         self._origin = entry_point_origin(ep)
+        before = set(self._entries)
         try:
             obj = ep.load()
-            if not isinstance(obj, ModuleType) and ep.name not in self._entries:
+            # An object is registered under the entry point's name, unless importing it registered that name.
+            if not isinstance(obj, ModuleType) and not (ep.name in self._entries and ep.name not in before):
                 self.add(ep.name, obj)
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the built-in entries
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
