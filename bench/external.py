@@ -36,11 +36,10 @@ from bench.core import paths
 from bench.core.config import spec_field
 from bench.core.devices import resolve_device
 from bench.core.io import atomic_json, digest, tensor_digest
-from bench.core.results import AttackResult, append_rows, result_rows
+from bench.core.results import EXTERNAL_METHOD, AttackResult, append_rows, result_rows
 from bench.data import DATA_SOURCES, DATASETS, Split, dataset_info, load_data
 from bench.evaluation.evaluate import autoattack_examples, evaluate, with_worst_case
 
-EXTERNAL_METHOD = "external"
 # How far a claimed sparsity may sit from the measured one before the rows are flagged.
 SPARSITY_TOLERANCE = 0.005
 # Examples of the probe batch that checks a model before any attack runs.

@@ -214,3 +214,25 @@ def test_the_spec_checks_its_fields() -> None:
         ExternalSpec(name="a", model="m:f", claimed_sparsity=1.0)
     with pytest.raises(ValueError, match="unknown dataset"):
         ExternalSpec(name="a", model="m:f", dataset="imagenet-1k")
+
+
+def test_external_rows_reach_tables_and_the_leaderboard(user_model: Dict[str, Any], tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """Rows of two models made elsewhere: a table never averages them as seeds of one cell (the model name is a
+    configuration column), one filtered by --where model=... is a table, and the leaderboard ranks both."""
+    folder = user_model["folder"]
+    common = ["--eps", str(EPS), "--attacks", "fgsm,pgd20", "--n-eval", "50", "--sparsity", "0.9", "--out", str(tmp_path),
+              "--device", "cpu"]
+    assert main(["eval", "--model", str(folder / "scripted.pt"), "--name", "cnn-a", *common]) == 0
+    assert main(["eval", "--model", f"{folder}/net.py:make", "--weights", str(folder / "pruned.pt"), "--name", "cnn-b",
+                 "--seed", "1", *common]) == 0
+    capsys.readouterr()
+    csv = str(tmp_path / "runs.csv")
+    assert main(["table", csv, "--attack", "pgd20"]) == 2
+    assert "differ in model" in capsys.readouterr().err
+    assert main(["table", csv, "--attack", "pgd20", "--where", "model=cnn-a"]) == 0
+    assert "| 0.9 |" in capsys.readouterr().out
+    assert main(["leaderboard", csv, "--out", str(tmp_path / "lb")]) == 0
+    board = pd.read_csv(tmp_path / "lb" / "leaderboard.csv")
+    assert sorted(board["method"]) == ["external", "external"] and set(board["width"]) == {1.0}
+    assert {n.split(" (")[0] for n in board["name"]} == {"cnn-a", "cnn-b"}

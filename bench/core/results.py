@@ -35,6 +35,8 @@ EVAL_VERSION = 2
 TABLE_COLUMNS = ("run_id", "method", "dataset", "arch", "width", "target_sparsity", "attack", "eps", "n_eval",
                  "clean_acc", "robust_acc")
 
+# The method of the rows of a model made outside this harness (bench eval --model).
+EXTERNAL_METHOD = "external"
 # Attacks whose rows are the points of a security curve (one row per eps, bench.evaluation.security), not fixed-eps
 # evaluations: tables, plots of accuracy, exports and the leaderboard leave them out of their figures.
 CURVE_ATTACKS = ("fmn",)

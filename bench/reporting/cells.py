@@ -15,9 +15,9 @@ import pandas as pd
 
 from bench.spec import METHODS, RunSpec, config_columns
 
-# Columns that define a run (besides the row/column keys and the seed), derived from the spec's groups; a table
-# cell must not mix values of these.
-CONFIG_COLUMNS = config_columns()
+# Columns that define a run (besides the row/column keys and the seed), derived from the spec's groups, and the
+# name of a zoo or external model; a table cell must not mix values of these.
+CONFIG_COLUMNS = config_columns() + ("model",)
 # A row without a method protocol was made before protocols existed: protocol 1.
 FIRST_PROTOCOL = 1
 

@@ -35,7 +35,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 import pandas as pd
 
 from bench.core.io import atomic_write, slug
-from bench.core.results import CURVE_ATTACKS, format_eps
+from bench.core.results import CURVE_ATTACKS, EXTERNAL_METHOD, format_eps
 from bench.core.rows import counted, latest_curves
 from bench.data import DATASETS
 
@@ -111,6 +111,9 @@ def model_info(rows: pd.DataFrame, threat: str = "Linf") -> Dict[str, Any]:
     # Our fields.
     sparsity = _number(first.get("measured_sparsity"))
     width = _number(first.get("width"))
+    # A model made elsewhere (or a zoo model) is evaluated as given: width 1.
+    if width is None and str(first["method"]) in (EXTERNAL_METHOD, "zoo"):
+        width = 1.0
     eot = [_number(v) for v in rows.get("eot_samples", pd.Series(dtype=str))]
     eot_iter = int(max([v for v in eot if v is not None], default=1))
     randomized = _flag(first.get("randomized", ""))
@@ -131,6 +134,8 @@ def model_info(rows: pd.DataFrame, threat: str = "Linf") -> Dict[str, Any]:
     return {
         "link": "",
         "name": (f"{first.get('model', '')} (RobustBench zoo, re-evaluated)" if first["method"] == "zoo"
+                 else f"{first.get('model', '')} ({arch}, evaluated here), sparsity {sparsity_text}"
+                 if first["method"] == EXTERNAL_METHOD
                  else f"{first['method']} ticket, {arch}{width_text}, sparsity {sparsity_text}"),
         "authors": "",
         "additional_data": False,
