@@ -32,7 +32,19 @@ import torch.nn as nn
 
 from bench.core.config import spec_field
 from bench.methods import Method, RunContext, register
-from bench.methods.stages import DENSE_INITS, START_FROM, bn_parameters, check_epochs, check_lr_scale, dense_stage, last_epoch_state, stage_epochs, train_weights
+from bench.methods.stages import (
+    DENSE_INITS,
+    START_FROM,
+    bn_parameters,
+    check_epochs,
+    check_init_from,
+    check_lr_scale,
+    dense_network,
+    last_epoch_state,
+    read_dense_state,
+    stage_epochs,
+    train_weights,
+)
 from bench.nn.masking import prunable_layers, score_mask_refresher, set_trainable
 from bench.spec import RunSpec
 
@@ -53,6 +65,9 @@ class HydraHparams:
                                  "(OpenLTH, HYDRA: last)", choices=START_FROM)
     dense_init: str = spec_field("pytorch", "initialisation of the dense network: pytorch (layer defaults) | openlth "
                                  "| hydra | glorot (OpenLTH's, HYDRA's, Cosentino's code)", choices=DENSE_INITS)
+    init_from: Optional[str] = field(default=None, metadata={
+        "help": "prune this dense network instead of training one: a state dict of the spec's architecture (read with "
+                "weights_only; its sha256 goes into meta.json); the pretraining flags then do not apply"})
 
 
 @torch.no_grad()
@@ -78,11 +93,17 @@ class Hydra(Method):
         hp = spec.hparams
         check_epochs(pretrain_epochs=hp.pretrain_epochs, score_epochs=hp.score_epochs, finetune_epochs=hp.finetune_epochs)
         check_lr_scale(hp.finetune_lr_scale)
+        check_init_from(hp.init_from)
+
+    def validate_model(self, spec: RunSpec, model: nn.Module) -> None:
+        """A given dense network (``--init-from``) must be the spec's architecture, checked before anything runs."""
+        if spec.hparams.init_from is not None:
+            read_dense_state(spec.hparams.init_from, model, spec)
 
     def find_ticket(self, ctx: RunContext) -> nn.Module:
         """Dense AT, score learning over frozen weights, AT fine-tuning of the survivors."""
         hp = ctx.hp
-        model = dense_stage(ctx, hp.pretrain_epochs, hp.start_from, hp.dense_init)
+        model = dense_network(ctx, hp.pretrain_epochs, hp.start_from, hp.dense_init, hp.init_from)
         # Stage 2: the scores (and BatchNorm's affine tensors unless frozen) learn; masks follow |scores| each step.
         init_scores_from_weights(model)
         set_trainable(model, weights=False, scores=True)

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from bench.core.config import spec_field
 from bench.methods import Method, RunContext, register
-from bench.methods.stages import DENSE_INITS, PRUNE_SCOPES, START_FROM, check_epochs, check_lr_scale, dense_stage, stage_epochs, train_weights
+from bench.methods.stages import DENSE_INITS, PRUNE_SCOPES, START_FROM, check_epochs, check_init_from, check_lr_scale, dense_network, read_dense_state, stage_epochs, train_weights
 from bench.nn.masking import apply_masks, magnitude_scores
 from bench.spec import RunSpec
 
@@ -33,6 +33,9 @@ class LWMHparams:
                                  "scripts: last)", choices=START_FROM)
     dense_init: str = spec_field("pytorch", "initialisation of the dense network: pytorch (layer defaults) | openlth "
                                  "| hydra | glorot (OpenLTH's, HYDRA's, Cosentino's code)", choices=DENSE_INITS)
+    init_from: Optional[str] = field(default=None, metadata={
+        "help": "prune this dense network instead of training one: a state dict of the spec's architecture (read with "
+                "weights_only; its sha256 goes into meta.json); the pretraining flags then do not apply"})
 
 
 @register("lwm", "least weight magnitude: dense AT, one-shot |w| pruning, AT fine-tuning")
@@ -49,11 +52,17 @@ class LWM(Method):
         hp = spec.hparams
         check_epochs(pretrain_epochs=hp.pretrain_epochs, finetune_epochs=hp.finetune_epochs)
         check_lr_scale(hp.finetune_lr_scale)
+        check_init_from(hp.init_from)
+
+    def validate_model(self, spec: RunSpec, model: nn.Module) -> None:
+        """A given dense network (``--init-from``) must be the spec's architecture, checked before anything runs."""
+        if spec.hparams.init_from is not None:
+            read_dense_state(spec.hparams.init_from, model, spec)
 
     def find_ticket(self, ctx: RunContext) -> nn.Module:
         """Dense AT, prune the smallest weights once, fine-tune the survivors with AT."""
         hp = ctx.hp
-        model = dense_stage(ctx, hp.pretrain_epochs, hp.start_from, hp.dense_init)
+        model = dense_network(ctx, hp.pretrain_epochs, hp.start_from, hp.dense_init, hp.init_from)
         # One-shot magnitude pruning to the target sparsity.
         apply_masks(model, magnitude_scores, ctx.spec.sparsity, hp.scope)
         # AT fine-tuning of the surviving weights under the fixed mask.

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 
 from bench.core import paths
-from bench.core.io import atomic_json
+from bench.core.io import atomic_json, file_sha256
 from bench.data import resolve_source
 from bench.methods import RunContext
 from bench.nn.masking import prunable_layers, set_trainable
@@ -205,6 +205,51 @@ def dense_stage(ctx: RunContext, epochs: Optional[int] = None, start_from: str =
         last_epoch_state(model, stage_dir / "train", ctx.device)
     set_trainable(model, weights=False, scores=False)
     return model
+
+
+def check_init_from(path: Optional[str]) -> None:
+    """``--init-from`` must name a file (its contents are checked against the architecture when the run starts)."""
+    if path is not None and not Path(path).is_file():
+        raise ValueError(f"--init-from {path}: not a file (a state dict of the spec's dense network)")
+
+
+def read_dense_state(path: str, model: nn.Module, spec: RunSpec) -> Dict[str, torch.Tensor]:
+    """The state dict of ``--init-from``, read with ``weights_only=True`` and checked against ``model`` (the spec's
+    architecture; shapes only, so the meta device serves): every weight, bias and BatchNorm tensor must be there
+    with its shape; masks and scores, which a plain network lacks, are optional."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - an unreadable or refused file is one line naming it
+        raise ValueError(f"--init-from {path}: not a plain tensor state dict ({type(exc).__name__}); only "
+                         "weights_only files are read") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"--init-from {path}: not a state dict (a mapping of names to tensors)")
+    mine = model.state_dict()
+    needed = {k for k in mine if not k.endswith((".mask", ".scores"))}
+    missing, unexpected = sorted(needed - set(state)), sorted(set(state) - set(mine))
+    if missing or unexpected:
+        raise ValueError(f"--init-from {path} does not match {spec.arch} at width {spec.width:g}: missing "
+                         f"{missing[:3]}, unexpected {unexpected[:3]}")
+    for key, value in state.items():
+        if value.shape != mine[key].shape:
+            raise ValueError(f"--init-from {path} does not match {spec.arch} at width {spec.width:g}: tensor {key} "
+                             f"has shape {tuple(value.shape)}, the architecture needs {tuple(mine[key].shape)}")
+    return state
+
+
+def load_dense(ctx: RunContext, path: str) -> nn.Module:
+    """A dense network given by the user (``--init-from``) instead of the dense stage (:func:`read_dense_state`);
+    its path and sha256 go into meta.json."""
+    model = ctx.build_model(bn_affine=True)
+    model.load_state_dict({**model.state_dict(), **read_dense_state(path, model, ctx.spec)})
+    ctx.info["init_from"] = {"path": str(path), "sha256": file_sha256(path)}
+    set_trainable(model, weights=False, scores=False)
+    return model
+
+
+def dense_network(ctx: RunContext, epochs: Optional[int], start_from: str, init: str, init_from: Optional[str]) -> nn.Module:
+    """The dense network a pruning method starts from: the user's (``--init-from``) or the shared dense stage."""
+    return load_dense(ctx, init_from) if init_from is not None else dense_stage(ctx, epochs, start_from, init)
 
 
 def train_weights(ctx: RunContext, model: nn.Module, epochs: int, lr: float, stage_dir: Path, desc: str) -> nn.Module:
