@@ -236,3 +236,47 @@ def test_external_rows_reach_tables_and_the_leaderboard(user_model: Dict[str, An
     board = pd.read_csv(tmp_path / "lb" / "leaderboard.csv")
     assert sorted(board["method"]) == ["external", "external"] and set(board["width"]) == {1.0}
     assert {n.split(" (")[0] for n in board["name"]} == {"cnn-a", "cnn-b"}
+
+
+def external_submission(folder: Path, **fields: Any) -> Dict[str, Any]:
+    """A leaderboard entry for a model made elsewhere (the fields --verify reads), with claims."""
+    entry = {"link": "", "name": "their-cnn", "authors": "A. Author", "additional_data": False, "number_forward_passes": 1,
+             "dataset": "fashion-mnist", "venue": "N/A", "architecture": "Net", "eps": str(EPS), "clean_acc": "10.00",
+             "reported": "5.00", "autoattack_acc": None, "unreliable": False, "footnote": None, "sparsity": 0.9,
+             "density": 0.1, "width": 1.0, "method": "their-pruning", "randomized": False, "eot_iter": 1,
+             "non_adaptive": False, "flags": "", "n_eval": 50, "model": "net.py:make", "weights": "pruned.pt",
+             "evaluations": [{"attack": "fgsm"}, {"attack": "pgd20"}]}
+    entry.update(fields)
+    return entry
+
+
+@pytest.mark.parametrize("claims, error", [
+    ({}, None),
+    ({"model": "scripted.pt", "weights": None}, None),
+    ({"clean_acc": "99.50", "reported": "99.00"}, r"claim rejected: clean accuracy 99.50% claimed"),
+    ({"sparsity": 0.5, "density": 0.5}, r"claim rejected: sparsity 0.5000 claimed, 0.9000 measured"),
+    ({"model": "../net.py:make"}, "points outside the submissions folder"),
+    ({"model": "os:getcwd"}, "must be file.py:factory"),
+])
+def test_verify_re_evaluates_a_submitted_external_model(claims: Dict[str, Any], error: Any, user_model: Dict[str, Any],
+                                                        tmp_path: Path) -> None:
+    """A submission of a model made elsewhere is re-evaluated by --verify: an honest claim ranks as verified, an
+    inflated accuracy or a false sparsity is rejected, and its files must lie inside the submissions folder."""
+    import json
+    import shutil
+
+    from bench.reporting.leaderboard import build_leaderboard
+
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    for name in ("net.py", "pruned.pt", "scripted.pt"):
+        shutil.copy(user_model["folder"] / name, subs / name)
+    entry = {k: v for k, v in external_submission(subs, **claims).items() if v is not None or k not in ("weights",)}
+    (subs / "entry.json").write_text(json.dumps(entry))
+    if error is not None:
+        with pytest.raises(ValueError, match=error):
+            build_leaderboard(None, tmp_path / "lb", subs, verify=True)
+        assert not (tmp_path / "lb").exists()
+        return
+    board = build_leaderboard(None, tmp_path / "lb", subs, verify=True)["board"]
+    assert list(board["source"]) == ["submitted, verified here"] and board["robust_acc"].iloc[0] <= 5.0

@@ -52,6 +52,10 @@ EXTENSION_SCHEMA: Dict[str, Tuple[Tuple[type, ...], bool]] = {
     "evaluations": ((list,), False),
     "ticket": ((str,), False),
     "median_distance": ((float, int, type(None)), False),
+    # A model made elsewhere, for --verify: the model (file.py:factory, TorchScript or .pt2) and its state dict,
+    # relative to the entry file (bench eval --model's SPEC and --weights).
+    "model": ((str,), False),
+    "weights": ((str,), False),
 }
 SCHEMA = {**ROBUSTBENCH_SCHEMA, **EXTENSION_SCHEMA}
 

@@ -20,6 +20,7 @@ import pandas as pd
 
 from bench.core.io import atomic_with, atomic_write, file_sha256
 from bench.core.results import parse_eps
+from bench.external import SPARSITY_TOLERANCE, ExternalSpec, run_external
 from bench.harness import evaluate_run, load_finished_ticket
 from bench.methods.ticket import read_spec
 from bench.reporting.entries import EVALUATED_HERE, THREATS, VERIFIED, Entry, load_entry, load_submissions, percent_or_none, validate_entry
@@ -97,6 +98,8 @@ def verify_entry(entry: Entry, folder: Union[str, Path], data_root: Optional[str
     nothing is written next to the submission.
     """
     where = entry.source
+    if entry.info.get("model"):
+        return verify_external(entry, folder, data_root)
     if not entry.info.get("ticket"):
         raise ValueError(f"{where}: --verify needs a 'ticket' field: the ticket's run folder, relative to this file")
     root = Path(folder).resolve()
@@ -124,6 +127,55 @@ def verify_entry(entry: Entry, folder: Union[str, Path], data_root: Optional[str
                              f"(tolerance {VERIFY_TOLERANCE_PTS:g})")
     info = {**entry.info, "external": f"{min(entry.robust, measured_robust):.2f}"}
     return Entry(info, entry.threat, entry.source, VERIFIED)
+
+
+def _inside(entry: Entry, folder: Union[str, Path], text: str, what: str) -> Path:
+    """A path an entry names, relative to its file, that must lie inside the submissions folder."""
+    path = (Path(entry.source).parent / text).resolve()
+    if not path.is_relative_to(Path(folder).resolve()):
+        raise ValueError(f"{entry.source}: field {what!r} ({text!r}) points outside the submissions folder {folder}")
+    return path
+
+
+def verify_external(entry: Entry, folder: Union[str, Path], data_root: Optional[str] = None) -> Entry:
+    """Re-evaluate a submitted model made elsewhere (fields ``model`` and optional ``weights``, as ``bench eval
+    --model`` takes them; a ``file.py:factory`` model runs the submission's code, by the --verify request) with the
+    attacks its ``evaluations`` name (else the default ones), in a temporary folder. A claimed clean or worst-case
+    robust accuracy more than ``VERIFY_TOLERANCE_PTS`` above the re-evaluation, or a sparsity further than
+    ``SPARSITY_TOLERANCE`` from the measured one, is a ValueError; otherwise the entry ranks by the lower figure."""
+    where, info = entry.source, entry.info
+    model_text = str(info["model"])
+    # The model's file (and its weights) must be inside the submissions folder.
+    file_part, sep, factory = model_text.rpartition(":") if ":" in model_text else (model_text, "", "")
+    if sep and not file_part.endswith(".py"):
+        raise ValueError(f"{where}: field 'model' ({model_text!r}) must be file.py:factory, a TorchScript file or a .pt2 "
+                         "program, inside the submissions folder")
+    model_path = _inside(entry, folder, file_part, "model")
+    model = f"{model_path}{sep}{factory}"
+    weights = _inside(entry, folder, str(info["weights"]), "weights") if info.get("weights") else None
+    attacks = tuple(str(e.get("attack")) for e in info.get("evaluations") or []
+                    if isinstance(e, dict) and e.get("attack") not in (None, "worst_case"))
+    spec = ExternalSpec(name=str(info["name"]), model=model, dataset=str(info["dataset"]), eps=parse_eps(info["eps"]),
+                        n_eval=int(info.get("n_eval") or ExternalSpec.n_eval))
+    if attacks:
+        spec = dataclasses.replace(spec, attacks=attacks)
+    with tempfile.TemporaryDirectory(prefix="bench-verify-") as scratch:
+        rows = run_external(spec, scratch, weights, data_root=data_root, show=False)
+    measured_robust = 100 * float(rows["robust_acc"].min())
+    measured_clean = 100 * float(rows.loc[rows["n_eval"].idxmax(), "clean_acc"])
+    measured_sparsity = float(rows["measured_sparsity"].iloc[0])
+    if abs(float(info["sparsity"]) - measured_sparsity) > SPARSITY_TOLERANCE:
+        raise ValueError(f"{where}: claim rejected: sparsity {float(info['sparsity']):.4f} claimed, {measured_sparsity:.4f} "
+                         f"measured from the weights here (tolerance {SPARSITY_TOLERANCE:g})")
+    ran = "+".join(a for a in rows["attack"] if a != "worst_case")
+    checks = (("clean accuracy", float(info["clean_acc"]), measured_clean),
+              ("worst-case robust accuracy", entry.robust, measured_robust))
+    for what, claimed, measured in checks:
+        if claimed > measured + VERIFY_TOLERANCE_PTS:
+            raise ValueError(f"{where}: claim rejected: {what} {claimed:.2f}% claimed, {measured:.2f}% re-evaluated here "
+                             f"({ran} on {int(rows['n_eval'].max())} examples): {claimed - measured:.2f} points above "
+                             f"(tolerance {VERIFY_TOLERANCE_PTS:g})")
+    return Entry({**info, "external": f"{min(entry.robust, measured_robust):.2f}"}, entry.threat, entry.source, VERIFIED)
 
 
 def rank_entries(entries: Sequence[Entry]) -> pd.DataFrame:
