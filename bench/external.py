@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
+import json
 import math
 import pickle
 import sys
@@ -25,7 +26,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import pandas as pd
 import torch
@@ -326,6 +327,65 @@ def sparsity_flags(spec: ExternalSpec, measured: float) -> Tuple[str, ...]:
     return ("sparsity_claim",)
 
 
+@dataclass
+class ExternalRun:
+    """A loaded, checked external model with its test data: what ``bench eval``, ``bench security`` and ``bench
+    compare`` evaluate (the counterpart of a ticket)."""
+
+    spec: ExternalSpec
+    model: nn.Module
+    test: Split
+    device: torch.device
+    run_dir: Path
+    meta: Dict[str, Any]
+
+    def evaluate(self, attacks: Optional[Sequence[str]] = None, n_eval: Optional[int] = None) -> List[AttackResult]:
+        """The spec's attacks (or ``attacks``) and their worst case, each cached in the run folder."""
+        n = self.spec.n_eval if n_eval is None else n_eval
+        n_aa = autoattack_examples(self.spec.n_eval_aa, n, self.device)
+        results = with_worst_case(evaluate(self.model, self.test, tuple(attacks or self.spec.attacks), self.spec.eps_value, n,
+                                           n_aa, self.device, paths.eval_root(self.run_dir), seed=self.spec.seed))
+        flags = sparsity_flags(self.spec, self.meta["measured_sparsity"])
+        return [dataclasses.replace(r, flags=tuple(r.flags) + flags) for r in results]
+
+    def record(self, results: Sequence[AttackResult], out: Union[str, Path], show: bool = True) -> pd.DataFrame:
+        """Append the rows of ``results`` to ``<out>/runs.csv`` (no duplicates); print a summary when ``show``."""
+        rows = external_rows(self.spec, self.meta, list(results), self.device)
+        added = append_rows(paths.runs_csv(out), rows)
+        df = pd.DataFrame(rows)
+        if show:
+            head = (f"external {self.spec.run_id}  {self.spec.name} ({self.spec.arch}, {self.meta['n_params']} params) "
+                    f"dataset={self.spec.dataset} measured sparsity={self.meta['measured_sparsity']:.4f} "
+                    f"eps={self.spec.eps_value:.4g}" + (" [claimed sparsity contradicted]"
+                                                         if sparsity_flags(self.spec, self.meta["measured_sparsity"]) else ""))
+            table = df[["attack", "n_eval", "clean_acc", "robust_acc", "seconds"]].to_string(
+                index=False, float_format=lambda v: f"{v:.4f}")
+            print(f"{head}\n{table}\n{added} new row(s) -> {paths.runs_csv(out)}")
+        return df
+
+
+def _test_split(spec: ExternalSpec, data_root: Optional[str]) -> Tuple[Split, int]:
+    """The dataset's test split and its number of classes (a folder dataset's from the spec)."""
+    info = dataset_info(spec.dataset)
+    if info.from_folder:
+        info = dataclasses.replace(info, num_classes=spec.num_classes, image_size=spec.image_size or info.image_size)
+    return load_data(spec.dataset, spec.data_source, data_root, info=info).test, info.num_classes
+
+
+def absolute_model(model: str) -> str:
+    """``model`` with its file made absolute (``file.py:factory`` or a program file), so the folder can load it again
+    from anywhere; a ``module:factory`` stays as it is."""
+    where, sep, attr = model.rpartition(":")
+    if sep and where.endswith(".py"):
+        return f"{Path(where).resolve()}:{attr}"
+    return str(Path(model).resolve()) if Path(model).is_file() else model
+
+
+def weights_digest(model: nn.Module) -> str:
+    """Digest of every parameter and buffer of ``model``: the model's identity in its run id."""
+    return digest({k: tensor_digest(v) for k, v in model.state_dict().items()})
+
+
 def run_external(spec: ExternalSpec, out: Union[str, Path], weights: Optional[Union[str, Path]] = None, *,
                  test: Optional[Split] = None, data_root: Optional[str] = None, show: bool = True) -> pd.DataFrame:
     """Load ``spec.model``, check and measure it, evaluate it, append rows to ``<out>/runs.csv``.
@@ -337,35 +397,49 @@ def run_external(spec: ExternalSpec, out: Union[str, Path], weights: Optional[Un
     out = Path(out)
     device = resolve_device(spec.device)
     model = load_external_model(spec.model, weights).to(device)
-    info = dataset_info(spec.dataset)
-    if info.from_folder:
-        info = dataclasses.replace(info, num_classes=spec.num_classes, image_size=spec.image_size or info.image_size)
-    if test is None:
-        test = load_data(spec.dataset, spec.data_source, data_root, info=info).test
-    notes = check_model(model, test, info.num_classes, device)
+    split, num_classes = _test_split(spec, data_root)
+    test = split if test is None else test
+    notes = check_model(model, test, num_classes, device)
     sparsity, per_layer, n_weights = measure_sparsity(model)
-    spec = dataclasses.replace(spec, weights=digest({k: tensor_digest(v) for k, v in model.state_dict().items()}),
-                               arch=model_arch(model))
+    spec = dataclasses.replace(spec, weights=weights_digest(model), arch=model_arch(model))
     run_dir = paths.external_dir(out, spec.run_id)
     # Stages: the record (spec, measured sparsity), then every attack (each cached), then the worst case.
-    meta = {"name": spec.name, "model": spec.model, "weights_file": str(weights) if weights is not None else "",
+    meta = {"name": spec.name, "model": absolute_model(spec.model),
+            "weights_file": str(Path(weights).resolve()) if weights is not None else "",
             "arch": spec.arch, "measured_sparsity": sparsity, "layer_sparsity": per_layer, "n_weights": n_weights,
             "n_params": sum(v.numel() for v in model.state_dict().values()), "notes": notes}
     atomic_json(paths.spec(run_dir), spec.to_dict())
     atomic_json(paths.meta(run_dir), meta)
     for note in notes:
         print(f"bench: note: {note}", file=sys.stderr)
-    n_aa = autoattack_examples(spec.n_eval_aa, spec.n_eval, device)
-    results = with_worst_case(evaluate(model, test, spec.attacks, spec.eps_value, spec.n_eval, n_aa, device,
-                                       paths.eval_root(run_dir), seed=spec.seed))
-    flags = sparsity_flags(spec, sparsity)
-    results = [dataclasses.replace(r, flags=tuple(r.flags) + flags) for r in results]
-    rows = external_rows(spec, meta, results, device)
-    added = append_rows(paths.runs_csv(out), rows)
-    df = pd.DataFrame(rows)
-    if show:
-        head = (f"external {spec.run_id}  {spec.name} ({spec.arch}, {meta['n_params']} params) dataset={spec.dataset} "
-                f"measured sparsity={sparsity:.4f} eps={spec.eps_value:.4g}" + (" [claimed sparsity contradicted]" if flags else ""))
-        table = df[["attack", "n_eval", "clean_acc", "robust_acc", "seconds"]].to_string(index=False, float_format=lambda v: f"{v:.4f}")
-        print(f"{head}\n{table}\n{added} new row(s) -> {paths.runs_csv(out)}")
-    return df
+    run = ExternalRun(spec, model, test, device, run_dir, meta)
+    return run.record(run.evaluate(), out, show)
+
+
+def is_external_run(run_dir: Union[str, Path]) -> bool:
+    """Whether ``run_dir`` is an external model's evaluation folder (``<out>/external/<run_id>``)."""
+    run_dir = Path(run_dir)
+    return run_dir.parent.name == paths.external_dir("", "x").parent.name and paths.spec(run_dir).is_file()
+
+
+def load_external_run(run_dir: Union[str, Path], data_root: Optional[str] = None) -> ExternalRun:
+    """An external evaluation folder's model, loaded again from the files it names and checked to be the same
+    weights (the run id names them)."""
+    run_dir = Path(run_dir)
+    try:
+        data = json.loads(paths.spec(run_dir).read_text(encoding="utf-8"))
+        meta = json.loads(paths.meta(run_dir).read_text(encoding="utf-8"))
+        spec = ExternalSpec(**{**data, "attacks": tuple(data["attacks"])})
+    except (OSError, ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise ValueError(f"{run_dir} is not an external model's evaluation folder ({type(exc).__name__}: "
+                         f"{_first_line(exc)[:120]})") from None
+    if spec.run_id != run_dir.name:
+        raise ValueError(f"{paths.spec(run_dir)} is the spec of {spec.run_id}, not of the folder {run_dir.name}")
+    device = resolve_device(spec.device)
+    model = load_external_model(str(meta.get("model") or spec.model), meta.get("weights_file") or None).to(device)
+    if weights_digest(model) != spec.weights:
+        raise ValueError(f"{spec.model} no longer holds the weights {run_dir} evaluated (its run id names them); "
+                         "evaluate it anew with bench eval --model")
+    test, num_classes = _test_split(spec, data_root)
+    check_model(model, test, num_classes, device)
+    return ExternalRun(spec, model, test, device, run_dir, meta)

@@ -280,3 +280,24 @@ def test_verify_re_evaluates_a_submitted_external_model(claims: Dict[str, Any], 
         return
     board = build_leaderboard(None, tmp_path / "lb", subs, verify=True)["board"]
     assert list(board["source"]) == ["submitted, verified here"] and board["robust_acc"].iloc[0] <= 5.0
+
+
+def test_compare_and_security_take_external_evaluations(user_model: Dict[str, Any], tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """An external model's evaluation folder goes to bench compare (against a second form of the same weights:
+    the same flags, nothing differs) and bench security (a curve whose rows name the model)."""
+    pytest.importorskip("adv_lib")
+    folder = user_model["folder"]
+    common = ["--eps", str(EPS), "--attacks", "pgd20", "--n-eval", "60", "--out", str(tmp_path), "--device", "cpu"]
+    assert main(["eval", "--model", f"{folder}/net.py:make", "--weights", str(folder / "pruned.pt"), "--name", "a", *common]) == 0
+    assert main(["eval", "--model", str(folder / "scripted.pt"), "--name", "b", *common]) == 0
+    runs = sorted((tmp_path / "external").iterdir())
+    capsys.readouterr()
+    assert main(["compare", str(runs[0]), str(runs[1])]) == 0
+    table = capsys.readouterr().out
+    pgd = next(line for line in table.splitlines() if line.startswith("| pgd20"))
+    assert "| 0 | 0 | 1 |" in pgd, table
+    assert main(["security", str(runs[0]), "--steps", "20", "--grid-points", "4", "--no-progress"]) == 0
+    rows = pd.read_csv(tmp_path / "runs.csv", keep_default_na=False)
+    curve = rows[rows["attack"] == "fmn"]
+    assert len(curve) >= 4 and set(curve["method"]) == {"external"} and set(curve["run_id"]) == {runs[0].name}

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import List
+from typing import Callable, List, Sequence
 
 from bench.commands import COMMANDS, add_progress_flag
 from bench.core import paths
-from bench.core.results import read_rows_file
+from bench.core.results import AttackResult, read_rows_file
 from bench.evaluation.security import (
     FMN_STEPS,
     GRID_POINTS,
@@ -19,6 +19,7 @@ from bench.evaluation.security import (
     fmn_function,
     min_norm,
 )
+from bench.external import is_external_run, load_external_run
 from bench.harness import evaluate_run, load_finished_ticket, record
 from bench.methods import get_method
 from bench.methods.ticket import read_spec
@@ -31,13 +32,40 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--n-eval must be >= 0 (0 = the whole test set), got {args.n_eval}")
 
 
+def security_curve(run_dir: Path, out: Path, args: argparse.Namespace) -> None:
+    """FMN's curve of one ticket or external model, checked against its own fixed-eps evaluation; its rows only."""
+    if is_external_run(run_dir):
+        external = load_external_run(run_dir, args.data_root)
+        model, test, device, eps, n_default = (external.model, external.test, external.device, external.spec.eps_value,
+                                               external.spec.n_eval)
+        evaluated = external.evaluate()
+        # A model made elsewhere is attacked as given (no evaluation-time preparation, as in its evaluation).
+        prepare = False
+        keep: Callable[[Sequence[AttackResult]], object] = lambda results: external.record(results, out)  # noqa: E731
+    else:
+        spec = read_spec(run_dir)
+        ticket = load_finished_ticket(spec, run_dir, args.data_root)
+        model, test, device, eps, n_default = ticket.model, ticket.data.test, ticket.device, spec.eps_value, spec.n_eval
+        evaluated = evaluate_run(ticket)
+        prepare = True
+        keep = lambda results: record(ticket, results, out)  # noqa: E731
+    # The spec's own evaluation (cached) is the reference the curve is checked against at its eps.
+    reference = next((r for r in evaluated if r.attack == "worst_case"), evaluated[-1] if evaluated else None)
+    n = n_default if args.n_eval is None else args.n_eval
+    found = min_norm(model, test, n, device, paths.eval_root(run_dir), args.steps, prepare=prepare)
+    curve = curve_results(found, eps, eps_grid(eps, args.grid_points, args.grid_span),
+                          reference.robust if reference is not None else None, adv_lib_version())
+    # Only the curve is recorded: the spec's own rows are bench run's and bench eval's to write.
+    keep(curve)
+
+
 def add(sub: argparse._SubParsersAction) -> None:
     """Register ``bench security``."""
     p = sub.add_parser("security", help="security curves of finished tickets: robust accuracy against eps from FMN",
                        description="Run the minimum-norm FMN attack (adv-lib) on each ticket's test examples and append "
                                    "one `fmn` row per eps of a grid (0 to SPAN x the spec's eps) with the median "
                                    "minimal perturbation; the curve is checked against the spec's fixed-eps attacks.")
-    p.add_argument("run_dirs", nargs="+", help="run folders (<out>/runs/<run_id>)")
+    p.add_argument("run_dirs", nargs="+", help="run folders (<out>/runs/<run_id>) or external models' (<out>/external/<run_id>)")
     p.add_argument("--steps", type=int, default=FMN_STEPS, help=f"FMN steps [default: {FMN_STEPS}]")
     p.add_argument("--n-eval", type=int, default=None, help="test examples [default: the spec's n_eval]")
     p.add_argument("--grid-points", type=int, default=GRID_POINTS, help=f"eps values of the curve [default: {GRID_POINTS}]")
@@ -51,6 +79,10 @@ def add(sub: argparse._SubParsersAction) -> None:
         # Every folder is checked before any attack runs.
         run_dirs: List[Path] = [Path(d) for d in args.run_dirs]
         for run_dir in run_dirs:
+            # An external model's evaluation folder (bench eval --model): its out is two folders up, as a run's.
+            if is_external_run(run_dir):
+                read_rows_file(paths.runs_csv(Path(args.out) if args.out is not None else paths.out_of_run(run_dir)))
+                continue
             if not paths.ticket_finished(run_dir):
                 raise ValueError(f"{run_dir} has no finished ticket (spec.json, ticket.pt and meta.json)")
             spec = read_spec(run_dir)
@@ -65,19 +97,8 @@ def add(sub: argparse._SubParsersAction) -> None:
         fmn_function()
         check_args(args)
         for run_dir in run_dirs:
-            spec = read_spec(run_dir)
             out = Path(args.out) if args.out is not None else paths.out_of_run(run_dir)
-            ticket = load_finished_ticket(spec, run_dir, args.data_root)
-            # The spec's own evaluation (cached) is the reference the curve is checked against at its eps.
-            evaluated = evaluate_run(ticket)
-            reference = next((r for r in evaluated if r.attack == "worst_case"), evaluated[-1] if evaluated else None)
-            n = spec.n_eval if args.n_eval is None else args.n_eval
-            found = min_norm(ticket.model, ticket.data.test, n, ticket.device, paths.eval_root(run_dir), args.steps,
-                             prepare=True)
-            curve = curve_results(found, spec.eps_value, eps_grid(spec.eps_value, args.grid_points, args.grid_span),
-                                  reference.robust if reference is not None else None, adv_lib_version())
-            # Only the curve is recorded: the spec's own rows are bench run's and bench eval's to write.
-            record(ticket, curve, out)
+            security_curve(run_dir, out, args)
         return 0
 
     p.set_defaults(func=run)

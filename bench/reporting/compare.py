@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from scipy.stats import binom
 
+from bench.core.results import AttackResult
+from bench.data import resolve_source
+from bench.external import is_external_run, load_external_run
 from bench.harness import evaluate_run, load_finished_ticket
 from bench.methods import get_method
 from bench.methods.ticket import read_spec
@@ -62,26 +65,47 @@ def compare_flags(attack: str, scope: str, flags_a: torch.Tensor, flags_b: torch
                       only_a, only_b, mcnemar_exact(only_a, only_b))
 
 
+@dataclass(frozen=True)
+class Paired:
+    """One side of a comparison: what must match for examples to pair, its attacks, and how to evaluate it."""
+
+    facts: Dict[str, Any]
+    attacks: Tuple[str, ...]
+    evaluate: Callable[[Sequence[str], Optional[int]], List[AttackResult]]
+
+
+def paired_side(run_dir: Path, data_root: Optional[str]) -> Paired:
+    """A finished ticket's run folder or an external model's evaluation folder, ready to compare."""
+    if is_external_run(run_dir):
+        run = load_external_run(run_dir, data_root)
+        s = run.spec
+        facts = {"dataset": s.dataset, "data_source": resolve_source(s.dataset, s.data_source),
+                 "num_classes": s.num_classes, "image_size": s.image_size, "eps": s.eps_value}
+        return Paired(facts, s.attacks, lambda attacks, n: run.evaluate(attacks, n))
+    spec = read_spec(run_dir)
+    if get_method(spec.method).randomized:
+        raise ValueError(f"{run_dir} is a randomised ticket ({spec.method}): its per-example outcomes are "
+                         "probabilities over inference draws, not the 0/1 flags McNemar's test pairs")
+    resolved = spec.resolve()
+    ticket = load_finished_ticket(spec, run_dir, data_root)
+    return Paired({name: getattr(resolved, name) for name in PAIRED_FIELDS}, spec.eval_attacks,
+                  lambda attacks, n: evaluate_run(ticket, attacks=attacks, n_eval=n))
+
+
 def compare_runs(run_a: Path, run_b: Path, attacks: Optional[Sequence[str]] = None, n_eval: Optional[int] = None,
                  data_root: Optional[str] = None) -> List[Comparison]:
-    """Evaluate both finished runs (from their caches where done) and compare each shared attack's flags."""
-    spec_a, spec_b = read_spec(run_a), read_spec(run_b)
-    for run_dir, spec in ((run_a, spec_a), (run_b, spec_b)):
-        if get_method(spec.method).randomized:
-            raise ValueError(f"{run_dir} is a randomised ticket ({spec.method}): its per-example outcomes are "
-                             "probabilities over inference draws, not the 0/1 flags McNemar's test pairs")
+    """Evaluate both finished runs (tickets or external models; from their caches where done) and compare each
+    shared attack's flags."""
+    side_a, side_b = paired_side(run_a, data_root), paired_side(run_b, data_root)
     for name in PAIRED_FIELDS:
-        va, vb = getattr(spec_a.resolve(), name), getattr(spec_b.resolve(), name)
+        va, vb = side_a.facts[name], side_b.facts[name]
         if va != vb:
             raise ValueError(f"{run_a} and {run_b} differ in {name} ({va} vs {vb}): their examples cannot be paired")
-    shared = [a for a in spec_a.eval_attacks if a in spec_b.eval_attacks] if attacks is None else list(attacks)
+    shared = [a for a in side_a.attacks if a in side_b.attacks] if attacks is None else list(attacks)
     if not shared:
-        raise ValueError(f"{run_a} and {run_b} share no attack (theirs: {', '.join(spec_a.eval_attacks)} and "
-                         f"{', '.join(spec_b.eval_attacks)}); give --attacks")
-    results = []
-    for run_dir, spec in ((run_a, spec_a), (run_b, spec_b)):
-        ticket = load_finished_ticket(spec, run_dir, data_root)
-        results.append({r.attack: r for r in evaluate_run(ticket, attacks=shared, n_eval=n_eval)})
+        raise ValueError(f"{run_a} and {run_b} share no attack (theirs: {', '.join(side_a.attacks)} and "
+                         f"{', '.join(side_b.attacks)}); give --attacks")
+    results = [{r.attack: r for r in side.evaluate(shared, n_eval)} for side in (side_a, side_b)]
     out = []
     # The spec's attacks, then their worst case when both have it.
     for name in [*shared, "worst_case"]:
