@@ -20,7 +20,8 @@ import torch.nn.utils.prune as prune
 
 from bench.cli import main
 from bench.data import load_data, to_float
-from bench.external import ExternalSpec, load_external_model, measure_sparsity
+from bench.external import ExternalSpec
+from bench.nn.external import load_external_model, measure_sparsity
 
 EPS = 0.03
 N_EVAL = 200
