@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from bench.attacks import ATTACKS
+from bench.attacks.norms import NORMS, standard_eps
 from bench.core import paths
 from bench.core.config import spec_field
 from bench.core.devices import resolve_device
@@ -55,7 +56,8 @@ class ExternalSpec:
     data_source: str = _f("auto", "auto | embedded | full", choices=DATA_SOURCES)
     num_classes: int = _f(0, "classes of a folder dataset (imagefolder); 0 for the others")
     image_size: int = _f(0, "image side of a folder dataset (imagefolder); 0 for the others")
-    eps: Optional[float] = _f(None, "L-inf budget in [0,1] pixel units; default per dataset")
+    norm: str = _f("Linf", "threat model: Linf | L2 | L1", choices=NORMS)
+    eps: Optional[float] = _f(None, "budget in [0,1] pixel units; default per dataset (L-inf) or the field's standard")
     seed: int = _f(0, "seed of the attacks' random starts")
     claimed_sparsity: Optional[float] = _f(None, "the sparsity you claim for the model; the weights are checked against it")
     attacks: Tuple[str, ...] = _f(("pgd20", "cw20", "autoattack"), "comma-separated attacks (see `bench list`)", runtime=True)
@@ -74,21 +76,31 @@ class ExternalSpec:
         for attack in self.attacks:
             ATTACKS.get(attack)
         DATASETS.get(self.dataset)
-        if self.eps is not None and not (math.isfinite(self.eps) and 0 < self.eps <= 1):
-            raise ValueError(f"--eps must be in (0, 1] (pixel units), got {self.eps}")
+        if self.eps is not None and not (math.isfinite(self.eps) and 0 < self.eps and (self.norm != "Linf" or self.eps <= 1)):
+            raise ValueError(f"--eps must be a finite budget > 0 (at most 1 in L-inf), got {self.eps}")
         if self.claimed_sparsity is not None and not (math.isfinite(self.claimed_sparsity) and 0 <= self.claimed_sparsity < 1):
             raise ValueError(f"--sparsity must be a fraction of zero weights in [0, 1), got {self.claimed_sparsity}")
         if self.n_eval < 0 or (self.n_eval_aa is not None and self.n_eval_aa < 0):
             raise ValueError(f"--n-eval and --n-eval-aa must be >= 0, got {self.n_eval}, {self.n_eval_aa}")
+        # The budget exists (an L2/L1 evaluation without a standard for the dataset needs --eps).
+        _ = self.eps_value
 
     @property
     def eps_value(self) -> float:
         """The budget: the given eps, else the dataset's default."""
-        return self.eps if self.eps is not None else dataset_info(self.dataset).default_eps
+        if self.eps is not None:
+            return self.eps
+        if self.norm == "Linf":
+            return dataset_info(self.dataset).default_eps
+        standard = standard_eps(self.dataset, self.norm)
+        if standard is None:
+            raise ValueError(f"no standard {self.norm} budget for {self.dataset}: give --eps")
+        return standard
 
     def canonical(self) -> Dict[str, Any]:
         """Identity fields (everything not marked runtime; the model's location is not identity, its weights are)."""
-        ident = {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata.get("runtime") and f.name != "model"}
+        ident = {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata.get("runtime") and f.name != "model"
+                 and not (f.name == "norm" and self.norm == "Linf")}
         return {"method": EXTERNAL_METHOD, **ident, "eps": self.eps_value}
 
     @property
@@ -139,7 +151,8 @@ class ExternalRun:
         n = self.spec.n_eval if n_eval is None else n_eval
         n_aa = autoattack_examples(self.spec.n_eval_aa, n, self.device)
         results = with_worst_case(evaluate(self.model, self.test, tuple(attacks or self.spec.attacks), self.spec.eps_value, n,
-                                           n_aa, self.device, paths.eval_root(self.run_dir), seed=self.spec.seed))
+                                           n_aa, self.device, paths.eval_root(self.run_dir), seed=self.spec.seed,
+                                           norm=self.spec.norm))
         flags = sparsity_flags(self.spec, self.meta["measured_sparsity"])
         return [dataclasses.replace(r, flags=tuple(r.flags) + flags) for r in results]
 

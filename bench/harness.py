@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -20,6 +21,7 @@ import pandas as pd
 import torch
 from filelock import FileLock, Timeout
 
+from bench.attacks.norms import check_norm, standard_eps
 from bench.core import paths
 from bench.core.devices import resolve_device
 from bench.core.io import atomic_json, atomic_save, digest
@@ -227,10 +229,29 @@ def run_rows(spec: RunSpec, meta: Dict[str, Any], results: Sequence[AttackResult
     return result_rows(head, results, tail, device)
 
 
+def threat_budget(dataset: str, norm: str, eps: Optional[float], spec_eps: float) -> float:
+    """The budget of an evaluation in ``norm``: the one given, else the spec's (L-inf), else the field's standard
+    for the dataset (L2, L1), else a ``ValueError`` asking for ``--eps``."""
+    check_norm(norm)
+    if eps is not None:
+        if not (math.isfinite(eps) and eps > 0 and (norm != "Linf" or eps <= 1)):
+            raise ValueError(f"--eps must be a finite budget > 0 (at most 1 in L-inf), got {eps}")
+        return eps
+    if norm == "Linf":
+        return spec_eps
+    standard = standard_eps(dataset, norm)
+    if standard is None:
+        raise ValueError(f"no standard {norm} budget for {dataset}: give --eps (see docs/evaluation.md)")
+    return standard
+
+
 def evaluate_run(ticket: Ticket, attacks: Optional[Sequence[str]] = None, n_eval: Optional[int] = None,
-                 n_eval_aa: Optional[int] = None, cascade: bool = True) -> List[AttackResult]:
-    """Stage 2: evaluate the ticket (cascade, sanity flags); finished work comes from ``<run>/eval/``."""
+                 n_eval_aa: Optional[int] = None, cascade: bool = True, norm: str = "Linf",
+                 eps: Optional[float] = None) -> List[AttackResult]:
+    """Stage 2: evaluate the ticket (cascade, sanity flags) in the threat model ``norm`` at ``eps`` (default: the
+    spec's L-inf budget); finished work comes from ``<run>/eval/``."""
     spec = ticket.spec
+    budget = threat_budget(spec.dataset, norm, eps, spec.eps_value)
     n = spec.n_eval if n_eval is None else n_eval
     if n < 0 or (n_eval_aa is not None and n_eval_aa < 0):
         raise ValueError(f"n_eval and n_eval_aa must be >= 0 (0 = the whole test set), got {n}, {n_eval_aa}")
@@ -239,9 +260,12 @@ def evaluate_run(ticket: Ticket, attacks: Optional[Sequence[str]] = None, n_eval
     # A randomised ticket is evaluated over inference draws, with every attack alone.
     method = get_method(spec.method)
     if method.randomized:
+        if (norm, budget) != ("Linf", spec.eps_value):
+            raise ValueError(f"{spec.method} tickets are evaluated at their spec's L-inf budget only (for now)")
         return evaluate_switch(ticket, chosen, n, n_aa, method.inference_draws(spec))
-    results = evaluate(ticket.model, ticket.data.test, chosen, spec.eps_value, n, n_aa, ticket.device,
-                       paths.eval_root(ticket.run_dir), seed=spec.seed, cascade=cascade, meta=ticket.meta, prepare=True)
+    results = evaluate(ticket.model, ticket.data.test, chosen, budget, n, n_aa, ticket.device,
+                       paths.eval_root(ticket.run_dir), seed=spec.seed, cascade=cascade, meta=ticket.meta, prepare=True,
+                       norm=norm)
     return with_worst_case(results)
 
 

@@ -50,6 +50,7 @@ class AutoAttackRunner(Attack):
 
     label: ClassVar[str] = "AutoAttack"
     cascade_only: ClassVar[bool] = True
+    norms: ClassVar[Tuple[str, ...]] = ("Linf", "L2", "L1")
 
     def check(self) -> None:
         """The sub-attacks belong to the version; custom names them; a positive batch size."""
@@ -88,14 +89,14 @@ class AutoAttackRunner(Attack):
         detail = self.version if not self.attacks else f"{self.version}:{'+'.join(self.attacks)}"
         restarts = {"plus": 5, "custom": 5}.get(self.version, 1)
         steps = 5000 if self.components == ("square",) else 100
-        return {"norm": "Linf", "eps": self.eps, "steps": steps, "step_size": "", "restarts": restarts,
+        return {"norm": self.norm, "eps": self.eps, "steps": steps, "step_size": "", "restarts": restarts,
                 "loss": "", "random_start": True, "eot_samples": RAND_EOT if self.version == "rand" else 1,
                 "version": detail}
 
     def _library(self, model: nn.Module, device: torch.device) -> Any:
         """A configured pyautoattack ``AutoAttack`` object."""
         custom = self.version == "custom"
-        aa = AutoAttack(model, eps=self.eps, norm="Linf", version=self.version,
+        aa = AutoAttack(model, eps=self.eps, norm=self.norm, version=self.version,
                         attacks=list(self.attacks) if custom else None, seed=self.seed, device=device)
         aa.verbose = False
         return aa
@@ -130,7 +131,7 @@ class AutoAttackRunner(Attack):
         if name in APGD_LOSSES:
             eot = RAND_EOT if self.version == "rand" else 1
             restarts = {"plus": 5, "custom": 5}.get(self.version, 1)
-            apgd = APGDAttack(model, n_iter=100, norm="Linf", n_restarts=restarts, eps=self.eps, seed=self.seed,
+            apgd = APGDAttack(model, n_iter=100, norm=self.norm, n_restarts=restarts, eps=self.eps, seed=self.seed,
                               loss=APGD_LOSSES[name], eot_iter=eot, rho=0.75, device=x.device)
             # APGD draws its random starts from torch's global generator: seeded here, restored after.
             with torch.random.fork_rng(devices=[]):

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Dict, FrozenSet, Iterator, Optional, Tuple, fi
 import torch
 import torch.nn as nn
 
+from bench.attacks.norms import check_norm, perturbation_norm
 from bench.core.config import check_choices
 
 # Slack on the eps-ball check (float rounding of x + delta).
@@ -38,17 +39,21 @@ def no_param_grad(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def check_budget(x: torch.Tensor, x_adv: torch.Tensor, eps: float) -> None:
-    """Never trust an attack's output blindly: re-check the eps-ball and the [0,1] box (a NaN point fails too)."""
+def check_budget(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: str = "Linf") -> None:
+    """Never trust an attack's output blindly: re-check the eps-ball in ``norm`` and the [0,1] box (a NaN point
+    fails too)."""
     if x_adv.shape != x.shape or not bool(torch.isfinite(x_adv).all()):
         raise RuntimeError("attack returned a point that is not a finite input of the right shape")
-    if (x_adv - x).abs().max() > eps + BUDGET_SLACK or x_adv.min() < 0 or x_adv.max() > 1:
-        raise RuntimeError("attack returned a point outside the eps-ball or [0,1]")
+    # The slack is relative for L2/L1, whose norms sum many rounded coordinates.
+    slack = BUDGET_SLACK * (1 if norm == "Linf" else max(1.0, eps))
+    outside = len(x) > 0 and bool((perturbation_norm(x_adv - x, norm) > eps + slack).any())
+    if outside or x_adv.min() < 0 or x_adv.max() > 1:
+        raise RuntimeError(f"attack returned a point outside the {norm} eps-ball or [0,1]")
 
 
 @dataclass(frozen=True)
 class Attack(abc.ABC):
-    """Base class of every attack: L-inf budget ``eps`` (pixel units) and a ``seed``.
+    """Base class of every attack: budget ``eps`` (pixel units) in the threat model ``norm``, and a ``seed``.
 
     Subclasses implement :meth:`perturb` (and :meth:`perturb_detailed` when
     they know which of their components broke each point), :meth:`settings`
@@ -57,6 +62,7 @@ class Attack(abc.ABC):
 
     eps: float
     seed: int = 0
+    norm: str = "Linf"
 
     # The attack's name in error messages ("unknown PGD loss ...").
     label: ClassVar[str] = "attack"
@@ -64,9 +70,14 @@ class Attack(abc.ABC):
     cascade_only: ClassVar[bool] = False
     # Whether the attack uses the model's gradients (black-box ones only query it).
     whitebox: ClassVar[bool] = True
+    # The threat models the attack implements.
+    norms: ClassVar[Tuple[str, ...]] = ("Linf",)
 
     def __post_init__(self) -> None:
         check_choices(self, self.label)
+        check_norm(self.norm)
+        if self.norm not in self.norms:
+            raise ValueError(f"{self.label} attacks in {', '.join(self.norms)} only, not {self.norm}")
         self.check()
 
     def check(self) -> None:
@@ -115,7 +126,7 @@ class Attack(abc.ABC):
         x = x.detach()
         with no_param_grad(model):
             x_adv, broken_by = self.perturb_detailed(model, x, y)
-        check_budget(x, x_adv, self.eps)
+        check_budget(x, x_adv, self.eps, self.norm)
         return x_adv.detach(), broken_by
 
     @final
@@ -124,5 +135,5 @@ class Attack(abc.ABC):
         x = x.detach()
         with no_param_grad(model):
             x_adv = self.perturb(model, x, y)
-        check_budget(x, x_adv, self.eps)
+        check_budget(x, x_adv, self.eps, self.norm)
         return x_adv.detach()

@@ -1,4 +1,4 @@
-"""L-inf PGD (CE or CW-margin loss) with random start, restarts and EOT; the FGSM/PGD/CW presets."""
+"""PGD in L-inf or L2 (CE or CW-margin loss) with random start, restarts and EOT; the FGSM/PGD/CW presets."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from bench.attacks.base import Attack
 from bench.attacks.expectation import expected_correct, is_randomized
+from bench.attacks.norms import ascent, project, random_start
 from bench.attacks.registry import ATTACKS, AttackPreset
 from bench.core.config import spec_field
 
@@ -34,7 +35,8 @@ LOSSES: Dict[str, Loss] = {"ce": ce_loss, "cw": cw_loss}
 
 @dataclass(frozen=True)
 class PGD(Attack):
-    """L-inf PGD with CE or CW-margin loss, random start, restarts and EOT.
+    """PGD with CE or CW-margin loss, random start, restarts and EOT, in L-inf (sign steps, the default) or L2
+    (normalised-gradient steps, projection by rescaling); both then clamp to the [0,1] box.
 
     With ``eot_samples > 1`` every step averages the input gradient over that
     many forward passes (expectation over transformation, for randomised
@@ -60,6 +62,7 @@ class PGD(Attack):
     eot_samples: int = 1
 
     label: ClassVar[str] = "PGD"
+    norms: ClassVar[Tuple[str, ...]] = ("Linf", "L2")
 
     def check(self) -> None:
         """Steps, restarts and EOT samples >= 1; positive step sizes."""
@@ -73,7 +76,7 @@ class PGD(Attack):
 
     def settings(self) -> Dict[str, Any]:
         """Settings recorded in every result row."""
-        return {"norm": "Linf", "eps": self.eps, "steps": self.steps, "step_size": self.alpha,
+        return {"norm": self.norm, "eps": self.eps, "steps": self.steps, "step_size": self.alpha,
                 "restarts": self.restarts, "loss": self.loss, "random_start": self.random_start,
                 "eot_samples": self.eot_samples, "version": ""}
 
@@ -129,7 +132,7 @@ class PGD(Attack):
                 if bool((best_e == 0).all()):
                     return best
                 grad, _ = self._forward(grad_model, xa, y, loss_fn)
-                xa = torch.min(torch.max(xa + self.alpha * grad.sign(), lo), hi).detach()
+                xa = project(xa + ascent(grad, self.alpha, self.norm), x, self.eps, self.norm, lo, hi).detach()
                 keep(xa)
         return best
 
@@ -179,11 +182,10 @@ class PGD(Attack):
         return total.argmax(1)
 
     def _start(self, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """The first iterate: uniform in the eps-ball (intersected with the box), or ``x`` without a random start."""
+        """The first iterate: random in the eps-ball (intersected with the box), or ``x`` without a random start."""
         if not self.random_start:
             return x.clone()
-        noise = (torch.rand(x.shape, generator=gen) * 2 - 1).to(x.device) * self.eps
-        return torch.min(torch.max(x + noise, lo), hi)
+        return random_start(x, self.eps, self.norm, gen)
 
     def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Loss,
              gen: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -196,12 +198,12 @@ class PGD(Attack):
             # Training: every example runs every step; the last iterate is returned.
             for _ in range(self.steps):
                 grad, _ = self._forward(model, xa, y, loss_fn)
-                xa = torch.min(torch.max(xa + alpha * grad.sign(), lo), hi)
+                xa = project(xa + ascent(grad, alpha, self.norm), x, eps, self.norm, lo, hi)
             return xa.detach(), done
         # Evaluation: work on a compact set of still-correct examples only.
         out = xa.clone()
         idx = torch.arange(len(x), device=x.device)
-        xs, ys, los, his = xa, y, lo, hi
+        xs, ys, xs0, los, his = xa, y, x, lo, hi
         for _ in range(self.steps):
             grad, pred = self._forward(model, xs, ys, loss_fn)
             hit = pred != ys
@@ -210,11 +212,11 @@ class PGD(Attack):
                 out[idx[hit]] = xs[hit]
                 done[idx[hit]] = True
                 keep = ~hit
-                idx, xs, ys, los, his, grad = idx[keep], xs[keep], ys[keep], los[keep], his[keep], grad[keep]
+                idx, xs, ys, xs0, los, his, grad = idx[keep], xs[keep], ys[keep], xs0[keep], los[keep], his[keep], grad[keep]
                 if len(idx) == 0:
                     return out, done
             # Ascent step, projected onto the eps-ball intersected with the image box.
-            xs = torch.min(torch.max(xs + alpha * grad.sign(), los), his)
+            xs = project(xs + ascent(grad, alpha, self.norm), xs0, eps, self.norm, los, his)
         final_hit = self._predict(model, xs) != ys
         done[idx[final_hit]] = True
         out[idx] = xs
@@ -222,7 +224,7 @@ class PGD(Attack):
 
 
 # The PGD family: cheap white-box attacks, step eps/4 and a uniform random start unless overridden.
-ATTACKS.add("pgd", AttackPreset(PGD), "L-inf PGD, CE loss, 20 steps of eps/4, random start; any setting in the name, e.g. pgd:steps=50:restarts=5")
+ATTACKS.add("pgd", AttackPreset(PGD), "PGD (the run's norm: L-inf or L2), CE loss, 20 steps of eps/4, random start; any setting in the name, e.g. pgd:steps=50:restarts=5")
 ATTACKS.add("cw", AttackPreset(PGD, {"loss": "cw"}), "L-inf PGD with the Carlini-Wagner margin loss; same settings as pgd")
 ATTACKS.add("fgsm", AttackPreset(PGD, {"steps": 1, "rel_step": 1.0, "random_start": False}),
             "FGSM: one signed-gradient step of size eps, no random start")

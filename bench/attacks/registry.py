@@ -33,7 +33,7 @@ class AttackPreset:
         unknown = sorted(set(overrides) - names)
         if unknown:
             raise ValueError(f"{self.cls.__name__} has no setting(s) {', '.join(unknown)}; "
-                             f"choices: {', '.join(sorted(names - {'eps'}))}")
+                             f"choices: {', '.join(sorted(names - {'eps', 'norm'}))}")
         return self.cls(eps, **{**self.defaults, **overrides})
 
     def with_text_overrides(self, pairs: List[str], name: str) -> "AttackPreset":
@@ -45,10 +45,10 @@ class AttackPreset:
             key, sep, raw = pair.partition("=")
             if not sep or not key:
                 raise ValueError(f"attack {name!r}: expected key=value after ':', got {pair!r}")
-            if key == "eps":
-                raise ValueError(f"attack {name!r}: eps comes from the run spec, not the attack name")
+            if key in ("eps", "norm"):
+                raise ValueError(f"attack {name!r}: {key} comes from the run spec (--{key}), not the attack name")
             if key not in names:
-                raise ValueError(f"attack {name!r}: unknown setting {key!r}; choices: {', '.join(sorted(names - {'eps'}))}")
+                raise ValueError(f"attack {name!r}: unknown setting {key!r}; choices: {', '.join(sorted(names - {'eps', 'norm'}))}")
             values[key] = coerce(raw.replace("+", ","), types[key], f"attack {name!r} {key}")
         return AttackPreset(self.cls, values)
 
@@ -78,9 +78,11 @@ def make_attack(name: str, eps: float, **overrides: Any) -> Attack:
     return ATTACKS.get(name)(eps, **overrides)
 
 
-def attack_for_run(name: str, eps: float, run_seed: int) -> Attack:
-    """The attack ``name`` as a run evaluates it: a seed given in the name is honoured; otherwise the
-    seed is derived from the run seed and the name, so two attacks of one run never share a random start."""
+def attack_for_run(name: str, eps: float, run_seed: int, norm: str = "Linf") -> Attack:
+    """The attack ``name`` as a run evaluates it, in the threat model ``norm``: a seed given in the name is
+    honoured; otherwise the seed is derived from the run seed and the name, so two attacks of one run never share
+    a random start."""
     preset = ATTACKS.get(name)
     seed = int(preset.defaults["seed"]) if "seed" in preset.defaults else mix_seed(run_seed, "attack", name) % (2**31)
-    return preset(eps, seed=seed)
+    # L-inf is every attack's default (and not named, so its settings and caches are those of before norms).
+    return preset(eps, seed=seed, **({"norm": norm} if norm != "Linf" else {}))

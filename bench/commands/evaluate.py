@@ -6,10 +6,12 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from bench.attacks.norms import NORMS
 from bench.commands import COMMANDS, add_progress_flag
 from bench.commands.external import add_external_eval_flags, model_only_flags, run_external_eval
 from bench.commands.zoo import add_zoo_eval_flags, run_zoo_eval
 from bench.core import paths
+from bench.core.config import coerce
 from bench.core.results import read_rows_file
 from bench.harness import evaluate_run, load_finished_ticket, record
 from bench.methods.ticket import read_spec
@@ -29,6 +31,12 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None,
                    help="output folder whose runs.csv gets the rows [default: the <out> of <out>/runs/<run_id>; "
                         "needed for a run folder kept anywhere else]")
+    g = p.add_argument_group("threat model (a run folder or --model; default: the spec's L-inf budget)")
+    g.add_argument("--norm", default="Linf", choices=NORMS,
+                   help="Linf | L2 | L1: PGD/CW in Linf or L2, AutoAttack in all three [default: Linf]")
+    g.add_argument("--eps", default=argparse.SUPPRESS,
+                   help="budget in [0,1] pixel units (a number or a fraction such as 8/255); default: the spec's "
+                        "L-inf eps, or the field's standard for L2/L1 (CIFAR L2 0.5, L1 12), else required")
     add_zoo_eval_flags(p)
     add_external_eval_flags(p)
     add_progress_flag(p)
@@ -43,6 +51,8 @@ def add(sub: argparse._SubParsersAction) -> None:
         if given:
             raise ValueError(f"{given[0]} goes with --model SPEC (your own model); a run folder's spec fixes it")
         if args.zoo is not None:
+            if args.norm != "Linf" or "eps" in vars(args):
+                raise ValueError("--zoo takes its budget from --zoo-eps (L-inf), not --norm/--eps")
             if args.run_dir is not None:
                 raise ValueError("give either RUN_DIR or --zoo MODEL_NAME, not both")
             return run_zoo_eval(args)
@@ -65,7 +75,8 @@ def add(sub: argparse._SubParsersAction) -> None:
         # The rows file the results go to is checked before any attack runs (an unreadable one would stop after).
         read_rows_file(paths.runs_csv(out))
         ticket = load_finished_ticket(spec, run_dir, args.data_root)
-        results = evaluate_run(ticket, n_eval=args.n_eval, n_eval_aa=args.n_eval_aa, cascade=args.cascade)
+        eps = coerce(vars(args)["eps"], float, "--eps") if "eps" in vars(args) else None
+        results = evaluate_run(ticket, n_eval=args.n_eval, n_eval_aa=args.n_eval_aa, cascade=args.cascade, norm=args.norm, eps=eps)
         record(ticket, results, out)
         return 0
 

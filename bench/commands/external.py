@@ -8,7 +8,7 @@ from bench.core.config import coerce
 from bench.external import ExternalSpec, run_external
 
 # Flags of bench eval that only a --model evaluation takes.
-MODEL_ONLY = ("weights", "name", "dataset", "data_source", "num_classes", "image_size", "eps", "sparsity", "seed", "device")
+MODEL_ONLY = ("weights", "name", "dataset", "data_source", "num_classes", "image_size", "sparsity", "seed", "device")
 
 
 def add_external_eval_flags(p: argparse.ArgumentParser) -> None:
@@ -25,7 +25,6 @@ def add_external_eval_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-source", default=argparse.SUPPRESS, help=f"{helps['data_source']} [default: auto]")
     g.add_argument("--num-classes", type=int, default=argparse.SUPPRESS, help=helps["num_classes"])
     g.add_argument("--image-size", type=int, default=argparse.SUPPRESS, help=helps["image_size"])
-    g.add_argument("--eps", default=argparse.SUPPRESS, help=f"{helps['eps']}; a number or a fraction such as 8/255")
     g.add_argument("--sparsity", default=argparse.SUPPRESS, help=helps["claimed_sparsity"])
     g.add_argument("--seed", type=int, default=argparse.SUPPRESS, help=f"{helps['seed']} [default: 0]")
     g.add_argument("--device", default=argparse.SUPPRESS, help=f"{helps['device']} [default: auto]")
@@ -47,6 +46,7 @@ def run_external_eval(args: argparse.Namespace) -> int:
             fields[key] = given[key]
     if "eps" in given:
         fields["eps"] = coerce(given["eps"], float, "--eps")
+    fields["norm"] = args.norm
     if "sparsity" in given:
         fields["claimed_sparsity"] = coerce(given["sparsity"], float, "--sparsity")
     if args.attacks:

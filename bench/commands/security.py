@@ -36,6 +36,8 @@ def security_curve(run_dir: Path, out: Path, args: argparse.Namespace) -> None:
     """FMN's curve of one ticket or external model, checked against its own fixed-eps evaluation; its rows only."""
     if is_external_run(run_dir):
         external = load_external_run(run_dir, args.data_root)
+        if external.spec.norm != "Linf":
+            raise ValueError(f"{run_dir} was evaluated in {external.spec.norm}; FMN security curves are L-inf only (for now)")
         model, test, device, eps, n_default = (external.model, external.test, external.device, external.spec.eps_value,
                                                external.spec.n_eval)
         evaluated = external.evaluate()

@@ -17,7 +17,7 @@ from filelock import FileLock, Timeout
 
 from bench.core.io import atomic_with
 
-KEY_COLUMNS = ("run_id", "attack", "n_eval", "eps", "version", "scope", "eval_version")
+KEY_COLUMNS = ("run_id", "attack", "norm", "n_eval", "eps", "version", "scope", "eval_version")
 LEADING_COLUMNS = (
     "run_id", "method", "dataset", "arch", "width", "target_sparsity", "measured_sparsity", "seed",
     "attack", "norm", "eps", "steps", "step_size", "restarts", "eot_samples", "version", "scope", "n_eval",

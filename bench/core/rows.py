@@ -84,7 +84,8 @@ def apply_filters(df: pd.DataFrame, where: Sequence[str]) -> pd.DataFrame:
 
 
 def latest_rows(df: pd.DataFrame, attack: str) -> pd.DataFrame:
-    """One row per run for ``attack``: the largest n_eval, an attack-alone row over a cascade row, then the newest."""
+    """One row per run and threat model (norm, eps) for ``attack``: the largest n_eval, an attack-alone row over a
+    cascade row, then the newest. Rows of several threat models stay apart (a table refuses to mix them)."""
     if df.empty:
         raise ValueError("no rows")
     if attack in CURVE_ATTACKS:
@@ -98,7 +99,8 @@ def latest_rows(df: pd.DataFrame, attack: str) -> pd.DataFrame:
     # Most examples first, then the attack-alone row over a cascade row, then the newest.
     sub = sub.assign(_alone=sub["scope"].astype(str).isin(["alone", "all", ""]) if "scope" in sub else True)
     order = [c for c in ("n_eval", "_alone", "created_at") if c in sub]
-    return sub.sort_values(order, kind="mergesort").drop_duplicates("run_id", keep="last").drop(columns="_alone")
+    key = [c for c in ("run_id", "norm", "eps") if c in sub]
+    return sub.sort_values(order, kind="mergesort").drop_duplicates(key, keep="last").drop(columns="_alone")
 
 
 def latest_curves(df: pd.DataFrame) -> pd.DataFrame:

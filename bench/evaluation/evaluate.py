@@ -70,8 +70,10 @@ def model_folder(cache_dir: Optional[Path], model: nn.Module, preparation: str =
 
 
 def attack_config(attack: Attack) -> Dict[str, Any]:
-    """Every setting of an attack (seed included), with its class: what its cached results depend on."""
-    return {"class": type(attack).__name__, **dataclasses.asdict(attack), "eval_version": EVAL_VERSION}
+    """Every setting of an attack (seed included), with its class: what its cached results depend on. The L-inf
+    norm, every attack's default, is left out (caches made before norms existed stay valid)."""
+    fields = {k: v for k, v in dataclasses.asdict(attack).items() if not (k == "norm" and v == "Linf")}
+    return {"class": type(attack).__name__, **fields, "eval_version": EVAL_VERSION}
 
 
 def attack_store_path(folder: Optional[Path], prefix: str, name: str, attack: Attack, suffix: str = "") -> Optional[Path]:
@@ -205,9 +207,10 @@ def probe_examples(mask: torch.Tensor) -> torch.Tensor:
 
 
 def cached_probe_flags(model: nn.Module, test: Split, correct: torch.Tensor, eps: float, seed: int,
-                       folder: Optional[Path], device: torch.device) -> Set[str]:
+                       folder: Optional[Path], device: torch.device, norm: str = "Linf") -> Set[str]:
     """:func:`bench.evaluation.flags.attack_probe_flags` on the first clean-correct examples, computed once per model folder."""
-    path = folder / f"probes-{digest({'eps': eps, 'seed': seed, 'eval_version': EVAL_VERSION}, 10)}.json" if folder else None
+    key = {"eps": eps, "seed": seed, "eval_version": EVAL_VERSION, **({"norm": norm} if norm != "Linf" else {})}
+    path = folder / f"probes-{digest(key, 10)}.json" if folder else None
     if path is not None and path.exists():
         # A side-car that is not the record this function wrote is recomputed (it is derived data).
         try:
@@ -218,7 +221,7 @@ def cached_probe_flags(model: nn.Module, test: Split, correct: torch.Tensor, eps
             return set(map(str, record["flags"]))
     idx = probe_examples(correct)
     x, y = to_float(test.x[idx], device), test.y[idx].to(device)
-    flags = attack_probe_flags(model, x, y, eps, mix_seed(seed, "probe") % (2**31))
+    flags = attack_probe_flags(model, x, y, eps, mix_seed(seed, "probe") % (2**31), norm)
     if path is not None:
         atomic_json(path, {"flags": sorted(flags), "examples": idx.tolist()})
     return flags
@@ -232,7 +235,7 @@ APGD_PROBE_SLACK = 1
 
 def apgd_probe_flags(model: nn.Module, test: Split, order: Sequence[Tuple[str, Attack, int]], stores: Mapping[str, Store],
                      correct: torch.Tensor, eps: float, seed: int, folder: Optional[Path], device: torch.device,
-                     batch_size: int) -> List[str]:
+                     batch_size: int, norm: str = "Linf") -> List[str]:
     """Cascade-only white-box rows to flag ``aa_above_pgd``: APGD-CE alone on a probe beats no CE white-box attack.
 
     In the cascade AutoAttack only sees what the cheap attacks left robust,
@@ -248,7 +251,7 @@ def apgd_probe_flags(model: nn.Module, test: Split, order: Sequence[Tuple[str, A
     for ref in refs:
         tried &= stores[ref]["tried"][:n]
     idx = probe_examples(correct[:n] & tried)
-    probe = attack_for_run("apgd-ce", eps, seed)
+    probe = attack_for_run("apgd-ce", eps, seed, norm)
     store = attack_store(folder / "probe" if folder else None, "apgd-ce", probe)
     need = torch.zeros(n, dtype=torch.bool)
     need[idx] = True
@@ -259,11 +262,12 @@ def apgd_probe_flags(model: nn.Module, test: Split, order: Sequence[Tuple[str, A
     return []
 
 
-def plan(attacks: Sequence[str], eps: float, seed: int, test: Split, n_eval: int, n_eval_aa: int) -> List[Tuple[str, Attack, int]]:
+def plan(attacks: Sequence[str], eps: float, seed: int, test: Split, n_eval: int, n_eval_aa: int,
+         norm: str = "Linf") -> List[Tuple[str, Attack, int]]:
     """(name, attack, examples) for each distinct attack, cheapest first; cascade-only ones last, on ``n_eval_aa``."""
     chosen = []
     for name in dict.fromkeys(attacks):
-        attack = attack_for_run(name, eps, seed)
+        attack = attack_for_run(name, eps, seed, norm)
         chosen.append((name, attack, len(test.head(n_eval_aa if attack.cascade_only else n_eval))))
     return sorted(chosen, key=lambda t: (t[1].cascade_only, t[1].cost))
 
@@ -272,7 +276,7 @@ def plan(attacks: Sequence[str], eps: float, seed: int, test: Split, n_eval: int
 def evaluate(model: nn.Module, test: Split, attacks: Sequence[str], eps: float, n_eval: int, n_eval_aa: int,
              device: torch.device, cache_dir: Optional[Path] = None, seed: int = 0, batch_size: int = 500,
              cascade: bool = True, meta: Optional[Mapping[str, Any]] = None, probes: bool = True,
-             prepare: bool = False) -> List[AttackResult]:
+             prepare: bool = False, norm: str = "Linf") -> List[AttackResult]:
     """Run ``attacks`` cheapest first (see the module docstring); one result per attack, in run order.
 
     ``n_eval`` examples for most attacks, ``n_eval_aa`` for cascade-only ones
@@ -287,7 +291,7 @@ def evaluate(model: nn.Module, test: Split, attacks: Sequence[str], eps: float, 
     the checks on masks, weights and modes read ``model`` itself.
     """
     model.eval()
-    order = plan(attacks, eps, seed, test, n_eval, n_eval_aa)
+    order = plan(attacks, eps, seed, test, n_eval, n_eval_aa, norm)
     if not order:
         return []
     n_all = max(n for _, _, n in order)
@@ -325,10 +329,10 @@ def evaluate(model: nn.Module, test: Split, attacks: Sequence[str], eps: float, 
     # (A model stuck in training mode is flagged `train_mode`; probing it would measure nothing.)
     probes = probes and not any(m.training for m in model.modules())
     if probes:
-        run_flags |= cached_probe_flags(attacked, test, correct, eps, seed, folder, device)
+        run_flags |= cached_probe_flags(attacked, test, correct, eps, seed, folder, device, norm)
     per_row = row_flags(order, stores, correct)
     if cascade and probes:
-        for name in apgd_probe_flags(attacked, test, order, stores, correct, eps, seed, folder, device, batch_size):
+        for name in apgd_probe_flags(attacked, test, order, stores, correct, eps, seed, folder, device, batch_size, norm):
             per_row[name].add("aa_above_pgd")
     # Checks after attacking: modes, parameters and buffers unchanged (of the ticket and of the copy attacked).
     run_flags |= after_attack_flags(model, before) | after_attack_flags(attacked, attacked_before)
@@ -354,7 +358,7 @@ def worst_case(results: Sequence[AttackResult]) -> Optional[AttackResult]:
     clean = min(results, key=lambda r: r.n_eval).clean_acc
     names = "+".join(r.attack for r in results)
     union: Set[str] = set().union(*(set(r.flags) for r in results))
-    return AttackResult("worst_case", {"norm": "Linf", "eps": results[0].settings["eps"], "steps": "", "step_size": "",
+    return AttackResult("worst_case", {"norm": results[0].settings.get("norm", "Linf"), "eps": results[0].settings["eps"], "steps": "", "step_size": "",
                                        "restarts": "", "eot_samples": "", "version": names},
                         n, clean, float(flags.float().mean()), sum(r.seconds for r in results), flags,
                         "all", tuple(sorted(union)))

@@ -121,7 +121,8 @@ def _robust_count(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Te
         return int((model(x_adv).argmax(1) == y).sum())
 
 
-def attack_probe_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> Set[str]:
+def attack_probe_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int,
+                       norm: str = "Linf") -> Set[str]:
     """Convergence and eps checks on a probe of clean-correct examples (deterministic models).
 
     ``not_converged``: PGD-100 leaves more than 2 points fewer robust than
@@ -131,11 +132,13 @@ def attack_probe_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: 
     flags: Set[str] = set()
     if len(x) == 0:
         return flags
-    pgd20 = _robust_count(model, PGD(eps, steps=20, seed=seed), x, y)
-    pgd100 = _robust_count(model, PGD(eps, steps=100, seed=seed), x, y)
+    pgd20 = _robust_count(model, PGD(eps, steps=20, seed=seed, norm=norm), x, y)
+    pgd100 = _robust_count(model, PGD(eps, steps=100, seed=seed, norm=norm), x, y)
     if (pgd20 - pgd100) / len(x) > CONVERGENCE_GAP:
         flags.add("not_converged")
-    curve = [_robust_count(model, PGD(min(1.0, f * eps), steps=20, seed=seed), x, y) for f in EPS_FACTORS]
+    # An L-inf budget above 1 is the whole box; L2/L1 budgets are not capped.
+    budgets = [min(1.0, f * eps) if norm == "Linf" else f * eps for f in EPS_FACTORS]
+    curve = [_robust_count(model, PGD(b, steps=20, seed=seed, norm=norm), x, y) for b in budgets]
     if any(later > earlier + EPS_SLACK for earlier, later in zip(curve, curve[1:])):
         flags.add("eps_not_monotone")
     return flags

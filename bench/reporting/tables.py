@@ -71,9 +71,10 @@ def caption_for(rows: pd.DataFrame, attack: str, what: str, std_shown: bool = Tr
     """Dataset, eps, attack, n_eval, seeds and the training budget of the rows in a table."""
     datasets = sorted(rows["dataset"].astype(str).unique())
     eps = sorted(set(rows["eps"].round(8)))
-    if len(datasets) > 1 or len(eps) > 1:
-        raise ValueError(f"rows span several datasets/eps ({', '.join(datasets)}; eps {', '.join(map(str, eps))}): "
-                         f"filter with --where dataset=... --where eps=...")
+    norms = sorted(rows["norm"].astype(str).unique()) if "norm" in rows else ["Linf"]
+    if len(datasets) > 1 or len(eps) > 1 or len(norms) > 1:
+        raise ValueError(f"rows span several datasets/threat models ({', '.join(datasets)}; {', '.join(norms)}; eps "
+                         f"{', '.join(map(str, eps))}): filter with --where dataset=... --where norm=... --where eps=...")
     attack_text = attack
     if attack == "worst_case" and "version" in rows:
         combos = sorted(rows["version"].astype(str).unique())
@@ -82,7 +83,8 @@ def caption_for(rows: pd.DataFrame, attack: str, what: str, std_shown: bool = Tr
     if "scope" in rows and rows["scope"].astype(str).str.startswith("after:").any():
         after = sorted({sc[len("after:"):].replace("+", ", ") for sc in rows["scope"].astype(str) if sc.startswith("after:")})
         attack_text += f" (cascade: run only on points still robust after {' | '.join(after)})"
-    parts = [f"{what} on {datasets[0]}", f"L-inf eps {format_eps(eps[0])}", f"attack: {attack_text}",
+    norm_text = {"Linf": "L-inf"}.get(norms[0], norms[0])
+    parts = [f"{what} on {datasets[0]}", f"{norm_text} eps {format_eps(eps[0])}", f"attack: {attack_text}",
              f"n_eval {span(rows['n_eval'])} test examples"]
     if seeds.max() > 1:
         parts.append(f"{'means' if std_shown is False else 'mean ± std'} over {span(seeds)} seeds")
