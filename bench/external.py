@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from bench.attacks import ATTACKS
-from bench.attacks.norms import NORMS, standard_eps
+from bench.attacks.norms import NORMS, check_budget_value, standard_eps
 from bench.core import paths
 from bench.core.config import spec_field
 from bench.core.devices import resolve_device
@@ -76,8 +76,10 @@ class ExternalSpec:
         for attack in self.attacks:
             ATTACKS.get(attack)
         DATASETS.get(self.dataset)
-        if self.eps is not None and not (math.isfinite(self.eps) and 0 < self.eps and (self.norm != "Linf" or self.eps <= 1)):
-            raise ValueError(f"--eps must be a finite budget > 0 (at most 1 in L-inf), got {self.eps}")
+        if self.eps is not None:
+            info = dataset_info(self.dataset)
+            size = self.image_size or info.image_size
+            check_budget_value(self.eps, self.norm, info.in_channels * size * size)
         if self.claimed_sparsity is not None and not (math.isfinite(self.claimed_sparsity) and 0 <= self.claimed_sparsity < 1):
             raise ValueError(f"--sparsity must be a fraction of zero weights in [0, 1), got {self.claimed_sparsity}")
         if self.n_eval < 0 or (self.n_eval_aa is not None and self.n_eval_aa < 0):

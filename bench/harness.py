@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -21,7 +20,7 @@ import pandas as pd
 import torch
 from filelock import FileLock, Timeout
 
-from bench.attacks.norms import check_norm, standard_eps
+from bench.attacks.norms import check_budget_value, check_norm, standard_eps
 from bench.core import paths
 from bench.core.devices import resolve_device
 from bench.core.io import atomic_json, atomic_save, digest
@@ -229,13 +228,13 @@ def run_rows(spec: RunSpec, meta: Dict[str, Any], results: Sequence[AttackResult
     return result_rows(head, results, tail, device)
 
 
-def threat_budget(dataset: str, norm: str, eps: Optional[float], spec_eps: float) -> float:
-    """The budget of an evaluation in ``norm``: the one given, else the spec's (L-inf), else the field's standard
-    for the dataset (L2, L1), else a ``ValueError`` asking for ``--eps``."""
+def threat_budget(dataset: str, norm: str, eps: Optional[float], spec_eps: float, dims: int) -> float:
+    """The budget of an evaluation in ``norm`` on images of ``dims`` values: the one given (at most the box's
+    diameter), else the spec's (L-inf), else the field's standard for the dataset (L2, L1), else a ``ValueError``
+    asking for ``--eps``."""
     check_norm(norm)
     if eps is not None:
-        if not (math.isfinite(eps) and eps > 0 and (norm != "Linf" or eps <= 1)):
-            raise ValueError(f"--eps must be a finite budget > 0 (at most 1 in L-inf), got {eps}")
+        check_budget_value(eps, norm, dims)
         return eps
     if norm == "Linf":
         return spec_eps
@@ -251,7 +250,8 @@ def evaluate_run(ticket: Ticket, attacks: Optional[Sequence[str]] = None, n_eval
     """Stage 2: evaluate the ticket (cascade, sanity flags) in the threat model ``norm`` at ``eps`` (default: the
     spec's L-inf budget); finished work comes from ``<run>/eval/``."""
     spec = ticket.spec
-    budget = threat_budget(spec.dataset, norm, eps, spec.eps_value)
+    info = ticket.data.info
+    budget = threat_budget(spec.dataset, norm, eps, spec.eps_value, info.in_channels * info.image_size ** 2)
     n = spec.n_eval if n_eval is None else n_eval
     if n < 0 or (n_eval_aa is not None and n_eval_aa < 0):
         raise ValueError(f"n_eval and n_eval_aa must be >= 0 (0 = the whole test set), got {n}, {n_eval_aa}")

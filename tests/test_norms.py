@@ -142,3 +142,17 @@ def test_l2_rows_of_the_embedded_data_are_sane() -> None:
             accs.append(float((model(adv).argmax(1) == y).float().mean()))
     assert accs[0] >= accs[1] >= accs[2] and accs[0] > accs[2]
     assert load_data("fashion-mnist", "embedded").info.name == "fashion-mnist"
+
+
+def test_a_budget_beyond_the_box_is_refused_before_anything_runs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """An L2 budget above the box's diameter (sqrt of the pixel count) would overflow the steps; it is one line."""
+    out = tmp_path / "out"
+    flags = [f"--{k.replace('_', '-')}={','.join(v) if isinstance(v, tuple) else v}" for k, v in TINY.items()]
+    assert main(["run", "--out", str(out), *flags, "--no-progress"]) == 0
+    run = next((out / "runs").iterdir())
+    before = (out / "runs.csv").read_text()
+    capsys.readouterr()
+    assert main(["eval", str(run), "--norm", "L2", "--eps", "1e300", "--attacks", "fgsm"]) == 2
+    assert capsys.readouterr().err.strip() == ("bench: error: --eps must be in (0, 28] for L2 on images of 784 pixel "
+                                               "values (the box's diameter), got 1e+300")
+    assert (out / "runs.csv").read_text() == before

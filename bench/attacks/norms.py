@@ -6,6 +6,7 @@ L2 projects by rescaling; clamping to the box afterwards never leaves the ball (
 clean image). L1 projects with the sort-based simplex projection of Duchi et al. (2008)."""
 from __future__ import annotations
 
+import math
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -21,6 +22,22 @@ def check_norm(norm: str) -> None:
     """A known threat model, else a ``ValueError`` listing them."""
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; choices: {', '.join(NORMS)}")
+
+
+def largest_budget(norm: str, dims: int) -> float:
+    """The diameter of the [0,1] box of ``dims`` pixels in ``norm``: a larger budget allows nothing more."""
+    if norm == "Linf":
+        return 1.0
+    return math.sqrt(dims) if norm == "L2" else float(dims)
+
+
+def check_budget_value(eps: float, norm: str, dims: int) -> None:
+    """A budget must be finite, positive and at most the box's diameter in ``norm`` (a ``ValueError`` naming
+    ``--eps`` otherwise)."""
+    top = largest_budget(norm, dims)
+    if not (math.isfinite(eps) and 0 < eps <= top):
+        raise ValueError(f"--eps must be in (0, {top:g}] for {norm} on images of {dims} pixel values (the box's "
+                         f"diameter), got {eps}")
 
 
 def standard_eps(dataset: str, norm: str) -> Optional[float]:

@@ -122,6 +122,8 @@ def _merge_pruned(state: Dict[str, torch.Tensor], wanted: Mapping[str, Any]) -> 
 def load_external_model(model: str, weights: Optional[Union[str, Path]] = None) -> nn.Module:
     """The model ``model`` names, with ``weights`` loaded (state dicts of a factory's model)."""
     path = Path(model)
+    if path.suffix == ".pt2" and not path.is_file():
+        raise ValueError(f"--model {path}: not a file")
     if path.suffix == ".pt2" or (path.is_file() and _is_zip(path)):
         if weights is not None:
             raise ValueError(f"--weights goes with --model module:factory; {path} holds its own weights")
