@@ -26,7 +26,7 @@ from bench.core.devices import resolve_device
 from bench.core.io import atomic_json, atomic_save, digest
 from bench.core.results import AttackResult, append_rows, read_rows_file, result_rows
 from bench.core.threads import THREAD_ENV_VARS
-from bench.data import DataBundle, load_data
+from bench.data import DataBundle, dataset_info, load_data
 from bench.evaluation.evaluate import autoattack_examples, evaluate, with_worst_case
 from bench.evaluation.flags import describe_flags
 from bench.evaluation.randomized import evaluate_switch
@@ -208,10 +208,10 @@ def _find_or_search(spec: RunSpec, data: DataBundle, device: torch.device, run_d
     return Ticket(spec, data, device, run_dir, model, meta)
 
 
-# Spec fields that are not columns of their own in a row (the rest are, after the accuracies).
 # Spec fields a row does not copy: how and where it was evaluated (the row says what ran), the hyperparameters
-# (one JSON column), the sparsity (a row's target_sparsity) and eps (the attack's, in the row's attack columns).
-NOT_ROW_COLUMNS = spec_fields(*RUNTIME_GROUPS) + ("hparams", "sparsity", "eps")
+# (one JSON column), the sparsity (a row's target_sparsity), and eps and norm (the attack's, in the row's attack
+# columns: a ticket may be evaluated in another threat model than it was trained in).
+NOT_ROW_COLUMNS = spec_fields(*RUNTIME_GROUPS) + ("hparams", "sparsity", "eps", "norm")
 
 
 def run_rows(spec: RunSpec, meta: Dict[str, Any], results: Sequence[AttackResult], device: torch.device,
@@ -228,16 +228,19 @@ def run_rows(spec: RunSpec, meta: Dict[str, Any], results: Sequence[AttackResult
     return result_rows(head, results, tail, device)
 
 
-def threat_budget(dataset: str, norm: str, eps: Optional[float], spec_eps: float, dims: int) -> float:
+def threat_budget(spec: RunSpec, norm: str, eps: Optional[float], dims: int) -> float:
     """The budget of an evaluation in ``norm`` on images of ``dims`` values: the one given (at most the box's
-    diameter), else the spec's (L-inf), else the field's standard for the dataset (L2, L1), else a ``ValueError``
-    asking for ``--eps``."""
+    diameter), else the spec's (in its own norm), else the dataset's L-inf default or the field's standard (L2,
+    L1), else a ``ValueError`` asking for ``--eps``."""
     check_norm(norm)
+    dataset = spec.dataset
     if eps is not None:
         check_budget_value(eps, norm, dims)
         return eps
+    if norm == spec.norm:
+        return spec.eps_value
     if norm == "Linf":
-        return spec_eps
+        return float(dataset_info(dataset).default_eps)
     standard = standard_eps(dataset, norm)
     if standard is None:
         raise ValueError(f"no standard {norm} budget for {dataset}: give --eps (see docs/evaluation.md)")
@@ -245,13 +248,14 @@ def threat_budget(dataset: str, norm: str, eps: Optional[float], spec_eps: float
 
 
 def evaluate_run(ticket: Ticket, attacks: Optional[Sequence[str]] = None, n_eval: Optional[int] = None,
-                 n_eval_aa: Optional[int] = None, cascade: bool = True, norm: str = "Linf",
+                 n_eval_aa: Optional[int] = None, cascade: bool = True, norm: Optional[str] = None,
                  eps: Optional[float] = None) -> List[AttackResult]:
     """Stage 2: evaluate the ticket (cascade, sanity flags) in the threat model ``norm`` at ``eps`` (default: the
-    spec's L-inf budget); finished work comes from ``<run>/eval/``."""
+    spec's norm and budget); finished work comes from ``<run>/eval/``."""
     spec = ticket.spec
     info = ticket.data.info
-    budget = threat_budget(spec.dataset, norm, eps, spec.eps_value, info.in_channels * info.image_size ** 2)
+    norm = spec.norm if norm is None else norm
+    budget = threat_budget(spec, norm, eps, info.in_channels * info.image_size ** 2)
     n = spec.n_eval if n_eval is None else n_eval
     if n < 0 or (n_eval_aa is not None and n_eval_aa < 0):
         raise ValueError(f"n_eval and n_eval_aa must be >= 0 (0 = the whole test set), got {n}, {n_eval_aa}")
@@ -260,7 +264,7 @@ def evaluate_run(ticket: Ticket, attacks: Optional[Sequence[str]] = None, n_eval
     # A randomised ticket is evaluated over inference draws, with every attack alone.
     method = get_method(spec.method)
     if method.randomized:
-        if (norm, budget) != ("Linf", spec.eps_value):
+        if (norm, budget) != ("Linf", spec.eps_value) or spec.norm != "Linf":
             raise ValueError(f"{spec.method} tickets are evaluated at their spec's L-inf budget only (for now)")
         return evaluate_switch(ticket, chosen, n, n_aa, method.inference_draws(spec))
     results = evaluate(ticket.model, ticket.data.test, chosen, budget, n, n_aa, ticket.device,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from bench.attacks import ATTACKS
+from bench.attacks.norms import NORMS, check_budget_value, standard_eps
 from bench.core.config import build_dataclass, check_choices, non_default, spec_field
 from bench.core.io import digest
 from bench.core.registry import Registry
@@ -99,7 +100,10 @@ class RunSpec:
                        "not updated by attack steps) | train (batch statistics, as RST's code)", choices=CRAFT_BN, group="training")
     trainer: str = _f("pgd", "adversarial training loss (see `bench list`): pgd (Madry) | trades | clean", choices=TRAINERS, group="training")
     trades_beta: float = _f(6.0, "TRADES beta (only with --trainer trades)", group="training")
-    eps: Optional[float] = _f(None, "L-inf budget in [0,1] pixel units; default per dataset (0.1 Fashion-MNIST, 0.3 MNIST, 8/255 CIFAR/SVHN)", group="threat")
+    norm: str = _f("Linf", "threat model of training and evaluation: Linf | L2 (L1: evaluation only, bench eval --norm L1)",
+                   choices=NORMS, group="threat")
+    eps: Optional[float] = _f(None, "budget in [0,1] pixel units of --norm; default per dataset for Linf (0.1 Fashion-MNIST, 0.3 "
+                              "MNIST, 8/255 CIFAR/SVHN), the field's standard for L2 (CIFAR 0.5), else required", group="threat")
     train_steps: int = _f(7, "PGD steps used to craft training examples", group="training")
     train_step_size: Optional[float] = _f(None, "PGD step size in training (pixel units); default eps/4", group="training")
     val_fraction: float = _f(0.1, "fraction of the training data held out for model selection", group="data")
@@ -123,7 +127,15 @@ class RunSpec:
         _check(isinstance(self.sparsity, (int, float)) and math.isfinite(self.sparsity) and 0.0 <= self.sparsity < 1.0,
                f"sparsity must be in [0, 1) (fraction of zeros), got {self.sparsity}")
         _check(self.width > 0 and math.isfinite(self.width), f"width must be > 0, got {self.width}")
-        _check(self.eps is None or (math.isfinite(self.eps) and 0 < self.eps <= 1), f"eps must be in (0, 1], got {self.eps}")
+        _check(self.norm in NORMS, f"unknown norm {self.norm!r}; choices: {', '.join(NORMS)}")
+        info = self.data_info
+        if self.eps is not None:
+            check_budget_value(self.eps, self.norm, info.in_channels * info.image_size ** 2)
+        _check(self.eps is not None or self.norm == "Linf" or standard_eps(self.dataset, self.norm) is not None,
+               f"no standard {self.norm} budget for {self.dataset}: give --eps")
+        _check(self.norm != "L1" or self.epochs == 0 or not TRAINERS.get(self.trainer).adversarial,
+               "adversarial training in L1 is not supported (PGD has no L1 step): train in Linf or L2, evaluate L1 "
+               "with bench eval --norm L1")
         _check(self.train_step_size is None or (math.isfinite(self.train_step_size) and self.train_step_size > 0),
                f"train_step_size must be a finite number > 0, got {self.train_step_size}")
         _check(self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}")
@@ -188,13 +200,20 @@ class RunSpec:
     def resolve(self) -> "RunSpec":
         """Fill dataset-dependent defaults (eps) so the stored spec is explicit."""
         if self.eps is None:
-            return dataclasses.replace(self, eps=dataset_info(self.dataset).default_eps)
+            return dataclasses.replace(self, eps=self.eps_value)
         return self
 
     @property
     def eps_value(self) -> float:
-        """The L-inf budget as a number: ``eps``, else the dataset's default."""
-        return float(self.eps) if self.eps is not None else float(dataset_info(self.dataset).default_eps)
+        """The budget as a number: ``eps``, else the dataset's L-inf default or the field's standard in ``norm``."""
+        if self.eps is not None:
+            return float(self.eps)
+        if self.norm == "Linf":
+            return float(dataset_info(self.dataset).default_eps)
+        standard = standard_eps(self.dataset, self.norm)
+        if standard is None:
+            raise ValueError(f"no standard {self.norm} budget for {self.dataset}: give --eps")
+        return standard
 
     @property
     def step_size(self) -> float:

@@ -50,6 +50,7 @@ class TrainConfig:
     craft_bn: str = "eval"
     trainer: str = "pgd"
     trades_beta: float = 6.0
+    norm: str = "Linf"
     eps: float = 0.1
     train_steps: int = 7
     train_step_size: float = 0.025
@@ -159,7 +160,8 @@ def accuracy(model: nn.Module, split: Split, device: torch.device, batch_size: i
 
 def training_attack(cfg: TrainConfig, seed: int) -> PGD:
     """The training PGD of a stage: the last iterate of ``train_steps`` steps (no early stop)."""
-    return PGD(cfg.eps, steps=max(cfg.train_steps, 1), step_size=cfg.train_step_size, early_stop=False, seed=seed)
+    return PGD(cfg.eps, steps=max(cfg.train_steps, 1), step_size=cfg.train_step_size, early_stop=False, seed=seed,
+               norm=cfg.norm)
 
 
 def robust_accuracy(model: nn.Module, split: Split, attack: Callable, device: torch.device, batch_size: int = 500) -> float:
@@ -215,7 +217,7 @@ def train(
     min_last = 2 if has_feature_batchnorm(model) else 1
     sched = _scheduler(opt, cfg, len(batch_starts(len(data.train), cfg.batch_size, min_last)))
     attack = training_attack(cfg, seed)
-    val_attack = PGD(cfg.eps, steps=max(cfg.train_steps, 1), step_size=cfg.train_step_size, seed=seed + 1)
+    val_attack = PGD(cfg.eps, steps=max(cfg.train_steps, 1), step_size=cfg.train_step_size, seed=seed + 1, norm=cfg.norm)
     val = data.val.head(cfg.n_val)
     compute = Compute()
     history: List[Dict[str, float]] = []

@@ -209,7 +209,7 @@ def test_model_flags_belong_to_model(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_the_spec_checks_its_fields() -> None:
-    with pytest.raises(ValueError, match="--eps must be in \(0, 1\] for Linf"):
+    with pytest.raises(ValueError, match=r"--eps must be in \(0, 1\] for Linf"):
         ExternalSpec(name="a", model="m:f", eps=float("inf"))
     with pytest.raises(ValueError, match="--sparsity must be"):
         ExternalSpec(name="a", model="m:f", claimed_sparsity=1.0)

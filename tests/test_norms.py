@@ -156,3 +156,28 @@ def test_a_budget_beyond_the_box_is_refused_before_anything_runs(tmp_path: Path,
     assert capsys.readouterr().err.strip() == ("bench: error: --eps must be in (0, 28] for L2 on images of 784 pixel "
                                                "values (the box's diameter), got 1e+300")
     assert (out / "runs.csv").read_text() == before
+
+
+def test_a_run_trains_and_evaluates_in_its_norm(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--norm L2 on bench run: the training PGD and every evaluation attack are L2; the run id differs from the
+    L-inf run's (an L-inf spec's id is what it always was: the default is left out)."""
+    from bench.spec import RunSpec
+    from bench.train import TrainConfig, training_attack
+
+    spec = RunSpec(**{**TINY, "norm": "L2", "eps": 1.0})
+    cfg = TrainConfig.from_spec(spec, augment=False)
+    assert cfg.norm == "L2" and training_attack(cfg, 0).norm == "L2" and cfg.eps == 1.0
+    assert spec.run_id != RunSpec(**{**TINY, "eps": 1.0}).run_id
+    assert "norm" not in RunSpec(**TINY).canonical()
+    out = tmp_path / "out"
+    flags = [f"--{k.replace('_', '-')}={','.join(v) if isinstance(v, tuple) else v}" for k, v in TINY.items()]
+    assert main(["run", "--out", str(out), *flags, "--norm", "L2", "--eps", "1.0", "--no-progress"]) == 0
+    rows = pd.read_csv(out / "runs.csv")
+    assert set(rows["norm"]) == {"L2"} and set(rows["eps"]) == {1.0}
+    # Fashion-MNIST has no standard L2 budget; L1 training has no PGD step: one line each, nothing run.
+    capsys.readouterr()
+    assert main(["run", "--out", str(tmp_path / "o2"), *flags, "--norm", "L2"]) == 2
+    assert "no standard L2 budget for fashion-mnist: give --eps" in capsys.readouterr().err
+    assert main(["run", "--out", str(tmp_path / "o3"), *flags, "--norm", "L1", "--eps", "10"]) == 2
+    assert "adversarial training in L1 is not supported" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()

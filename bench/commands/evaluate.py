@@ -32,8 +32,8 @@ def add(sub: argparse._SubParsersAction) -> None:
                    help="output folder whose runs.csv gets the rows [default: the <out> of <out>/runs/<run_id>; "
                         "needed for a run folder kept anywhere else]")
     g = p.add_argument_group("threat model (a run folder or --model; default: the spec's L-inf budget)")
-    g.add_argument("--norm", default="Linf", choices=NORMS,
-                   help="Linf | L2 | L1: PGD/CW in Linf or L2, AutoAttack in all three [default: Linf]")
+    g.add_argument("--norm", default=None, choices=NORMS,
+                   help="Linf | L2 | L1: PGD/CW in Linf or L2, AutoAttack in all three [default: the spec's, Linf]")
     g.add_argument("--eps", default=argparse.SUPPRESS,
                    help="budget in [0,1] pixel units (a number or a fraction such as 8/255); default: the spec's "
                         "L-inf eps, or the field's standard for L2/L1 (CIFAR L2 0.5, L1 12), else required")
@@ -51,7 +51,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         if given:
             raise ValueError(f"{given[0]} goes with --model SPEC (your own model); a run folder's spec fixes it")
         if args.zoo is not None:
-            if args.norm != "Linf" or "eps" in vars(args):
+            if args.norm is not None or "eps" in vars(args):
                 raise ValueError("--zoo takes its budget from --zoo-eps (L-inf), not --norm/--eps")
             if args.run_dir is not None:
                 raise ValueError("give either RUN_DIR or --zoo MODEL_NAME, not both")

@@ -46,7 +46,7 @@ def run_external_eval(args: argparse.Namespace) -> int:
             fields[key] = given[key]
     if "eps" in given:
         fields["eps"] = coerce(given["eps"], float, "--eps")
-    fields["norm"] = args.norm
+    fields["norm"] = args.norm or "Linf"
     if "sparsity" in given:
         fields["claimed_sparsity"] = coerce(given["sparsity"], float, "--sparsity")
     if args.attacks:

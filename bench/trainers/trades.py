@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bench.attacks import PGD, no_param_grad
+from bench.attacks.norms import ascent, project
 from bench.trainers.base import TRAINERS, Trainer, TrainSettings
 
 # TRADES starts its inner maximisation from x plus Gaussian noise of this std.
@@ -30,8 +31,11 @@ class Trades(Trainer):
                 x_adv.requires_grad_(True)
                 kl = F.kl_div(F.log_softmax(model(x_adv), 1), p_clean, reduction="sum")
                 grad = torch.autograd.grad(kl, x_adv)[0]
-                x_adv = x_adv.detach() + cfg.train_step_size * grad.sign()
-                x_adv = torch.min(torch.max(x_adv, x - cfg.eps), x + cfg.eps).clamp(0, 1)
+                if attack.norm == "Linf":
+                    x_adv = x_adv.detach() + cfg.train_step_size * grad.sign()
+                    x_adv = torch.min(torch.max(x_adv, x - cfg.eps), x + cfg.eps).clamp(0, 1)
+                else:
+                    x_adv = project(x_adv.detach() + ascent(grad, cfg.train_step_size, attack.norm), x, cfg.eps, attack.norm)
         return x_adv.detach(), len(x) * (cfg.train_steps + 1)
 
     def loss(self, model: nn.Module, x: torch.Tensor, x_in: torch.Tensor, y: torch.Tensor,
