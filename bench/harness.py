@@ -33,6 +33,7 @@ from bench.evaluation.randomized import evaluate_switch
 from bench.methods import RunContext, get_method
 from bench.methods.compact import save_compact
 from bench.methods.ticket import Ticket, check_run_folder, load_ticket, read_meta
+from bench.nn.cost import model_cost
 from bench.nn.masking import layer_sparsity, measured_sparsity
 from bench.nn.models import prunable_policy
 from bench.spec import RUNTIME_GROUPS, RunSpec, spec_fields
@@ -196,6 +197,8 @@ def _find_or_search(spec: RunSpec, data: DataBundle, device: torch.device, run_d
         "threads": {"torch": torch.get_num_threads(), **{k: os.environ.get(k, "") for k in THREAD_ENV_VARS}},
         **({"data_fingerprint": data.fingerprint} if data.fingerprint is not None else {}),
         "randomized": method.randomized,
+        # What the ticket costs to run: parameters and multiply-accumulates, dense and as a ticket.
+        "cost": model_cost(model, (data.info.in_channels, data.info.image_size, data.info.image_size)),
         **ctx.info,
     }
     # The tickets (full, then compact) first, then the meta: a run is finished once both exist.
@@ -208,6 +211,8 @@ def _find_or_search(spec: RunSpec, data: DataBundle, device: torch.device, run_d
     return Ticket(spec, data, device, run_dir, model, meta)
 
 
+# The cost figures of meta.json a row carries (tickets made before them have none).
+COST_COLUMNS = ("params_nonzero", "macs_dense", "macs_ticket")
 # Spec fields a row does not copy: how and where it was evaluated (the row says what ran), the hyperparameters
 # (one JSON column), the sparsity (a row's target_sparsity), and eps and norm (the attack's, in the row's attack
 # columns: a ticket may be evaluated in another threat model than it was trained in).
@@ -222,7 +227,10 @@ def run_rows(spec: RunSpec, meta: Dict[str, Any], results: Sequence[AttackResult
     # Identity columns lead every file (results.LEADING_COLUMNS orders them); the rest follow the spec's order.
     head = {"run_id": spec.run_id, "target_sparsity": spec.sparsity,
             "measured_sparsity": round(meta["measured_sparsity"], 6)}
+    found = meta.get("cost")
+    cost: Dict[str, Any] = found if isinstance(found, dict) else {}
     tail = {"train_seconds": round(meta["train_seconds"], 3), "train_passes": meta["train_passes"], **base,
+            **{k: cost[k] for k in COST_COLUMNS if k in cost},
             "hparams": json.dumps(dataclasses.asdict(spec.hparams), sort_keys=True),
             **({} if n_test is None else {"n_test": n_test})}
     return result_rows(head, results, tail, device)
