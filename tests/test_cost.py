@@ -64,3 +64,22 @@ def test_a_run_records_its_cost_in_meta_and_rows(tmp_path, tiny_spec_kwargs) -> 
     assert cost["macs_ticket"] == nonzero and cost["macs_dense"] == total
     rows = pd.read_csv(tmp_path / "runs.csv")
     assert set(rows["macs_ticket"]) == {nonzero} and set(rows["macs_dense"]) == {total}
+
+
+def test_counting_leaves_the_random_number_generator_as_it_was() -> None:
+    """A random switch draws per forward call: counting its cost must not shift the draws evaluation makes."""
+
+    class Coin(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x) * torch.rand(1)
+
+    coin = Coin()
+    torch.manual_seed(3)
+    expected = torch.rand(5)
+    torch.manual_seed(3)
+    model_cost(coin, (4,))
+    assert torch.equal(torch.rand(5), expected)

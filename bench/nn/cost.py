@@ -43,9 +43,11 @@ def model_cost(model: nn.Module, input_shape: Sequence[int]) -> Dict[str, int]:
     handles = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, COUNTED)]
     was_training = model.training
     model.eval()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     try:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        model(torch.zeros(1, *input_shape, device=device))
+        # The random number generators are left as they were (a random switch draws a candidate per forward call).
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            model(torch.zeros(1, *input_shape, device=device))
     finally:
         for handle in handles:
             handle.remove()
