@@ -181,3 +181,23 @@ def test_a_run_trains_and_evaluates_in_its_norm(tmp_path: Path, capsys: pytest.C
     assert main(["run", "--out", str(tmp_path / "o3"), *flags, "--norm", "L1", "--eps", "10"]) == 2
     assert "adversarial training in L1 is not supported" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+
+
+def test_a_run_in_two_threat_models_is_two_leaderboard_entries(tmp_path: Path) -> None:
+    """Its L-inf and L2 rows are never merged into one entry (a worst case across norms would be a wrong number):
+    one entry per threat model and budget, each with its own figures; L1 is a threat model entries may state."""
+    from bench.reporting.leaderboard import build_leaderboard
+
+    out = tmp_path / "out"
+    flags = [f"--{k.replace('_', '-')}={','.join(v) if isinstance(v, tuple) else v}" for k, v in TINY.items()]
+    assert main(["run", "--out", str(out), *flags, "--eval-attacks", "pgd20,cw20", "--no-progress"]) == 0
+    run = next((out / "runs").iterdir())
+    assert main(["eval", str(run), "--norm", "L2", "--eps", "1.5", "--attacks", "pgd20,cw20", "--no-progress"]) == 0
+    assert main(["eval", str(run), "--norm", "L2", "--eps", "3", "--attacks", "pgd20,cw20", "--no-progress"]) == 0
+    rows = pd.read_csv(out / "runs.csv")
+    board = build_leaderboard(rows, tmp_path / "lb")["board"]
+    assert sorted(zip(board["threat_model"], board["eps"])) == [("L2", "1.5"), ("L2", "3"), ("Linf", "0.1")]
+    for _, entry in board.iterrows():
+        worst = rows[(rows["norm"] == entry["threat_model"]) & (rows["eps"] == float(entry["eps"]))
+                     & (rows["attack"] == "worst_case")]
+        assert entry["robust_acc"] == pytest.approx(100 * worst["robust_acc"].min(), abs=0.01)

@@ -116,9 +116,10 @@ def interval_columns(clean_acc: float, robust_acc: float, n: int) -> Dict[str, f
 
 
 def format_eps(eps: float) -> str:
-    """The one eps formatter: '8/255' when eps is a whole number of 1/255 steps, else the decimal ('0.1')."""
+    """The one eps formatter: '8/255' when an L-inf-sized eps (at most 1) is a whole number of 1/255 steps, else
+    the decimal ('0.1', an L2 budget '3')."""
     steps = eps * 255
-    if abs(steps - round(steps)) < 1e-6 and round(steps) > 0:
+    if eps <= 1 and abs(steps - round(steps)) < 1e-6 and round(steps) > 0:
         return f"{int(round(steps))}/255"
     return f"{eps:.6g}"
 

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from bench.core.results import parse_eps
 
-THREATS = ("Linf", "L2")
+THREATS = ("Linf", "L2", "L1")
 PERCENT_RE = re.compile(r"^\d{1,3}(\.\d+)?$")
 # Where an entry comes from: this harness's rows, a submitted file, or a submitted file whose ticket
 # --verify re-evaluated here.
@@ -120,8 +120,9 @@ def validate_entry(info: Any, where: str, submitted: bool = True) -> Dict[str, A
         eps = parse_eps(info["eps"])
     except ValueError as exc:
         raise ValueError(f"{where}: field 'eps': {exc}") from None
-    if not 0 < eps <= 1:
-        raise ValueError(f"{where}: field 'eps' must be in (0, 1] (pixel units), got {info['eps']!r}")
+    threat = info.get("threat_model", "Linf")
+    if not (math.isfinite(eps) and 0 < eps and (threat != "Linf" or eps <= 1)):
+        raise ValueError(f"{where}: field 'eps' must be in (0, 1] (pixel units; L2/L1: finite, > 0), got {info['eps']!r}")
     if info["number_forward_passes"] < 1:
         raise ValueError(f"{where}: field 'number_forward_passes' must be >= 1, got {info['number_forward_passes']}")
     if info["eot_iter"] < 1:

@@ -30,22 +30,23 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import pandas as pd
 
+from bench.attacks.norms import NORMS
 from bench.core.io import atomic_write, slug
 from bench.core.results import CURVE_ATTACKS, EXTERNAL_METHOD, format_eps
 from bench.core.rows import counted, latest_curves
 from bench.data import DATASETS
 
 # The threat models an entry may name (folder names), and what a run id looks like.
-THREAT_MODELS = ("Linf", "L2")
+THREAT_MODELS = NORMS
 RUN_ID = re.compile(r"[0-9a-f]{12}")
 
 ROBUSTBENCH_FIELDS = ("link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",
                       "architecture", "eps", "clean_acc", "reported", "autoattack_acc", "external", "footnote", "unreliable")
-EXTRA_FIELDS = ("sparsity", "target_sparsity", "density", "width", "method", "randomized", "eot_iter", "non_adaptive",
+EXTRA_FIELDS = ("threat_model", "sparsity", "target_sparsity", "density", "width", "method", "randomized", "eot_iter", "non_adaptive",
                 "flags", "run_id", "n_eval", "median_distance", "evaluations")
 # Sanity flags that say nothing about how trustworthy the robust accuracy is (all others mark an entry unreliable):
 # an off-target sparsity, and a security curve weaker than the fixed-eps attacks (the curve is the weak one).
@@ -154,6 +155,7 @@ def model_info(rows: pd.DataFrame, threat: str = "Linf") -> Dict[str, Any]:
                      + (" Randomised model evaluated non-adaptively." if non_adaptive else "")
                      + (f" Flags: {flags}." if flags else "")),
         "unreliable": bool(non_adaptive or flag_set - NOT_ROBUSTNESS_FLAGS),
+        "threat_model": threat,
         "sparsity": sparsity,
         "target_sparsity": _number(first.get("target_sparsity")),
         "density": None if sparsity is None else round(1.0 - sparsity, 6),
@@ -189,10 +191,10 @@ def export_robustbench_json(rows_df: pd.DataFrame, out_dir: Union[str, Path], in
     df = counted(df)
     out_dir = Path(out_dir)
     entries = []
-    for run_id, rows in df.groupby("run_id", sort=True):
-        threat = str(rows["norm"].iloc[0]) if "norm" in rows and str(rows["norm"].iloc[0]) else "Linf"
-        info = model_info(rows, threat)
-        path = entry_path(out_dir, info["dataset"], threat, info["method"], str(rows["arch"].iloc[0]), str(run_id))
+    for run_id, norm, eps, rows in threat_groups(df):
+        info = model_info(rows, norm)
+        path = entry_path(out_dir, info["dataset"], norm, info["method"], str(rows["arch"].iloc[0]), str(run_id),
+                          eps if several_budgets(df, str(run_id), norm) else None)
         # JSON has no infinity or NaN: a row with width inf is refused, not written as 'Infinity'.
         try:
             text = json.dumps(info, indent=2, allow_nan=False) + "\n"
@@ -208,7 +210,31 @@ def export_robustbench_json(rows_df: pd.DataFrame, out_dir: Union[str, Path], in
     return [path for path, _ in entries]
 
 
-def entry_path(out_dir: Path, dataset: str, threat: str, method: str, arch: str, run_id: str) -> Path:
+def _norms(df: pd.DataFrame) -> pd.Series:
+    """Each row's threat model (a blank cell, from before norms, is L-inf)."""
+    norms = df["norm"].astype(str) if "norm" in df else pd.Series("Linf", index=df.index)
+    return norms.where(~norms.isin(["", "nan"]), "Linf")
+
+
+def several_budgets(df: pd.DataFrame, run_id: str, norm: str) -> bool:
+    """Whether run ``run_id`` has fixed-eps rows at more than one budget in ``norm`` (entry files then name it)."""
+    fixed = df[(df["run_id"].astype(str) == run_id) & (_norms(df) == norm) & ~df["attack"].astype(str).isin(CURVE_ATTACKS)]
+    return fixed["eps"].astype(float).round(8).nunique() > 1
+
+
+def threat_groups(df: pd.DataFrame) -> Iterator[Tuple[str, str, float, pd.DataFrame]]:
+    """(run id, norm, eps, rows) per threat model a run was evaluated in: one leaderboard entry each. A run's
+    security-curve rows (L-inf) go with each of its L-inf groups."""
+    norms = _norms(df)
+    curve = df["attack"].astype(str).isin(CURVE_ATTACKS)
+    fixed = df[~curve].assign(_norm=norms[~curve], _eps=df.loc[~curve, "eps"].astype(float).round(8))
+    for (run_id, norm, eps), rows in fixed.groupby(["run_id", "_norm", "_eps"], sort=True):
+        extra = df[curve & (df["run_id"] == run_id)] if norm == "Linf" else df.iloc[0:0]
+        yield str(run_id), str(norm), float(eps), pd.concat([rows.drop(columns=["_norm", "_eps"]), extra])
+
+
+def entry_path(out_dir: Path, dataset: str, threat: str, method: str, arch: str, run_id: str,
+               eps: Optional[float] = None) -> Path:
     """``out_dir/<dataset>/<threat>/<method>_<arch>_<run_id>.json``, every part checked, never outside ``out_dir``.
 
     The parts come from a CSV someone may have edited: the dataset must be a
@@ -222,7 +248,8 @@ def entry_path(out_dir: Path, dataset: str, threat: str, method: str, arch: str,
     if not RUN_ID.fullmatch(run_id):
         raise ValueError(f"run_id {run_id!r} is not a run id (12 hexadecimal digits)")
     root = out_dir.resolve()
-    path = (root / dataset / threat / f"{slug(method)}_{slug(arch)}_{run_id}.json").resolve()
+    budget = "" if eps is None else f"_eps{slug(format_eps(eps))}"
+    path = (root / dataset / threat / f"{slug(method)}_{slug(arch)}_{run_id}{budget}.json").resolve()
     if root not in path.parents:
         raise ValueError(f"refusing to write {path}: outside the output folder {root}")
     return path

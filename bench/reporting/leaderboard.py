@@ -185,10 +185,12 @@ def rank_entries(entries: Sequence[Entry]) -> pd.DataFrame:
     for e in entries:
         info = e.info
         run_id = info.get("run_id")
+        # One entry per run and threat model (a run evaluated in L-inf and L2 has two).
+        key = f"{run_id} {e.threat} {info['eps']}"
         if run_id:
-            if run_id in seen:
-                raise ValueError(f"duplicate run_id {run_id!r} in {seen[run_id]} and {e.source}")
-            seen[run_id] = e.source
+            if key in seen:
+                raise ValueError(f"duplicate run_id {run_id!r} ({e.threat}, eps {info['eps']}) in {seen[key]} and {e.source}")
+            seen[key] = e.source
         evaluations = info.get("evaluations") or []
         records.append({
             "dataset": info["dataset"], "threat_model": e.threat, "eps": info["eps"], "eps_value": parse_eps(info["eps"]),
