@@ -37,14 +37,15 @@ if [ "${1:-all}" = all ]; then
   done
 fi
 
-# Tables: per dataset, each attack by sparsity and method, with intervals and ‡ = not different from dense AT.
-bench table "$OUT/runs.csv" --where dataset=fashion-mnist --layout sparsity --attack pgd20 --interval --reference dense-at --output "$OUT/fashion-mnist_pgd20.md"
-bench table "$OUT/runs.csv" --where dataset=fashion-mnist --layout sparsity --attack cw20 --interval --reference dense-at --output "$OUT/fashion-mnist_cw20.md"
-bench table "$OUT/runs.csv" --where dataset=fashion-mnist --layout sparsity --attack pgd50 --interval --reference dense-at --output "$OUT/fashion-mnist_pgd50.md"
-bench table "$OUT/runs.csv" --where dataset=fashion-mnist --layout sparsity --attack worst_case --interval --reference dense-at --output "$OUT/fashion-mnist_worst_case.md"
-bench table "$OUT/runs.csv" --where dataset=fashion-mnist --layout sparsity --attack worst_case --interval --reference dense-at --format latex --label tab:fmnist-worst-case --output "$OUT/fashion-mnist_worst_case.tex"
-bench table "$OUT/runs.csv" --where dataset=fashion-mnist --layout sparsity --attack worst_case --format csv --output "$OUT/fashion-mnist_worst_case.csv"
-bench table "$OUT/runs.csv" --where dataset=fashion-mnist --layout method --attack worst_case --output "$OUT/fashion-mnist_methods.md"
+# Tables: per dataset, each attack by sparsity and method (Fashion-MNIST at width 0.5: the grid's width axis has
+# its own tables below), with intervals and ‡ = not different from dense AT.
+bench table "$OUT/runs.csv" --where dataset=fashion-mnist --where width=0.5 --layout sparsity --attack pgd20 --interval --reference dense-at --output "$OUT/fashion-mnist_pgd20.md"
+bench table "$OUT/runs.csv" --where dataset=fashion-mnist --where width=0.5 --layout sparsity --attack cw20 --interval --reference dense-at --output "$OUT/fashion-mnist_cw20.md"
+bench table "$OUT/runs.csv" --where dataset=fashion-mnist --where width=0.5 --layout sparsity --attack pgd50 --interval --reference dense-at --output "$OUT/fashion-mnist_pgd50.md"
+bench table "$OUT/runs.csv" --where dataset=fashion-mnist --where width=0.5 --layout sparsity --attack worst_case --interval --reference dense-at --output "$OUT/fashion-mnist_worst_case.md"
+bench table "$OUT/runs.csv" --where dataset=fashion-mnist --where width=0.5 --layout sparsity --attack worst_case --interval --reference dense-at --format latex --label tab:fmnist-worst-case --output "$OUT/fashion-mnist_worst_case.tex"
+bench table "$OUT/runs.csv" --where dataset=fashion-mnist --where width=0.5 --layout sparsity --attack worst_case --format csv --output "$OUT/fashion-mnist_worst_case.csv"
+bench table "$OUT/runs.csv" --where dataset=fashion-mnist --where width=0.5 --layout method --attack worst_case --output "$OUT/fashion-mnist_methods.md"
 bench table "$OUT/runs.csv" --where dataset=mnist --layout sparsity --attack pgd20 --interval --reference dense-at --output "$OUT/mnist_pgd20.md"
 bench table "$OUT/runs.csv" --where dataset=mnist --layout sparsity --attack worst_case --interval --reference dense-at --output "$OUT/mnist_worst_case.md"
 bench table "$OUT/runs.csv" --where dataset=mnist --layout sparsity --attack worst_case --interval --reference dense-at --format latex --label tab:mnist-worst-case --output "$OUT/mnist_worst_case.tex"
@@ -72,7 +73,7 @@ python scripts/grid_findings.py
 
 # Figures: security curves (both datasets), clean vs worst-case robust.
 bench plot "$OUT/runs.csv" --kind security --out-dir "$OUT/plots"
-bench plot "$OUT/runs.csv" --where dataset=fashion-mnist --kind scatter --attack worst_case --out-dir "$OUT/plots/fashion-mnist"
+bench plot "$OUT/runs.csv" --where dataset=fashion-mnist --where width=0.5 --kind scatter --attack worst_case --out-dir "$OUT/plots/fashion-mnist"
 bench plot "$OUT/runs.csv" --where dataset=mnist --kind scatter --attack worst_case --out-dir "$OUT/plots/mnist"
 
 # The leaderboard (CSV, HTML, one RobustBench-style JSON per ticket) and the paper-vs-here table.
