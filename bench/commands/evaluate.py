@@ -31,7 +31,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None,
                    help="output folder whose runs.csv gets the rows [default: the <out> of <out>/runs/<run_id>; "
                         "needed for a run folder kept anywhere else]")
-    g = p.add_argument_group("threat model (a run folder or --model; default: the spec's L-inf budget)")
+    g = p.add_argument_group("threat model (a run folder or --model; default: the spec's norm and budget)")
     g.add_argument("--norm", default=None, choices=NORMS,
                    help="Linf | L2 | L1: PGD/CW in Linf or L2, AutoAttack in all three [default: the spec's, Linf]")
     g.add_argument("--eps", default=argparse.SUPPRESS,
