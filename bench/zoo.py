@@ -41,7 +41,7 @@ from bench.core.io import atomic_json, digest
 from bench.core.results import AttackResult, append_rows, result_rows
 from bench.data import Split, load_data
 from bench.evaluation.evaluate import autoattack_examples, evaluate, with_worst_case
-from bench.nn.masking import MaskedMixin
+from bench.nn.cost import effective_weight
 
 INSTALL_HINT = "pip install -e '.[robustbench]'  (see docs/robustbench.md)"
 EVAL_DATASETS = ("cifar10", "cifar100")
@@ -196,7 +196,7 @@ def weight_sparsity(model: nn.Module) -> Tuple[float, Dict[str, float], int]:
     for name, module in model.named_modules():
         if not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
             continue
-        w = module.masked_weight() if isinstance(module, MaskedMixin) else module.weight
+        w = effective_weight(module)
         z = int((w == 0).sum())
         per_layer[name] = z / w.numel()
         zeros += z

@@ -11,6 +11,17 @@ from bench.data import DataBundle, DatasetInfo, Split, load_data, to_float
 from bench.nn.masking import apply_masks
 from bench.nn.models import ModelConfig, build_model
 
+
+class Exploit:
+    """A pickle payload that would create a file if it were ever unpickled (loaders must refuse it)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> Tuple[Any, Tuple[str, str]]:
+        return (open, (self.path, "w"))
+
+
 # The one tiny budget every test file builds its runs from (a few seconds each on the CPU).
 TINY: Dict[str, Any] = {
     "arch": "mlp", "width": 0.1, "epochs": 1, "train_steps": 1, "n_train": 300,

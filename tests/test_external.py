@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.utils.prune as prune
+from conftest import Exploit
 
 from bench.cli import main
 from bench.data import load_data, to_float
@@ -57,14 +58,6 @@ NET_SOURCE = textwrap.dedent('''
 ''')
 
 
-class _Exploit:
-    """A pickle payload that would create a file if it were ever executed."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self) -> Tuple[Any, Tuple[str, str]]:
-        return (open, (self.path, "w"))
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +148,7 @@ def bad(tmp_path: Path, folder: Path) -> Dict[str, Tuple[list, str]]:
     """Bad --model inputs and the words their one-line error must hold."""
     (tmp_path / "noise.pt").write_bytes(b"\x00garbage" * 50)
     with open(tmp_path / "payload.pt", "wb") as fh:
-        pickle.dump({"w": _Exploit(str(tmp_path / "pwned"))}, fh)
+        pickle.dump({"w": Exploit(str(tmp_path / "pwned"))}, fh)
     nan_src = NET_SOURCE + "\n\ndef make_nan():\n    n = Net()\n    n.fc.bias.data.fill_(float('nan'))\n    return n\n"
     (tmp_path / "nan_net.py").write_text(nan_src)
     (tmp_path / "colour.py").write_text(NET_SOURCE.replace("nn.Conv2d(1, 8", "nn.Conv2d(3, 8"))
@@ -173,6 +166,7 @@ def bad(tmp_path: Path, folder: Path) -> Dict[str, Tuple[list, str]]:
         "weights that do not fit": (["--model", f"{tmp_path}/colour.py:make", "--weights", str(folder / "pruned.pt")],
                                     "does not fit"),
         "a state dict given as the model": (["--model", str(folder / "pruned.pt")], "a state dict, not a model"),
+        "a .pt2 program that does not exist": (["--model", str(tmp_path / "missing.pt2")], "missing.pt2: not a file"),
         "no name": (["--model", f"{net}:make", "--name", ""], "--name"),
     }
 
@@ -180,7 +174,8 @@ def bad(tmp_path: Path, folder: Path) -> Dict[str, Tuple[list, str]]:
 @pytest.mark.parametrize("case", ["file that is no model", "pickle payload as weights", "factory that does not exist",
                                   "factory that raises", "factory that returns no model", "module that does not exist",
                                   "wrong number of classes", "wrong channel count", "NaN outputs",
-                                  "weights that do not fit", "a state dict given as the model", "no name"])
+                                  "weights that do not fit", "a state dict given as the model",
+                                  "a .pt2 program that does not exist", "no name"])
 def test_a_bad_model_is_one_line_exit_2_and_nothing_written(case: str, user_model: Dict[str, Any], tmp_path: Path,
                                                             capsys: pytest.CaptureFixture) -> None:
     flags, words = bad(tmp_path, user_model["folder"])[case]

@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 import pickle
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Dict
 
 import pytest
 import torch
+from conftest import Exploit
 
 from bench.cli import main
 from bench.core.io import file_sha256
@@ -16,14 +17,6 @@ TINY = ["--arch", "mlp", "--width", "0.1", "--epochs", "1", "--train-steps", "1"
         "--eval-attacks", "fgsm", "--device", "cpu", "--no-progress"]
 
 
-class _Exploit:
-    """A pickle payload that would create a file if it were ever executed."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self) -> Tuple[Any, Tuple[str, str]]:
-        return (open, (self.path, "w"))
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +62,7 @@ def test_hydra_starts_from_the_given_network(dense: Path, tmp_path: Path) -> Non
 
 def test_a_bad_init_from_is_one_line_and_no_run(dense: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with open(tmp_path / "payload.pt", "wb") as fh:
-        pickle.dump({"w": _Exploit(str(tmp_path / "pwned"))}, fh)
+        pickle.dump({"w": Exploit(str(tmp_path / "pwned"))}, fh)
     cases = {
         str(tmp_path / "missing.pt"): "not a file",
         str(tmp_path / "payload.pt"): "not a plain tensor state dict",

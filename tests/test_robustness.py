@@ -14,6 +14,7 @@ from typing import List
 import pandas as pd
 import pytest
 import torch
+from conftest import Exploit
 
 from bench.cli import main
 from bench.core.results import append_rows
@@ -119,14 +120,6 @@ def test_diverging_run_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert not (run_dir / "ticket.pt").exists()
 
 
-class _Exploit:
-    """A pickle payload that would create a file when unpickled."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (open, (self.path, "w"))
 
 
 def _tiny_run(tmp_path: Path) -> Path:
@@ -140,7 +133,7 @@ def test_crafted_pickle_is_refused(tmp_path: Path) -> None:
     run_dir = _tiny_run(tmp_path)
     marker = tmp_path / "pwned"
     with open(run_dir / "ticket.pt", "wb") as fh:
-        pickle.dump({"x": _Exploit(str(marker))}, fh)
+        pickle.dump({"x": Exploit(str(marker))}, fh)
     with pytest.raises(ValueError, match="refusing to load"):
         load_ticket(run_dir)
     assert not marker.exists()
