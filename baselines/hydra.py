@@ -87,6 +87,7 @@ class Hydra(Method):
     bn_affine = True
     # HYDRA's code keeps its best epoch (picked on the test set; here on the validation split).
     reference_select = "best"
+    granularities = ("weight", "channel")
 
     def validate(self, spec: RunSpec) -> None:
         """Per-stage epochs and the fine-tuning lr must be valid."""
@@ -112,7 +113,7 @@ class Hydra(Method):
             trained += bn_parameters(model)
             for p in bn_parameters(model):
                 p.requires_grad_(True)
-        refresh = score_mask_refresher(model, ctx.spec.sparsity)
+        refresh = score_mask_refresher(model, ctx.spec.sparsity, ctx.spec.granularity)
         refresh()
         ctx.train(model, trained, ctx.train_config(epochs=stage_epochs(ctx, hp.score_epochs)), ctx.run_dir / "scores",
                   refresh, desc="hydra scores")

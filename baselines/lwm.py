@@ -17,7 +17,7 @@ import torch.nn as nn
 from bench.core.config import spec_field
 from bench.methods import Method, RunContext, register
 from bench.methods.stages import DENSE_INITS, PRUNE_SCOPES, START_FROM, check_epochs, check_init_from, check_lr_scale, dense_network, read_dense_state, stage_epochs, train_weights
-from bench.nn.masking import apply_masks, magnitude_scores
+from bench.nn.masking import apply_masks, check_granularity, magnitude_scores
 from bench.spec import RunSpec
 
 
@@ -46,6 +46,7 @@ class LWM(Method):
     bn_affine = True
     # HYDRA's code keeps its best epoch (picked on the test set; here on the validation split).
     reference_select = "best"
+    granularities = ("weight", "channel")
 
     def validate(self, spec: RunSpec) -> None:
         """Per-stage epochs and the fine-tuning lr must be valid (the scope is a checked choice)."""
@@ -53,6 +54,7 @@ class LWM(Method):
         check_epochs(pretrain_epochs=hp.pretrain_epochs, finetune_epochs=hp.finetune_epochs)
         check_lr_scale(hp.finetune_lr_scale)
         check_init_from(hp.init_from)
+        check_granularity(spec.granularity, hp.scope)
 
     def validate_model(self, spec: RunSpec, model: nn.Module) -> None:
         """A given dense network (``--init-from``) must be the spec's architecture, checked before anything runs."""
@@ -63,8 +65,8 @@ class LWM(Method):
         """Dense AT, prune the smallest weights once, fine-tune the survivors with AT."""
         hp = ctx.hp
         model = dense_network(ctx, hp.pretrain_epochs, hp.start_from, hp.dense_init, hp.init_from)
-        # One-shot magnitude pruning to the target sparsity.
-        apply_masks(model, magnitude_scores, ctx.spec.sparsity, hp.scope)
+        # One-shot magnitude pruning to the target sparsity (weights, or whole channels by their filters' L1 norm).
+        apply_masks(model, magnitude_scores, ctx.spec.sparsity, hp.scope, ctx.spec.granularity)
         # AT fine-tuning of the surviving weights under the fixed mask.
         return train_weights(ctx, model, stage_epochs(ctx, hp.finetune_epochs), ctx.spec.lr * hp.finetune_lr_scale,
                              ctx.run_dir / "finetune", desc="lwm finetune")

@@ -34,7 +34,8 @@ from bench.methods import RunContext, get_method
 from bench.methods.compact import save_compact
 from bench.methods.ticket import Ticket, check_run_folder, load_ticket, read_meta
 from bench.nn.cost import model_cost
-from bench.nn.masking import layer_sparsity, measured_sparsity
+from bench.nn.latency import ticket_latency
+from bench.nn.masking import layer_sparsity, measured_sparsity, removed_channels
 from bench.nn.models import prunable_policy
 from bench.spec import RUNTIME_GROUPS, RunSpec, spec_fields
 from bench.train import Compute, TrainingDivergedError, has_feature_batchnorm
@@ -187,6 +188,7 @@ def _find_or_search(spec: RunSpec, data: DataBundle, device: torch.device, run_d
     meta = {
         "target_sparsity": spec.sparsity,
         "measured_sparsity": measured_sparsity(model),
+        "removed_channels": removed_channels(model),
         "layer_sparsity": layer_sparsity(model),
         "prunable": prunable_policy(model),
         "train_seconds": ctx.compute.seconds + sum(s["seconds"] for s in ctx.info.get("stage_compute", [])),
@@ -213,6 +215,9 @@ def _find_or_search(spec: RunSpec, data: DataBundle, device: torch.device, run_d
 
 # The cost figures of meta.json a row carries (tickets made before them have none).
 COST_COLUMNS = ("params_nonzero", "macs_dense", "macs_ticket")
+# The latency figures of latency.json a row carries, under their row names (runs measured before them have none).
+LATENCY_COLUMNS = {"compacted_macs": "macs_compacted", "compacted_b1_ms": "latency_b1_ms",
+                   "compacted_b128_ms": "latency_b128_ms", "speedup_b1": "speedup_b1", "speedup_b128": "speedup_b128"}
 # Spec fields a row does not copy: how and where it was evaluated (the row says what ran), the hyperparameters
 # (one JSON column), the sparsity (a row's target_sparsity), and eps and norm (the attack's, in the row's attack
 # columns: a ticket may be evaluated in another threat model than it was trained in).
@@ -227,10 +232,14 @@ def run_rows(spec: RunSpec, meta: Dict[str, Any], results: Sequence[AttackResult
     # Identity columns lead every file (results.LEADING_COLUMNS orders them); the rest follow the spec's order.
     head = {"run_id": spec.run_id, "target_sparsity": spec.sparsity,
             "measured_sparsity": round(meta["measured_sparsity"], 6)}
-    found = meta.get("cost")
+    found, timed = meta.get("cost"), meta.get("latency")
     cost: Dict[str, Any] = found if isinstance(found, dict) else {}
+    latency: Dict[str, Any] = timed if isinstance(timed, dict) else {}
     tail = {"train_seconds": round(meta["train_seconds"], 3), "train_passes": meta["train_passes"], **base,
+            **({"removed_channels": round(meta["removed_channels"], 6)} if "removed_channels" in meta else {}),
             **{k: cost[k] for k in COST_COLUMNS if k in cost},
+            **{row: round(latency[k], 6) if isinstance(latency[k], float) else latency[k]
+               for k, row in LATENCY_COLUMNS.items() if k in latency},
             "hparams": json.dumps(dataclasses.asdict(spec.hparams), sort_keys=True),
             **({} if n_test is None else {"n_test": n_test})}
     return result_rows(head, results, tail, device)
@@ -281,9 +290,27 @@ def evaluate_run(ticket: Ticket, attacks: Optional[Sequence[str]] = None, n_eval
     return with_worst_case(results)
 
 
+def measured_latency(ticket: Ticket) -> Optional[Dict[str, Any]]:
+    """The ticket's latency figures (:mod:`bench.nn.latency`): read from ``latency.json``, else measured now and
+    written there; ``None`` when the spec turns them off."""
+    path = paths.latency(ticket.run_dir)
+    if path.exists():
+        found: Dict[str, Any] = json.loads(path.read_text())
+        return found
+    if not ticket.spec.latency:
+        return None
+    info = ticket.data.info
+    figures = ticket_latency(ticket.model, (info.in_channels, info.image_size, info.image_size))
+    atomic_json(path, figures)
+    return figures
+
+
 def record(ticket: Ticket, results: Sequence[AttackResult], out: Path, show: bool = True) -> pd.DataFrame:
-    """Append a ticket's rows to ``<out>/runs.csv`` (no duplicates); print the summary when ``show``."""
-    rows = run_rows(ticket.spec, ticket.meta, results, ticket.device, len(ticket.data.test))
+    """Append a ticket's rows to ``<out>/runs.csv`` (no duplicates) with its latency figures (measured once);
+    print the summary when ``show``."""
+    latency = measured_latency(ticket)
+    meta = ticket.meta if latency is None else {**ticket.meta, "latency": latency}
+    rows = run_rows(ticket.spec, meta, results, ticket.device, len(ticket.data.test))
     added = append_rows(paths.runs_csv(out), rows)
     df = pd.DataFrame(rows)
     if show:

@@ -34,6 +34,9 @@ CRAFT_BN = ("eval", "train")
 # Which epoch of a method's final training stage is the ticket: the best by PGD robust accuracy on the
 # validation split (never the test set, where RST's and HYDRA's code select), or the last (OpenLTH, Cosentino).
 SELECTIONS = ("best", "last")
+# What a ticket prunes: any weight (unstructured), or whole output channels of conv and linear layers (structured,
+# Li et al. 2017's filters; the output layer keeps its classes). ``sparsity`` is the fraction of zero weights either way.
+GRANULARITIES = ("weight", "channel")
 # Version of what the methods do with a spec's fields. Version 2 (issue 15) made the methods follow
 # their reference code (no linear biases in frozen random networks, RST's fine-tuning, ALTH's
 # per-layer fractions, the matched controls); it is part of every run_id, so a run folder or row
@@ -88,6 +91,9 @@ class RunSpec:
     arch: str = _f("convnet", "architecture (see `bench list`)", choices=MODELS, group="model")
     width: float = _f(0.5, "width multiplier on every layer's channels/units (1.0 = the standard net; the default 0.5 keeps the default run CPU-sized)", group="model")
     sparsity: float = _f(0.9, "target fraction of ZEROS among prunable weights, in [0, 1): 0.9 keeps 10%", group="model")
+    granularity: str = _f("weight", "what is pruned: weight (any weight) | channel (whole output channels of every "
+                          "prunable layer but the output layer; the methods that can say so in --help)",
+                          choices=GRANULARITIES, group="model")
     seed: int = _f(0, "random seed (weights, data order, validation split, attack starts)", group="replicate")
     epochs: int = _f(8, "training epochs of the method's main stage", group="training")
     batch_size: int = _f(128, "training batch size (examples)", group="training")
@@ -115,6 +121,9 @@ class RunSpec:
     n_eval: int = _f(1000, "test examples for clean accuracy, PGD and CW (0 = whole test set)", group="evaluation")
     n_eval_aa: Optional[int] = _f(None, "test examples for AutoAttack; default 100 on CPU (over 100x the cost of PGD-20 per example), n_eval on CUDA", group="evaluation")
     device: str = _f("auto", "auto | cpu | cuda | cuda:N", group="runtime")
+    latency: bool = _f(True, "measure the CPU latency of the ticket, its compacted copy and the dense network once "
+                       "per run (<run>/latency.json); false skips it (a large network takes minutes on CPU)",
+                       group="runtime")
     protocol: int = _f(PROTOCOL, "method protocol version; part of every run_id (only the current one runs)", in_id=True, group="method")
     hparams: Any = _f(None, "method-specific hyperparameters (a dataclass; flags listed below)", group="method")
 
@@ -170,10 +179,14 @@ class RunSpec:
         if self.hparams is None:
             object.__setattr__(self, "hparams", method.Hparams())
         elif isinstance(self.hparams, Mapping):
-            object.__setattr__(self, "hparams", build_dataclass(method.Hparams, self.hparams, f"{self.method} hparams"))
+            object.__setattr__(self, "hparams", build_dataclass(method.Hparams, method.current_hparams(self.hparams),
+                                                                f"{self.method} hparams"))
         elif not isinstance(self.hparams, method.Hparams):
             raise ValueError(f"hparams for {self.method!r} must be {method.Hparams.__name__}, got {type(self.hparams).__name__}")
         check_choices(self.hparams, self.method)
+        _check(self.granularity in method.granularities,
+               f"method {self.method} prunes at granularity {', '.join(method.granularities)} only, not "
+               f"{self.granularity!r}" + ("" if method.dense else " (bench list shows each method's)"))
         method.validate(self)
 
     def _check_data_shape(self) -> None:

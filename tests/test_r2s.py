@@ -42,9 +42,9 @@ def candidates(model: nn.Module, sparsities: Tuple[float, ...] = SPARSITIES) -> 
     return out
 
 
-def switch_of(models: List[nn.Module], granularity: str = "call", seed: int = 0) -> RandomSwitch:
+def switch_of(models: List[nn.Module], draw_per: str = "call", seed: int = 0) -> RandomSwitch:
     """A switch whose base is the first model and whose candidates are ``models``."""
-    switch = RandomSwitch(copy.deepcopy(models[0]), [0.0] * len(models), granularity, seed)
+    switch = RandomSwitch(copy.deepcopy(models[0]), [0.0] * len(models), draw_per, seed)
     for k, m in enumerate(models):
         switch.set_candidate(k, m)
     return switch.eval()
@@ -55,11 +55,11 @@ def inputs(bundle: DataBundle, n: int = 64) -> torch.Tensor:
     return to_float(bundle.test.x[:n], torch.device("cpu"))
 
 
-@pytest.mark.parametrize("granularity", ["call", "example"])
-def test_switch_varies(tiny_model: nn.Module, tiny_bundle: DataBundle, granularity: str) -> None:
+@pytest.mark.parametrize("draw_per", ["call", "example"])
+def test_switch_varies(tiny_model: nn.Module, tiny_bundle: DataBundle, draw_per: str) -> None:
     """Repeated forward passes of the switch differ on some input; each output is one candidate's."""
     models = candidates(tiny_model.eval())
-    switch = switch_of(models, granularity)
+    switch = switch_of(models, draw_per)
     x = inputs(tiny_bundle)
     with torch.no_grad():
         outs = [switch(x) for _ in range(8)]
@@ -175,9 +175,9 @@ def test_run_reuses_candidates_and_records_draws(out: Path) -> None:
     # The full-step protocol beside RST's early-stopped one.
     full = pd.read_csv(meta_dir / "transfer-full-steps.csv", index_col=0)
     assert full.shape == (2, 2) and "| pgd20:early_stop=False source" in (meta_dir / "transfer-full-steps.md").read_text()
-    # Another granularity is another run, but it trains nothing new.
+    # Another draw_per is another run, but it trains nothing new.
     run_spec(RunSpec(**TINY, method="r2s", sparsity=0.7, eval_attacks=("r2s-nonadaptive",),
-                     hparams={**hp, "granularity": "example"}), out, show=False)
+                     hparams={**hp, "draw_per": "example"}), out, show=False)
     assert sorted(p.name for p in (out / "stages").iterdir()) == stages
 
 
@@ -203,7 +203,7 @@ def test_non_adaptive_marking_in_rows_and_export(out: Path) -> None:
 def test_hparams_are_checked_and_normalised() -> None:
     """Bad candidate lists are ValueErrors; string and float candidates give the same run id."""
     for hp in ({"candidates": (0.9, 1.0)}, {"candidates": (0.9, 0.9)}, {"candidates": ("x",)},
-               {"granularity": "batch"}, {"draws": 0}, {"candidates": ()}):
+               {"draw_per": "batch"}, {"draws": 0}, {"candidates": ()}):
         with pytest.raises(ValueError):
             RunSpec(**TINY, method="r2s", hparams=hp)
     a = RunSpec(**TINY, method="r2s", hparams={"candidates": "0.95,0.9"})

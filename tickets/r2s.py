@@ -4,9 +4,9 @@ K Robust Scratch Tickets of different sparsities are searched over the SAME
 frozen random network (same seed, architecture and weight init, so every
 parameter is shared); each has its own scores, hence its own mask and its own
 BatchNorm running statistics. At inference the switch picks one candidate at
-random: for each forward call (``granularity=call``, the default: every
+random: for each forward call (``draw_per=call``, the default: every
 example of the batch goes through the same candidate) or independently for
-each example (``granularity=example``). The draws come from the switch's own
+each example (``draw_per=example``). The draws come from the switch's own
 ``torch.Generator``; :meth:`RandomSwitch.reseed` makes an evaluation
 reproducible.
 
@@ -52,7 +52,8 @@ from bench.spec import RunSpec
 # matrix between RSTs (keep 0.03 to 0.6, ../shared/REFERENCE.md 1.1). The paper does not list its R2S candidates,
 # and no R2S code was released (its test_trans.py evaluates whatever checkpoints lie in a folder): our choice.
 DEFAULT_CANDIDATES = (0.97, 0.95, 0.93, 0.9, 0.85, 0.8, 0.6, 0.4)
-GRANULARITIES = ("call", "example")
+# What one random draw serves: a forward call (every example of the batch) or one example.
+DRAWS_PER = ("call", "example")
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,8 @@ class R2SHparams:
 
     candidates: Tuple[float, ...] = field(default=DEFAULT_CANDIDATES, metadata={
         "help": "candidate sparsities, comma-separated (--sparsity is always one of them)"})
-    granularity: str = spec_field("call", "a random candidate per forward call | per example", choices=GRANULARITIES)
+    draw_per: str = spec_field("call", "a random candidate per forward call | per example (before 2026-12: "
+                               "'granularity')", choices=DRAWS_PER)
     draws: int = field(default=5, metadata={"help": "inference draws averaged for every accuracy (mean and std)"})
     weight_init: str = spec_field("signed-constant", "frozen random weights: signed-constant | kaiming-normal", choices=WEIGHT_INITS)
     linear_bias: bool = field(default=False, metadata={"help": "linear layers with (frozen random) biases; the "
@@ -105,15 +107,15 @@ class RandomSwitch(nn.Module):
     candidate is exactly that RST.
     """
 
-    def __init__(self, base: nn.Module, sparsities: Sequence[float], granularity: str = "call", seed: int = 0) -> None:
+    def __init__(self, base: nn.Module, sparsities: Sequence[float], draw_per: str = "call", seed: int = 0) -> None:
         super().__init__()
-        if granularity not in GRANULARITIES:
-            raise ValueError(f"unknown r2s granularity {granularity!r}; choices: {', '.join(GRANULARITIES)}")
+        if draw_per not in DRAWS_PER:
+            raise ValueError(f"unknown r2s draw_per {draw_per!r}; choices: {', '.join(DRAWS_PER)}")
         if not sparsities:
             raise ValueError("a random switch needs at least one candidate")
         self.base = base
         self.sparsities = tuple(float(s) for s in sparsities)
-        self.granularity = granularity
+        self.draw_per = draw_per
         # Every buffer except the input normalisation is per candidate.
         self.buffer_names = [n for n, _ in base.named_buffers() if not n.startswith("normalize.")]
         self.states = nn.ModuleList(CandidateState(base, self.buffer_names) for _ in self.sparsities)
@@ -154,7 +156,7 @@ class RandomSwitch(nn.Module):
 
     def draw(self, n: int) -> torch.Tensor:
         """Candidate indices for a call on ``n`` examples (one shared index, or one per example)."""
-        size = 1 if self.granularity == "call" else n
+        size = 1 if self.draw_per == "call" else n
         return torch.randint(self.n_candidates, (size,), generator=self.generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -253,13 +255,15 @@ class R2S(Method):
     # RST's code keeps its best epoch (picked on the test set; here on the validation split).
     reference_select = "best"
     randomized = True
+    # The hyperparameter that says what one draw serves was "granularity" until the spec's --granularity came.
+    renamed_hparams = {"granularity": "draw_per"}
 
     def network(self, spec: RunSpec) -> Network:
         """RST's network: non-affine BatchNorm; linear biases only with ``--linear-bias true``."""
         return Network(bn_affine=False, linear_bias=bool(spec.hparams.linear_bias))
 
     def validate(self, spec: RunSpec) -> None:
-        """Candidates in [0, 1) without repeats and at least one draw (granularity and weight init are checked choices)."""
+        """Candidates in [0, 1) without repeats and at least one draw (draw_per and weight init are checked choices)."""
         hp = spec.hparams
         if not hp.candidates:
             raise ValueError("r2s needs at least one candidate sparsity (--candidates)")
@@ -274,7 +278,7 @@ class R2S(Method):
     def build_empty(self, spec: RunSpec, device: Union[str, torch.device] = "cpu") -> nn.Module:
         """An untrained switch with the spec's candidates (what ``ticket.pt`` loads into)."""
         base = super().build_empty(spec, device)
-        return RandomSwitch(base, candidate_sparsities(spec), spec.hparams.granularity, spec.seed).to(device)
+        return RandomSwitch(base, candidate_sparsities(spec), spec.hparams.draw_per, spec.seed).to(device)
 
     def find_ticket(self, ctx: RunContext) -> nn.Module:
         """Collect (reuse or search) every candidate RST and put them behind one switch."""
@@ -294,7 +298,7 @@ class R2S(Method):
             "mean_sparsity": statistics.fmean(measured), "reference_candidate": ref,
             "candidate_sources": [src for _, src in found],
             "candidate_layer_sparsity": [layer_sparsity(m) for m in models],
-            "granularity": ctx.hp.granularity, "frozen_fingerprint": frozen_fingerprint(switch),
+            "draw_per": ctx.hp.draw_per, "frozen_fingerprint": frozen_fingerprint(switch),
         })
         return switch
 

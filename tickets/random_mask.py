@@ -103,6 +103,7 @@ class RandomMask(Method):
     """A uniformly random mask at the target sparsity."""
 
     Hparams = RandomHparams
+    granularities = ("weight", "channel")
 
     def network(self, spec: RunSpec) -> Network:
         """RST's network (non-affine BatchNorm, no biases) unless ``--network standard``."""
@@ -122,7 +123,8 @@ class RandomMask(Method):
         if frozen or ctx.hp.network == "matched":
             # RST's frozen random weights: same init, same generator seed.
             init_frozen_weights(model, "signed-constant", ctx.spec.seed)
-        apply_masks(model, random_scores(ctx.spec.seed + 1), ctx.spec.sparsity, scope="layer")
+        apply_masks(model, random_scores(ctx.spec.seed + 1), ctx.spec.sparsity, scope="layer",
+                    granularity=ctx.spec.granularity)
         set_trainable(model, weights=False, scores=False)
         if frozen:
             # Fingerprint of the frozen weights: evaluation flags `frozen_moved` if they change.

@@ -82,6 +82,7 @@ class RST(Method):
     bn_affine = False
     # RST's code keeps its best epoch (picked on the test set; here on the validation split).
     reference_select = "best"
+    granularities = ("weight", "channel")
 
     def network(self, spec: RunSpec) -> Network:
         """Non-affine BatchNorm; linear biases only with ``--linear-bias true``."""
@@ -111,7 +112,7 @@ class RST(Method):
             ctx.info["frozen_fingerprint"] = frozen_fingerprint(model)
         # Only the scores learn; masks come from |scores| once per step.
         set_trainable(model, weights=False, scores=True)
-        refresh = score_mask_refresher(model, ctx.spec.sparsity)
+        refresh = score_mask_refresher(model, ctx.spec.sparsity, ctx.spec.granularity)
         scores = [layer.scores for _name, layer in prunable_layers(model)]
         ctx.train(model, scores, ctx.train_config(), ctx.run_dir / "search", refresh, desc="rst search")
         set_trainable(model, weights=False, scores=False)

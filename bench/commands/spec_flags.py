@@ -106,5 +106,6 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
             data[key] = value
     if hp:
         method = str(data.get("method", DEFAULT_METHOD))
-        data["hparams"] = build_dataclass(METHODS.get(method).Hparams, hp, f"{method} hyperparameter")
+        owner = METHODS.get(method)
+        data["hparams"] = build_dataclass(owner.Hparams, owner.current_hparams(hp), f"{method} hyperparameter")
     return RunSpec.from_dict(data)

@@ -3,7 +3,7 @@
 A leaf module (OpenLTH's ``foundations/paths.py`` is the model). Folders::
 
     <out>/runs.csv                       tidy result rows of every run
-    <out>/runs/<run_id>/                 one run: spec.json, ticket.pt, meta.json, status.json, log.txt,
+    <out>/runs/<run_id>/                 one run: spec.json, ticket.pt, meta.json, latency.json, status.json, log.txt,
                                          error.txt, eval/<model digest>/..., transfer.{csv,md,json},
                                          and each training stage's folder with last.pt
     <out>/stages/<name>-<key digest>/    a stage shared between runs: model.pt, stage.json, key.json, record.json
@@ -76,6 +76,11 @@ def ticket(run: PathLike) -> Path:
 def compact_ticket(run: PathLike) -> Path:
     """The run's compact ticket (seed or surviving weights, packed mask; :mod:`bench.methods.compact`)."""
     return Path(run) / "ticket.compact.pt"
+
+
+def latency(run: PathLike) -> Path:
+    """The ticket's measured CPU latency, its compacted copy's and the dense network's (:mod:`bench.nn.latency`)."""
+    return Path(run) / "latency.json"
 
 
 def meta(run: PathLike) -> Path:

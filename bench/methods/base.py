@@ -17,7 +17,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, Optional, Sequence, Type, Union
+from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn as nn
@@ -51,6 +51,20 @@ class Method(abc.ABC):
     # where the reference keeps its best epoch (RST's and HYDRA's code pick it on the test set; here the
     # validation split). ``None``: no reference code. Reference presets select as this says (tested).
     reference_select: ClassVar[Optional[str]] = None
+    # The spec's ``granularity`` choices this method can prune at (bench.spec.GRANULARITIES).
+    granularities: ClassVar[Tuple[str, ...]] = ("weight",)
+    # Hyperparameters renamed since rows and spec.json files were written: old name -> current name.
+    renamed_hparams: ClassVar[Mapping[str, str]] = {}
+
+    def current_hparams(self, values: Mapping[str, Any]) -> Dict[str, Any]:
+        """A mapping of hyperparameters (a stored spec's, a row's, a preset's) under their current names."""
+        out: Dict[str, Any] = {}
+        for key, value in values.items():
+            new = self.renamed_hparams.get(str(key), str(key))
+            if new in out or (new != key and new in values):
+                raise ValueError(f"{key!r} and {new!r} name the same hyperparameter of this method (renamed to {new!r})")
+            out[new] = value
+        return out
 
     def validate(self, spec: RunSpec) -> None:
         """Raise ``ValueError`` for specs this method cannot run."""

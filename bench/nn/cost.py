@@ -13,16 +13,19 @@ from typing import Any, Dict, List, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from bench.nn.compaction import SparseLinear
 from bench.nn.masking import MaskedMixin
 
-# Layers whose multiply-accumulates are counted.
-COUNTED = (nn.modules.conv._ConvNd, nn.Linear)
+# Layers whose multiply-accumulates are counted (a compacted copy's CSR layers too).
+COUNTED = (nn.modules.conv._ConvNd, nn.Linear, SparseLinear)
 
 
 def effective_weight(layer: nn.Module) -> torch.Tensor:
     """The weight a layer computes with (a masked layer's ``weight * mask``)."""
     if isinstance(layer, MaskedMixin):
         return layer.masked_weight().detach()
+    if isinstance(layer, SparseLinear):
+        return layer.weight.to_dense()
     weight = layer.weight
     if not isinstance(weight, torch.Tensor):
         raise TypeError(f"{type(layer).__name__} has no weight tensor")
@@ -37,7 +40,7 @@ def model_cost(model: nn.Module, input_shape: Sequence[int]) -> Dict[str, int]:
 
     # Each counted layer records its output positions per example (output elements / output channels).
     def record(layer: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-        out_channels = int(getattr(layer, "out_channels" if isinstance(layer, nn.modules.conv._ConvNd) else "out_features"))
+        out_channels = int(layer.out_channels if isinstance(layer, nn.modules.conv._ConvNd) else effective_weight(layer).shape[0])
         calls.append((layer, output[0].numel() // out_channels))
 
     handles = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, COUNTED)]
@@ -54,9 +57,14 @@ def model_cost(model: nn.Module, input_shape: Sequence[int]) -> Dict[str, int]:
         model.train(was_training)
     macs_dense = sum(positions * effective_weight(layer).numel() for layer, positions in calls)
     macs_ticket = sum(positions * int((effective_weight(layer) != 0).sum()) for layer, positions in calls)
-    # Parameters: masked weights as computed; scores (a search's importance values) are not parameters of the ticket.
+    # Parameters: masked weights as computed; scores (a search's importance values) are not parameters of the ticket;
+    # a CSR layer's stored values (and bias) are its parameters.
     params = nonzero = 0
     for module in model.modules():
+        if isinstance(module, SparseLinear):
+            values = [module.weight.values()] + ([] if module.bias is None else [module.bias])
+            params += sum(v.numel() for v in values)
+            nonzero += sum(int((v != 0).sum()) for v in values)
         for name, p in module.named_parameters(recurse=False):
             if name == "scores":
                 continue

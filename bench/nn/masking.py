@@ -8,6 +8,14 @@ highest-scoring weights (layer-wise or globally), in the spirit of
 ``torch.nn.utils.prune``'s ``compute_mask``. Score-learning methods (RST,
 HYDRA) refresh the mask from ``|scores|`` once per optimiser step and get a
 straight-through gradient on the scores.
+
+At ``granularity='channel'`` a mask keeps or removes whole output channels
+(a conv filter, a row of a linear layer): a channel's score is the mean of
+its weights' scores (the L1 norm of the filter for magnitude scores, Li et
+al. 2017), and the output layer keeps every class. ``sparsity`` keeps its
+meaning, the fraction of zero prunable weights: the other layers prune
+channels at ``sparsity * all / (all - output layer's weights)`` so that the
+whole network meets it.
 """
 from __future__ import annotations
 
@@ -65,6 +73,8 @@ class MaskedLinear(MaskedMixin, nn.Linear):
 
 
 MASKED_TYPES = (MaskedConv2d, MaskedLinear)
+# What a mask prunes: any weight, or whole output channels (see the module docstring).
+GRANULARITIES = ("weight", "channel")
 ScoreFn = Callable[[str, MaskedMixin], torch.Tensor]
 
 
@@ -141,17 +151,54 @@ def topk_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     return mask.view_as(scores)
 
 
+def channel_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """0/1 mask of ``scores``' shape removing whole output channels (dim 0): the ``round(sparsity * channels)``
+    channels of lowest mean score (ties in index order, as :func:`topk_mask`); at least one channel stays."""
+    per_channel = scores.detach().flatten(1).mean(1)
+    keep = topk_mask(per_channel, sparsity)
+    return keep.view(-1, *([1] * (scores.dim() - 1))).expand_as(scores).contiguous()
+
+
+def channel_targets(layers: List[Tuple[str, MaskedMixin]], sparsity: float) -> Dict[str, float]:
+    """Per-layer channel sparsities that make ``sparsity`` of all prunable weights zero while the output layer
+    (the last prunable one: its channels are the classes) keeps every channel."""
+    if not layers:
+        return {}
+    total = sum(layer.weight.numel() for _n, layer in layers)
+    output_name, output = layers[-1]
+    rest = total - output.weight.numel()
+    inner = min(1.0, sparsity * total / rest) if rest > 0 else 0.0
+    return {name: (0.0 if name == output_name else inner) for name, _layer in layers}
+
+
+def check_granularity(granularity: str, scope: str = "layer") -> None:
+    """``granularity`` must be one of :data:`GRANULARITIES`; channels are ranked within each layer only."""
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"unknown granularity {granularity!r}; choices: {', '.join(GRANULARITIES)}")
+    if granularity == "channel" and scope != "layer":
+        raise ValueError("granularity 'channel' ranks channels within each layer: it needs scope 'layer', "
+                         f"got {scope!r}")
+
+
 @torch.no_grad()
 def apply_masks(model: nn.Module, score_fn: ScoreFn, sparsity: Union[float, Mapping[str, float]],
-                scope: str = "layer") -> None:
+                scope: str = "layer", granularity: str = "weight") -> None:
     """Set every prunable layer's mask from ``score_fn`` at ``sparsity``.
 
     ``scope='layer'`` keeps the same fraction in every layer, or with a
     mapping from layer name to sparsity each layer's own; ``'global'`` ranks
     all prunable weights together (one number). Weights whose score is
-    ``-inf`` (e.g. already pruned) are always among the zeros.
+    ``-inf`` (e.g. already pruned) are always among the zeros. With
+    ``granularity='channel'`` whole output channels go (:func:`channel_mask`;
+    a number is spread over the layers by :func:`channel_targets`).
     """
+    check_granularity(granularity, scope)
     layers = prunable_layers(model)
+    if granularity == "channel":
+        targets = sparsity if isinstance(sparsity, Mapping) else channel_targets(layers, sparsity)
+        for name, layer in layers:
+            layer.mask.copy_(channel_mask(score_fn(name, layer), targets[name]))
+        return
     if isinstance(sparsity, Mapping):
         if scope != "layer":
             raise ValueError("per-layer sparsities need scope 'layer'")
@@ -173,11 +220,15 @@ def apply_masks(model: nn.Module, score_fn: ScoreFn, sparsity: Union[float, Mapp
         raise ValueError(f"unknown pruning scope {scope!r}; choices: layer, global")
 
 
-def score_mask_refresher(model: nn.Module, sparsity: float) -> Callable[[], None]:
+def score_mask_refresher(model: nn.Module, sparsity: float, granularity: str = "weight") -> Callable[[], None]:
     """A callable that recomputes masks from ``|scores|`` (once per optimiser step)."""
+    check_granularity(granularity)
+    # Channel targets depend only on the layers' shapes: computed once, not at every step.
+    target: Union[float, Dict[str, float]] = (channel_targets(prunable_layers(model), sparsity)
+                                              if granularity == "channel" else sparsity)
 
     def refresh() -> None:
-        apply_masks(model, lambda _n, layer: layer.scores.abs(), sparsity, scope="layer")
+        apply_masks(model, lambda _n, layer: layer.scores.abs(), target, scope="layer", granularity=granularity)
 
     return refresh
 
@@ -206,6 +257,18 @@ def measured_sparsity(model: nn.Module) -> float:
         zeros += int((w == 0).sum())
         total += w.numel()
     return zeros / max(total, 1)
+
+
+@torch.no_grad()
+def removed_channels(model: nn.Module) -> float:
+    """Fraction of the prunable layers' output channels whose effective weights are all zero (the output layer
+    included: a channel ticket keeps its classes, so they count as kept)."""
+    removed, total = 0, 0
+    for _name, layer in prunable_layers(model):
+        w = (layer.weight * layer.mask).flatten(1)
+        removed += int((w == 0).all(dim=1).sum())
+        total += w.shape[0]
+    return removed / max(total, 1)
 
 
 @torch.no_grad()

@@ -39,6 +39,10 @@ def _non_default_hparams(method: Any, text: Any) -> Any:
         return text
     if not isinstance(values, dict):
         return text
+    try:
+        values = METHODS.get(method).current_hparams(values)
+    except ValueError:
+        return text
     defaults: Dict[str, str] = {}
     for f in dataclasses.fields(METHODS.get(method).Hparams):
         if not isinstance(f.default, dataclasses._MISSING_TYPE):
