@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Optional
 
 from bench.commands import COMMANDS
 from bench.core.io import refuse_overwriting_inputs
 from bench.core.rows import apply_filters, load_rows
+from bench.reporting.costs import COSTS, cost_points, render_points
 from bench.reporting.render import FORMATS, render
 from bench.reporting.tables import LAYOUTS, build_table, transpose_table
 
@@ -22,6 +24,17 @@ def decimals(text: str) -> int:
     return value
 
 
+def write(text: str, output: Optional[str]) -> int:
+    """Write a rendered table to ``output``, or print it."""
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(text)
+        print(f"wrote {output}")
+    else:
+        print(text, end="")
+    return 0
+
+
 def add(sub: argparse._SubParsersAction) -> None:
     """Register ``bench table``."""
 
@@ -33,7 +46,9 @@ def add(sub: argparse._SubParsersAction) -> None:
                    help="sparsity: rows sparsity x columns method; method: rows method x columns arch x sparsity "
                         "('clean / robust'); width: rows width x columns sparsity or method [default: sparsity]")
     p.add_argument("--attack", default="worst_case", help="attack whose rows are used (or worst_case) [default: worst_case]")
-    p.add_argument("--metric", choices=("robust", "clean"), default="robust", help="accuracy in the cells [default: robust]")
+    p.add_argument("--metric", choices=("robust", "clean") + tuple(COSTS), default="robust",
+                   help="accuracy in the cells [default: robust]; or a cost (" + ", ".join(COSTS) + "): one line per "
+                        "configuration with its robust accuracy, that cost and ★ on its method's Pareto front")
     p.add_argument("--columns", choices=("sparsity", "method"), default="sparsity", help="width layout's columns [default: sparsity]")
     p.add_argument("--format", choices=FORMATS, default="markdown", help="output format [default: markdown]")
     p.add_argument("--where", action="append", default=[], metavar="COL=VALUE",
@@ -54,17 +69,13 @@ def add(sub: argparse._SubParsersAction) -> None:
         if args.output:
             refuse_overwriting_inputs([args.output], args.csv, "--output")
         df = apply_filters(load_rows(args.csv), args.where)
+        if args.metric in COSTS:
+            text = render_points(cost_points(df, args.attack, args.metric), args.format, args.decimals)
+            return write(text, args.output)
         table = build_table(df, args.layout, args.attack, args.metric, args.columns, args.interval, args.reference)
         if args.transpose:
             table = transpose_table(table)
-        text = render(table, args.format, args.bold, args.decimals, args.label)
-        if args.output:
-            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.output).write_text(text)
-            print(f"wrote {args.output}")
-        else:
-            print(text, end="")
-        return 0
+        return write(render(table, args.format, args.bold, args.decimals, args.label), args.output)
 
     p.set_defaults(func=run)
 

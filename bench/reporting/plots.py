@@ -5,7 +5,9 @@
 - robust accuracy vs width: one line per (method, sparsity);
 - clean vs robust accuracy: one point per configuration (mean over seeds);
 - security curves: robust accuracy against eps from FMN, one line per ticket (band = 95 % Wilson interval),
-  the fixed-eps worst case at the spec's eps as a marker.
+  the fixed-eps worst case at the spec's eps as a marker;
+- accuracy against a cost (MACs, non-zero parameters, latency; :mod:`bench.reporting.costs`): one point per
+  configuration (circles: weight tickets, squares: channel tickets), each method's Pareto front as a line.
 
 Figures are built on ``matplotlib.figure.Figure`` with an explicit Agg canvas:
 no pyplot, no global backend switch and no rcParams changes.
@@ -24,10 +26,11 @@ from matplotlib.figure import Figure
 from bench.core.results import CURVE_ATTACKS, format_eps
 from bench.core.rows import latest_curves, latest_rows
 from bench.reporting.cells import check_cells
+from bench.reporting.costs import COSTS, cost_points
 from bench.reporting.stats import pooled_interval
 from bench.reporting.tables import span
 
-KINDS = ("sparsity", "width", "scatter", "security")
+KINDS = ("sparsity", "width", "scatter", "security", "cost")
 # What `bench plot` draws without --kind (security curves exist only after `bench security`).
 DEFAULT_KINDS = ("sparsity", "width", "scatter")
 FONT = 10
@@ -241,8 +244,32 @@ def plot_security(df: pd.DataFrame, out_stem: Union[str, Path], attack: str = "w
     return _save(fig, Path(out_stem))
 
 
+def plot_vs_cost(df: pd.DataFrame, out_stem: Union[str, Path], attack: str = "worst_case", cost: str = "macs",
+                 metric: str = "robust") -> List[Path]:
+    """Accuracy against ``cost`` (log scale): a point per configuration, each method's Pareto front as a line."""
+    found = cost_points(df, attack, cost, metric)
+    points = found.points
+    fig, (ax,) = _figure(1)
+    colors = _palette(points["method"])
+    markers = {"weight": "o", "channel": "s"}
+    for method, g in points.groupby("method"):
+        color = colors[str(method)]
+        for granularity, h in g.groupby("granularity"):
+            ax.scatter(h["cost"], h["mean"], s=30, marker=markers.get(str(granularity), "^"), color=color, alpha=0.8,
+                       label=f"{method} ({granularity})")
+        front = g[g["front"]].sort_values("cost")
+        ax.plot(front["cost"], front["mean"], color=color, linewidth=1.2, drawstyle="steps-post")
+    ax.set_xscale("log")
+    _style(ax, COSTS[cost][1], f"{metric} accuracy (%) under {attack}", f"{metric} accuracy against cost")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=FONT - 2, frameon=False)
+    fig.suptitle(textwrap.fill(found.caption, 90), fontsize=FONT - 3)
+    return _save(fig, Path(out_stem))
+
+
 def make_plots(df: pd.DataFrame, out_dir: Union[str, Path], kinds: Sequence[str] = DEFAULT_KINDS,
-               attacks: Optional[Sequence[str]] = None, attack: str = "worst_case", metric: str = "robust") -> List[Path]:
+               attacks: Optional[Sequence[str]] = None, attack: str = "worst_case", metric: str = "robust",
+               cost: str = "macs") -> List[Path]:
     """Draw the requested kinds into ``out_dir``; returns every file written."""
     out_dir = Path(out_dir)
     written: List[Path] = []
@@ -256,6 +283,8 @@ def make_plots(df: pd.DataFrame, out_dir: Union[str, Path], kinds: Sequence[str]
             written += plot_clean_vs_robust(df, out_dir / "clean_vs_robust", attack)
         elif kind == "security":
             written += plot_security(df, out_dir / "security", attack)
+        elif kind == "cost":
+            written += plot_vs_cost(df, out_dir / f"{metric}_vs_{cost}", attack, cost, metric)
         else:
             raise ValueError(f"unknown plot kind {kind!r}; choices: {', '.join(KINDS)}")
     return written
