@@ -281,9 +281,7 @@ def evaluate_run(ticket: Ticket, attacks: Optional[Sequence[str]] = None, n_eval
     # A randomised ticket is evaluated over inference draws, with every attack alone.
     method = get_method(spec.method)
     if method.randomized:
-        if (norm, budget) != ("Linf", spec.eps_value) or spec.norm != "Linf":
-            raise ValueError(f"{spec.method} tickets are evaluated at their spec's L-inf budget only (for now)")
-        return evaluate_switch(ticket, chosen, n, n_aa, method.inference_draws(spec))
+        return evaluate_switch(ticket, chosen, n, n_aa, method.inference_draws(spec), norm=norm, eps=budget)
     results = evaluate(ticket.model, ticket.data.test, chosen, budget, n, n_aa, ticket.device,
                        paths.eval_root(ticket.run_dir), seed=spec.seed, cascade=cascade, meta=ticket.meta, prepare=True,
                        norm=norm)

@@ -35,7 +35,8 @@ CRAFT_BN = ("eval", "train")
 # validation split (never the test set, where RST's and HYDRA's code select), or the last (OpenLTH, Cosentino).
 SELECTIONS = ("best", "last")
 # What a ticket prunes: any weight (unstructured), or whole output channels of conv and linear layers (structured,
-# Li et al. 2017's filters; the output layer keeps its classes). ``sparsity`` is the fraction of zero weights either way.
+# Li et al. 2017's filters; the output layer, whose channels are the classes, by weight). ``sparsity`` is the fraction
+# of zero weights either way.
 GRANULARITIES = ("weight", "channel")
 # Version of what the methods do with a spec's fields. Version 2 (issue 15) made the methods follow
 # their reference code (no linear biases in frozen random networks, RST's fine-tuning, ALTH's
@@ -92,7 +93,7 @@ class RunSpec:
     width: float = _f(0.5, "width multiplier on every layer's channels/units (1.0 = the standard net; the default 0.5 keeps the default run CPU-sized)", group="model")
     sparsity: float = _f(0.9, "target fraction of ZEROS among prunable weights, in [0, 1): 0.9 keeps 10%", group="model")
     granularity: str = _f("weight", "what is pruned: weight (any weight) | channel (whole output channels of every "
-                          "prunable layer but the output layer; the methods that can say so in --help)",
+                          "prunable layer; the output layer's weights one by one; bench list shows which methods can)",
                           choices=GRANULARITIES, group="model")
     seed: int = _f(0, "random seed (weights, data order, validation split, attack starts)", group="replicate")
     epochs: int = _f(8, "training epochs of the method's main stage", group="training")

@@ -266,3 +266,33 @@ def test_apgd_probe_allows_one_example_of_disagreement(monkeypatch: pytest.Monke
 
     assert fake_probe(1) == []
     assert fake_probe(2) == ["apgd-ce"]
+
+
+EPS_L2 = 0.5
+
+
+def exact_expectation_pgd_l2(switch: RandomSwitch, x: torch.Tensor, y: torch.Tensor, steps: int = 20) -> torch.Tensor:
+    """L2 PGD on the exact expected loss, written here: steps of eps/4 along the normalised gradient, each followed
+    by the projection onto the L2 ball (radial scaling) and the [0, 1] box; all steps, last iterate."""
+    xa = x.clone()
+    for _ in range(steps):
+        xa.requires_grad_(True)
+        loss = sum(F.cross_entropy(switch.candidate(k)(xa), y, reduction="sum") for k in range(K)) / K
+        grad = torch.autograd.grad(loss, xa)[0].flatten(1)
+        step = (grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)).view_as(x)
+        delta = (xa.detach() + EPS_L2 / 4 * step - x).flatten(1)
+        delta = delta * (EPS_L2 / delta.norm(dim=1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
+        xa = (x + delta.view_as(x)).clamp(0, 1)
+    return xa.detach()
+
+
+@pytest.mark.parametrize("name", ["eot-pgd", "ensemble-pgd", "autoattack-rand"])
+def test_adaptive_attacks_in_l2_reach_the_exact_expectation_attack(name: str, toy: Any) -> None:
+    """In L2 too, each adaptive attack is at most 0.02 above the exact-expectation L2 PGD's accuracy, within budget."""
+    switch, x, y, _ = toy
+    reference = exact_accuracy(switch, exact_expectation_pgd_l2(switch, x, y), y)
+    assert reference < exact_accuracy(switch, x, y) - 0.1  # the reference attack is a real one
+    switch.reseed(7)
+    x_adv = make_attack(name, EPS_L2, norm="L2")(switch, x, y)
+    assert float((x_adv - x).flatten(1).norm(dim=1).max()) <= EPS_L2 * (1 + 1e-5)
+    assert exact_accuracy(switch, x_adv, y) <= reference + 0.02

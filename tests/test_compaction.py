@@ -59,18 +59,20 @@ def same_logits(a: nn.Module, b: nn.Module, shape: tuple) -> None:
     assert torch.equal(la.argmax(1), lb.argmax(1))
 
 
-@pytest.mark.parametrize("arch,affine", [("convnet", True), ("convnet", False), ("mlp", True), ("lenet-300-100", True)])
+@pytest.mark.parametrize("arch,affine", [("convnet", True), ("convnet", False), ("mlp", True), ("lenet-300-100", True),
+                                         ("vgg16", True)])
 def test_channel_ticket_compacts_to_the_same_function(arch: str, affine: bool) -> None:
     """A channel ticket's compacted copy has its zero channels physically removed and the stored ticket's logits,
     also when a pruned channel's BatchNorm makes it a non-zero constant (affine: carried by a fixed map / bias)."""
-    model = build(arch, 0.25, affine)
+    shape = (3, 32, 32) if arch == "vgg16" else (1, 28, 28)
+    model = build(arch, 0.25, affine, size=shape[1], channels=shape[0])
     apply_masks(model, random_scores, 0.6, granularity="channel")
     model = lived_in(model)
-    copy = compacted(model, (1, 28, 28))
+    copy = compacted(model, shape)
     assert copy is not None and copy.kind.startswith("channels")
-    same_logits(model, copy.model, (1, 28, 28))
+    same_logits(model, copy.model, shape)
     # The layers are narrower: the compacted copy computes fewer multiply-accumulates than the ticket's non-zeros.
-    ticket, small = model_cost(model, (1, 28, 28)), model_cost(copy.model, (1, 28, 28))
+    ticket, small = model_cost(model, shape), model_cost(copy.model, shape)
     assert small["macs_ticket"] < ticket["macs_ticket"]
     if arch == "convnet" and affine:
         # Constants through padded convolutions need their map (it differs at the borders).

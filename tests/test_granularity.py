@@ -44,33 +44,31 @@ def test_channel_mask_removes_the_lowest_channels() -> None:
 
 @pytest.mark.parametrize("sparsity", [0.5, 0.8, 0.9])
 def test_channel_masks_keep_sparsity_and_classes(sparsity: float) -> None:
-    """Every layer but the output layer loses whole channels; the output layer keeps its classes; the fraction of
-    zero weights over the network is the target up to one channel per layer."""
+    """Every layer but the output layer loses whole channels at the target; the output layer (its channels are the
+    classes) loses single weights at the target and keeps every class; so the network's fraction of zero weights is
+    the target up to one channel per layer."""
     model = convnet()
     apply_masks(model, lambda _n, layer: torch.rand(layer.weight.shape), sparsity, granularity="channel")
     layers = prunable_layers(model)
     slack = 0.0
-    for name, layer in layers:
+    for name, layer in layers[:-1]:
         rows = layer.mask.flatten(1)
         # A channel's mask is all ones or all zeros.
         assert bool((rows.eq(0).all(1) | rows.eq(1).all(1)).all()), name
+        assert abs(float(rows.eq(0).all(1).float().mean()) - sparsity) <= 1 / rows.shape[0], name
         slack += layer.weight[0].numel()
     _out_name, output = layers[-1]
     assert not bool(zero_rows(output.mask).any())
-    assert int(zero_rows(layers[0][1].mask).sum()) > 0
+    assert float((output.mask == 0).float().mean()) == pytest.approx(sparsity, abs=1 / output.mask.numel())
     total = sum(layer.weight.numel() for _n, layer in layers)
     assert abs(measured_sparsity(model) - sparsity) <= slack / total
     assert 0 < removed_channels(model) < 1
 
 
-def test_channel_targets_spread_the_output_layers_share() -> None:
-    """The inner layers prune sparsity * all / (all - output layer) so the network meets the target."""
+def test_channel_targets_are_the_sparsity() -> None:
+    """Every layer prunes the target fraction (no layer is spared and none made to compensate)."""
     layers = prunable_layers(convnet())
-    targets = channel_targets(layers, 0.5)
-    total = sum(layer.weight.numel() for _n, layer in layers)
-    out = layers[-1][1].weight.numel()
-    assert targets[layers[-1][0]] == 0.0
-    assert all(abs(targets[n] - 0.5 * total / (total - out)) < 1e-12 for n, _l in layers[:-1])
+    assert channel_targets(layers, 0.7) == {name: 0.7 for name, _l in layers}
 
 
 def test_channel_scope_global_is_refused() -> None:

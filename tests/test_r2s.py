@@ -16,7 +16,7 @@ from bench.attacks import PGD, ce_loss, make_attack
 from bench.data import DataBundle, to_float
 from bench.evaluation.evaluate import evaluate
 from bench.evaluation.randomized import transfer_matrix
-from bench.harness import find_or_load_ticket, load_ticket, run_spec
+from bench.harness import evaluate_run, find_or_load_ticket, load_ticket, run_spec
 from bench.nn.masking import apply_masks, prunable_layers
 from bench.reporting.export import model_info
 from bench.spec import RunSpec
@@ -222,3 +222,21 @@ def test_candidates_must_share_weights(tiny_model: nn.Module) -> None:
         prunable_layers(b)[0][1].weight.add_(1.0)
     with pytest.raises(ValueError, match="share one frozen random network"):
         check_shared([a, b], (0.9, 0.7))
+
+
+def test_switch_evaluated_in_l2(out: Path) -> None:
+    """A switch is evaluated in another threat model: rows keyed by L2 at the given budget (worst case included),
+    the perturbations within it, and the L-inf transfer matrix left as it was."""
+    spec = RunSpec(**TINY, method="r2s", sparsity=0.7, eval_attacks=("ensemble-pgd",),
+                   hparams={"candidates": (0.9, 0.7), "draws": 2})
+    run_spec(spec, out, show=False)
+    ticket = find_or_load_ticket(spec, out)
+    transfer = ticket.run_dir / "transfer.csv"
+    stamp = transfer.stat().st_mtime_ns
+    results = evaluate_run(ticket, ["ensemble-pgd", "eot-pgd:eot_samples=2"], norm="L2", eps=0.5)
+    assert [r.attack for r in results] == ["ensemble-pgd", "eot-pgd:eot_samples=2", "worst_case"]
+    assert all(r.settings["norm"] == "L2" and r.settings["eps"] == 0.5 for r in results)
+    linf = run_spec(spec, out, show=False).set_index("attack")
+    assert (linf["robust_acc"] >= 0).all() and transfer.stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="L1"):
+        evaluate_run(ticket, ["ensemble-pgd"], norm="L1", eps=10.0)

@@ -37,8 +37,12 @@ def origin(entry: Entry[Any]) -> str:
 
 def registry_listing() -> str:
     """Every registry entry with its one-line description; datasets with sizes and eps, architectures with sizes."""
+    # Methods, with the granularities beyond weights that they prune at (--granularity).
     lines = ["methods:"]
-    lines += [f"  {name:<16} {entry.description}{origin(entry)}" for name, entry in METHODS.items()]
+    for name, entry in METHODS.items():
+        extra = [g for g in entry.obj.granularities if g != "weight"]
+        grains = f" [--granularity {', '.join(['weight'] + extra)}]" if extra else ""
+        lines.append(f"  {name:<16} {entry.description}{grains}{origin(entry)}")
     # Datasets: full train/test images, shape and the default L-inf budget.
     lines.append("datasets:                    train / test   shape     eps")
     for name, entry in DATASETS.items():

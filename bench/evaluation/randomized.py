@@ -205,14 +205,17 @@ def write_transfer(switch: nn.Module, test: Split, n: int, eps: float, seed: int
 
 @ieee_float32()
 def evaluate_switch(ticket: Ticket, attack_names: Sequence[str], n_eval: int, n_eval_aa: int, draws: int,
-                    batch_size: int = 500) -> List[AttackResult]:
-    """Every requested attack on a random switch, accuracies over ``draws`` draws, then ``worst_case``."""
+                    batch_size: int = 500, norm: str = "Linf", eps: Optional[float] = None) -> List[AttackResult]:
+    """Every requested attack on a random switch in the threat model ``norm`` at ``eps`` (default: the spec's
+    budget), accuracies over ``draws`` draws, then ``worst_case``; the candidates' transfer matrix is the spec's
+    threat model's only."""
     model, test, device, seed = ticket.model, ticket.data.test, ticket.device, ticket.spec.seed
     if not isinstance(model, SwitchModel):
         raise ValueError(f"{ticket.spec.method} tickets must be random switches (n_candidates, candidate(k), ensemble())")
-    eps = ticket.spec.eps_value
+    own = (norm, eps) in ((ticket.spec.norm, None), (ticket.spec.norm, ticket.spec.eps_value))
+    eps = ticket.spec.eps_value if eps is None else eps
     model.eval()
-    attacks = [(name, attack_for_run(name, eps, seed)) for name in dict.fromkeys(attack_names)]
+    attacks = [(name, attack_for_run(name, eps, seed, norm)) for name in dict.fromkeys(attack_names)]
     sizes = {name: len(test.head(n_eval_aa if a.cascade_only else n_eval)) for name, a in attacks}
     n_all = max(sizes.values(), default=len(test.head(n_eval)))
     before = model_fingerprint(model)
@@ -263,12 +266,13 @@ def evaluate_switch(ticket: Ticket, attack_names: Sequence[str], n_eval: int, n_
         c_mean, c_std = mean_std(clean[:, :n])
         r_mean, r_std = mean_std(per_draw)
         eot = max(int(a.settings().get("eot_samples") or 1) for _, a in attacks)
-        results.append(AttackResult("worst_case", {"norm": "Linf", "eps": eps, "steps": "", "step_size": "", "restarts": "",
+        results.append(AttackResult("worst_case", {"norm": norm, "eps": eps, "steps": "", "step_size": "", "restarts": "",
                                                    "eot_samples": eot, "version": "+".join(robust)},
                                     n, c_mean, r_mean, sum(seconds.values()), per_draw.all(0), "all",
                                     tuple(sorted(set(flags).union(*per_row.values()))),
                                     {**common, "clean_std": round(c_std, 6), "robust_std": round(r_std, 6),
                                      "adaptive": adaptive_any}))
-    # The candidates' transfer matrix on the PGD examples.
-    write_transfer(model, test, len(test.head(n_eval)), eps, seed, device, ticket.run_dir, folder.name)
+    # The candidates' transfer matrix on the PGD examples (in the spec's L-inf threat model).
+    if own and norm == "Linf":
+        write_transfer(model, test, len(test.head(n_eval)), eps, seed, device, ticket.run_dir, folder.name)
     return results

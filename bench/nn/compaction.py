@@ -4,8 +4,9 @@ A ticket as stored computes ``weight * mask`` at full size. Its compacted copy
 is made of plain layers and computes the same function in eval mode:
 
 * **channels** (a network whose body is a sequence of conv, linear,
-  BatchNorm, ReLU and Flatten layers, as ``convnet``, ``mlp`` and
-  ``lenet-300-100``): every output channel whose effective weights are all
+  BatchNorm, ReLU, max-pool, adaptive average-pool and Flatten layers, as
+  ``convnet``, ``mlp``, ``lenet-300-100`` and ``vgg16``, whose ``as_sequence``
+  lists its layers): every output channel whose effective weights are all
   zero is physically removed, with the matching input channels of the next
   layer. A removed channel is not always zero downstream: its BatchNorm
   turns it into a constant, so its contribution to the next layer is
@@ -46,6 +47,9 @@ from bench.nn.models import Classifier
 CSR_DENSITY = 0.05
 # Modules a channel compaction passes through unchanged (in eval mode).
 PASS_THROUGH = (nn.Identity, nn.Dropout)
+# Per-channel pools: a constant channel stays the same constant (a max pool pads with -inf, an adaptive average
+# pool does not pad), so they run on the kept channels as they are.
+CHANNEL_POOLS = (nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 
 class AddMap(nn.Module):
@@ -217,6 +221,9 @@ class _Unsupported(Exception):
 def _channel_compacted(model: Classifier, input_shape: Sequence[int]) -> nn.Module:
     """The channel compaction of a classifier with a sequential body (``_Unsupported`` otherwise)."""
     body = model.body
+    as_sequence = getattr(body, "as_sequence", None)
+    if callable(as_sequence):
+        body = as_sequence()
     if not isinstance(body, nn.Sequential):
         raise _Unsupported("the body is not a sequence of layers")
     device = next(model.parameters()).device
@@ -239,6 +246,8 @@ def _channel_compacted(model: Classifier, input_shape: Sequence[int]) -> nn.Modu
             per_channel = int(torch.tensor(shape[1:]).prod()) if len(shape) > 1 else 1
             new = [nn.Flatten()]
             act = _Activation(act.keep.repeat_interleave(per_channel), act.value.repeat_interleave(per_channel))
+        elif isinstance(module, CHANNEL_POOLS):
+            new = [copy.deepcopy(module)]
         elif isinstance(module, PASS_THROUGH):
             new = []
         else:

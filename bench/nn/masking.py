@@ -12,10 +12,10 @@ straight-through gradient on the scores.
 At ``granularity='channel'`` a mask keeps or removes whole output channels
 (a conv filter, a row of a linear layer): a channel's score is the mean of
 its weights' scores (the L1 norm of the filter for magnitude scores, Li et
-al. 2017), and the output layer keeps every class. ``sparsity`` keeps its
-meaning, the fraction of zero prunable weights: the other layers prune
-channels at ``sparsity * all / (all - output layer's weights)`` so that the
-whole network meets it.
+al. 2017). The output layer, whose channels are the classes, is pruned
+weight by weight. Every layer prunes ``sparsity`` of its weights, so
+``sparsity`` keeps its meaning, the fraction of zero prunable weights (up to
+one channel per layer).
 """
 from __future__ import annotations
 
@@ -160,15 +160,9 @@ def channel_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
 
 
 def channel_targets(layers: List[Tuple[str, MaskedMixin]], sparsity: float) -> Dict[str, float]:
-    """Per-layer channel sparsities that make ``sparsity`` of all prunable weights zero while the output layer
-    (the last prunable one: its channels are the classes) keeps every channel."""
-    if not layers:
-        return {}
-    total = sum(layer.weight.numel() for _n, layer in layers)
-    output_name, output = layers[-1]
-    rest = total - output.weight.numel()
-    inner = min(1.0, sparsity * total / rest) if rest > 0 else 0.0
-    return {name: (0.0 if name == output_name else inner) for name, _layer in layers}
+    """Per-layer sparsities of a channel ticket: ``sparsity`` in every layer (whole channels, and single weights in
+    the output layer, whose channels are the classes)."""
+    return {name: sparsity for name, _layer in layers}
 
 
 def check_granularity(granularity: str, scope: str = "layer") -> None:
@@ -189,15 +183,17 @@ def apply_masks(model: nn.Module, score_fn: ScoreFn, sparsity: Union[float, Mapp
     mapping from layer name to sparsity each layer's own; ``'global'`` ranks
     all prunable weights together (one number). Weights whose score is
     ``-inf`` (e.g. already pruned) are always among the zeros. With
-    ``granularity='channel'`` whole output channels go (:func:`channel_mask`;
-    a number is spread over the layers by :func:`channel_targets`).
+    ``granularity='channel'`` whole output channels go (:func:`channel_mask`),
+    except in the output layer (the last prunable one), pruned by weight.
     """
     check_granularity(granularity, scope)
     layers = prunable_layers(model)
     if granularity == "channel":
         targets = sparsity if isinstance(sparsity, Mapping) else channel_targets(layers, sparsity)
+        output = layers[-1][0] if layers else None
         for name, layer in layers:
-            layer.mask.copy_(channel_mask(score_fn(name, layer), targets[name]))
+            prune = topk_mask if name == output else channel_mask
+            layer.mask.copy_(prune(score_fn(name, layer), targets[name]))
         return
     if isinstance(sparsity, Mapping):
         if scope != "layer":

@@ -279,6 +279,10 @@ class VGG(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
+    def as_sequence(self) -> nn.Sequential:
+        """The same computation as one sequence of its layers (shared, not copied), for channel compaction."""
+        return nn.Sequential(*self.features, self.pool, nn.Flatten(), *self.classifier)
+
 
 @MODELS.register("vgg16", "VGG-16 with BatchNorm for 32x32 inputs (HYDRA's and APB's second architecture)")
 def vgg16(cfg: ModelConfig, f: LayerFactory) -> nn.Module:
