@@ -1,8 +1,10 @@
 """bench leaderboard: ranking, entry JSONs, submission validation, and the HTML page in headless Chromium."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
@@ -14,6 +16,8 @@ from selenium.webdriver.common.by import By
 
 from bench.cli import main
 from bench.core.io import file_sha256
+from bench.harness import evaluate_run, load_finished_ticket
+from bench.methods.ticket import read_spec
 from bench.reporting.entries import load_submissions, validate_entry
 from bench.reporting.leaderboard import MANIFEST, build_leaderboard, rank_entries
 
@@ -307,6 +311,26 @@ def test_verify_rejects_an_inflated_claim_saying_by_how_much(finished_run: Dict[
                                          r"\(pgd20 on 60 examples\): 5.00 points above"):
         build_leaderboard(None, tmp_path / "lb", subs, verify=True)
     assert not (tmp_path / "lb").exists()
+
+
+def test_verify_evaluates_an_l2_claim_in_l2(finished_run: Dict[str, Any], tmp_path: Path) -> None:
+    """An L2 entry of an L-inf-trained ticket is re-evaluated in L2 at the entry's budget: the honest claim stands,
+    one 5 points above is rejected (it was refused as a budget mismatch before, whatever it claimed)."""
+    spec = read_spec(finished_run["run"]).resolve()
+    ticket = load_finished_ticket(spec, finished_run["run"])
+    with tempfile.TemporaryDirectory() as scratch:
+        results = evaluate_run(dataclasses.replace(ticket, run_dir=Path(scratch)), n_eval=60, norm="L2", eps=0.5)
+    clean, robust = 100 * results[0].clean_acc, 100 * min(r.robust_acc for r in results)
+    assert clean - robust > 5, "the tiny ticket must leave room for a false claim"
+    claims = {"threat_model": "L2", "eps": "0.5", "clean_acc": f"{clean:.2f}"}
+    subs = _submit(tmp_path / "subs", finished_run["run"], reported=f"{robust:.2f}", **claims)
+    build_leaderboard(None, tmp_path / "lb", subs, verify=True)
+    board = pd.read_csv(tmp_path / "lb" / "leaderboard.csv")
+    assert list(board["threat_model"]) == ["L2"] and list(board["source"]) == ["submitted, verified here"]
+    assert board["robust_acc"].iloc[0] == pytest.approx(robust, abs=0.01)
+    inflated = _submit(tmp_path / "inflated", finished_run["run"], reported=f"{robust + 5:.2f}", **claims)
+    with pytest.raises(ValueError, match="claim rejected: worst-case robust accuracy"):
+        build_leaderboard(None, tmp_path / "lb2", inflated, verify=True)
 
 
 @pytest.mark.parametrize("ticket, message", [(None, "needs a 'ticket' field"), ("../elsewhere", "points outside")])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from typing import Any, List, Mapping, Type
+from typing import Any, List, Mapping, Tuple, Type
 
 from bench.attacks.base import Attack
 from bench.core.config import coerce
@@ -76,6 +76,11 @@ def make_attack(name: str, eps: float, **overrides: Any) -> Attack:
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
     return ATTACKS.get(name)(eps, **overrides)
+
+
+def attack_norms(name: str) -> Tuple[str, ...]:
+    """The threat models attack ``name`` (``base:key=value`` allowed) can run in."""
+    return tuple(ATTACKS.get(name).cls.norms)
 
 
 def attack_for_run(name: str, eps: float, run_seed: int, norm: str = "Linf") -> Attack:

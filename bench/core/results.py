@@ -39,7 +39,7 @@ TABLE_COLUMNS = ("run_id", "method", "dataset", "arch", "width", "target_sparsit
 EXTERNAL_METHOD = "external"
 # Attacks whose rows are the points of a security curve (one row per eps, bench.evaluation.security), not fixed-eps
 # evaluations: tables, plots of accuracy, exports and the leaderboard leave them out of their figures.
-CURVE_ATTACKS = ("fmn",)
+CURVE_ATTACKS = ("fmn", "fab")
 # Per-row statistics that become CSV columns when an evaluation provides them (randomised tickets; the median
 # minimal perturbation of a security curve's rows).
 ROW_STATS = ("draws", "clean_std", "robust_std", "randomized", "adaptive", "non_adaptive", "median_distance")

@@ -104,15 +104,18 @@ def latest_rows(df: pd.DataFrame, attack: str) -> pd.DataFrame:
 
 
 def latest_curves(df: pd.DataFrame) -> pd.DataFrame:
-    """The security-curve rows (``CURVE_ATTACKS``) of one curve per run: its largest evaluation, then the newest
-    (a curve is the rows of one ``version``, which names the step count, and one ``n_eval``); one row per eps."""
+    """The security-curve rows (``CURVE_ATTACKS``) of one curve per run and threat model: its largest evaluation,
+    then the newest (a curve is the rows of one ``version``, which names the step count, and one ``n_eval``); one
+    row per eps. A row without a norm (made before norms) is L-inf."""
     curves = counted(df[df["attack"].astype(str).isin(CURVE_ATTACKS)])
     if curves.empty:
         return curves
-    curves = curves.assign(_n=pd.to_numeric(curves["n_eval"]), _order=range(len(curves)),
+    norms = curves["norm"].astype(str).where(~curves["norm"].astype(str).isin(["", "nan"]), "Linf") \
+        if "norm" in curves else "Linf"
+    curves = curves.assign(_n=pd.to_numeric(curves["n_eval"]), _order=range(len(curves)), _norm=norms,
                            _version=curves["version"].fillna("").astype(str) if "version" in curves else "")
     order = ["_n", "created_at", "_order"] if "created_at" in curves else ["_n", "_order"]
-    chosen = curves.sort_values(order, kind="mergesort").drop_duplicates("run_id", keep="last")[["run_id", "_n", "_version"]]
-    kept = curves.merge(chosen, on=["run_id", "_n", "_version"])
-    kept = kept.sort_values("_order", kind="mergesort").drop_duplicates(["run_id", "eps"], keep="last")
-    return kept.drop(columns=["_n", "_order", "_version"]).reset_index(drop=True)
+    chosen = curves.sort_values(order, kind="mergesort").drop_duplicates(["run_id", "_norm"], keep="last")
+    kept = curves.merge(chosen[["run_id", "_norm", "_n", "_version"]], on=["run_id", "_norm", "_n", "_version"])
+    kept = kept.sort_values("_order", kind="mergesort").drop_duplicates(["run_id", "_norm", "eps"], keep="last")
+    return kept.drop(columns=["_n", "_order", "_version", "_norm"]).reset_index(drop=True)

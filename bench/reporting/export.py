@@ -224,12 +224,12 @@ def several_budgets(df: pd.DataFrame, run_id: str, norm: str) -> bool:
 
 def threat_groups(df: pd.DataFrame) -> Iterator[Tuple[str, str, float, pd.DataFrame]]:
     """(run id, norm, eps, rows) per threat model a run was evaluated in: one leaderboard entry each. A run's
-    security-curve rows (L-inf) go with each of its L-inf groups."""
+    security-curve rows go with each of its groups in the curve's threat model."""
     norms = _norms(df)
     curve = df["attack"].astype(str).isin(CURVE_ATTACKS)
     fixed = df[~curve].assign(_norm=norms[~curve], _eps=df.loc[~curve, "eps"].astype(float).round(8))
     for (run_id, norm, eps), rows in fixed.groupby(["run_id", "_norm", "_eps"], sort=True):
-        extra = df[curve & (df["run_id"] == run_id)] if norm == "Linf" else df.iloc[0:0]
+        extra = df[curve & (df["run_id"] == run_id) & (norms == norm)]
         yield str(run_id), str(norm), float(eps), pd.concat([rows.drop(columns=["_norm", "_eps"]), extra])
 
 

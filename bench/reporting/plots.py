@@ -200,22 +200,33 @@ def plot_clean_vs_robust(df: pd.DataFrame, out_stem: Union[str, Path], attack: s
     return _save(fig, Path(out_stem))
 
 
+def _norm_column(rows: pd.DataFrame) -> pd.Series:
+    """Each row's threat model (a blank cell, from before norms, is L-inf)."""
+    norms = rows["norm"].astype(str) if "norm" in rows else pd.Series("Linf", index=rows.index)
+    return norms.where(~norms.isin(["", "nan"]), "Linf")
+
+
 def plot_security(df: pd.DataFrame, out_stem: Union[str, Path], attack: str = "worst_case") -> List[Path]:
-    """Robust accuracy against eps from FMN (``bench security``), one panel per dataset and one line per ticket
-    (band: the 95 % Wilson interval at each eps); ``attack`` at the spec's eps is a square with its interval, so a
-    curve that disagrees with the fixed-eps evaluation shows."""
-    # One curve per ticket: its largest evaluation, then the newest (one step count).
+    """Robust accuracy against eps from the minimum-norm attacks (``bench security``), one panel per dataset and
+    threat model and one line per ticket (band: the 95 % Wilson interval at each eps); ``attack`` at the spec's eps
+    in that threat model is a square with its interval, so a curve that disagrees with the fixed-eps evaluation
+    shows."""
+    # One curve per ticket and threat model: its largest evaluation, then the newest (one step count).
     curves = latest_curves(df)
     if curves.empty:
-        raise ValueError("no security-curve rows (attack fmn) to plot; run `bench security RUN_DIR` first")
-    fixed = latest_rows(df, attack).set_index("run_id") if (df["attack"] == attack).any() else pd.DataFrame()
-    datasets = sorted(curves["dataset"].astype(str).unique())
-    fig, axes = _figure(len(datasets))
+        raise ValueError("no security-curve rows (attack fmn or fab) to plot; run `bench security RUN_DIR` first")
+    curves = curves.assign(_norm=_norm_column(curves))
+    fixed_all = latest_rows(df, attack) if (df["attack"] == attack).any() else pd.DataFrame()
+    if not fixed_all.empty:
+        fixed_all = fixed_all.assign(_norm=_norm_column(fixed_all))
+    panels = sorted({(str(d), str(n)) for d, n in zip(curves["dataset"], curves["_norm"])})
+    fig, axes = _figure(len(panels))
     configs = curves.assign(_config=[f"{m}, sparsity {s * 100:g}%" for m, s in zip(curves["method"], curves["target_sparsity"])])
     colors = _palette(configs["_config"])
     styles = ("-", "--", ":", "-.")
-    for ax, dataset in zip(axes, datasets):
-        rows = configs[configs["dataset"].astype(str) == dataset]
+    for ax, (dataset, norm) in zip(axes, panels):
+        rows = configs[(configs["dataset"].astype(str) == dataset) & (configs["_norm"] == norm)]
+        fixed = fixed_all[fixed_all["_norm"] == norm].set_index("run_id") if not fixed_all.empty else fixed_all
         for run_id, g in rows.sort_values(["_config", "seed"]).groupby("run_id", sort=False):
             g = g.sort_values("eps")
             color = colors[g["_config"].iloc[0]]
@@ -226,19 +237,22 @@ def plot_security(df: pd.DataFrame, out_stem: Union[str, Path], attack: str = "w
                     label=f"{g['_config'].iloc[0]}, seed {g['seed'].iloc[0]} (median {float(g['median_distance'].iloc[0]):.3g})"
                     if "median_distance" in g else f"{g['_config'].iloc[0]}, seed {g['seed'].iloc[0]}")
             ax.fill_between(g["eps"], bounds["lo"].to_numpy(), bounds["hi"].to_numpy(), color=color, alpha=0.12, linewidth=0)
-            # The fixed-eps evaluation of the same ticket, at the spec's eps, with its own interval.
+            # The fixed-eps evaluation of the same ticket in the same threat model, with its own interval.
             if run_id in fixed.index:
-                r = fixed.loc[run_id]
-                point = pooled_interval(fixed.loc[[run_id]].reset_index(), ["run_id"], "robust_acc").iloc[0]
+                r = fixed.loc[[run_id]].iloc[-1]
+                point = pooled_interval(fixed.loc[[run_id]].tail(1).reset_index(), ["run_id"], "robust_acc").iloc[0]
                 value = float(r["robust_acc"]) * 100
                 ax.errorbar([float(r["eps"])], [value], yerr=[[max(0.0, value - point["lo"])], [max(0.0, point["hi"] - value)]],
                             fmt="s", markersize=4, color=color, capsize=2)
         n_text = span(rows["n_eval"])
-        _style(ax, "eps (L-inf, pixel units)", "robust accuracy (%)", f"{dataset}: FMN security curves (n_eval {n_text})")
+        names = "/".join(sorted(rows["attack"].astype(str).str.upper().unique()))
+        norm_text = {"Linf": "L-inf"}.get(norm, norm)
+        _style(ax, f"eps ({norm_text}, pixel units)", "robust accuracy (%)",
+               f"{dataset}: {names} security curves (n_eval {n_text})")
         ax.set_ylim(bottom=0)
         ax.legend(fontsize=FONT - 3, frameon=False)
     steps = span(curves["steps"]) if "steps" in curves else "?"
-    fig.suptitle(textwrap.fill(f"robust accuracy = share of examples whose FMN minimal L-inf perturbation ({steps} steps) "
+    fig.suptitle(textwrap.fill(f"robust accuracy = share of examples whose minimal perturbation ({steps} steps) "
                                f"exceeds eps; band: 95 % Wilson interval; squares: {attack} at the spec's eps", 110),
                  fontsize=FONT - 1)
     return _save(fig, Path(out_stem))
