@@ -51,7 +51,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
-    print("| arch | width | granularity | sparsity | compaction | MACs dense / compacted | dense b1 ms | compacted b1 ms "
+    print("| arch | width | granularity | sparsity | compaction | MACs dense / performed | dense b1 ms | compacted b1 ms "
           "| speedup b1 | dense b128 ms | compacted b128 ms | speedup b128 |")
     print("|" + "---|" * 12)
     for arch in args.archs.split(","):

@@ -33,9 +33,8 @@ def effective_weight(layer: nn.Module) -> torch.Tensor:
 
 
 @torch.no_grad()
-def model_cost(model: nn.Module, input_shape: Sequence[int]) -> Dict[str, int]:
-    """Parameters and MACs of ``model`` for one input of ``input_shape`` (C, H, W): ``params``, ``params_nonzero``
-    (every parameter tensor, with masked weights counted as computed), ``macs_dense`` and ``macs_ticket``."""
+def layer_positions(model: nn.Module, input_shape: Sequence[int]) -> List[Tuple[nn.Module, int]]:
+    """Each counted layer's calls on one input of ``input_shape`` with its output positions per example."""
     calls: List[Tuple[nn.Module, int]] = []
 
     # Each counted layer records its output positions per example (output elements / output channels).
@@ -55,6 +54,21 @@ def model_cost(model: nn.Module, input_shape: Sequence[int]) -> Dict[str, int]:
         for handle in handles:
             handle.remove()
         model.train(was_training)
+    return calls
+
+
+def performed_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """The MACs ``model`` actually performs on one input: every weight of a dense layer (zeros included), the stored
+    values of a CSR layer."""
+    return sum(positions * (int(layer.weight.values().numel()) if isinstance(layer, SparseLinear)
+                            else effective_weight(layer).numel()) for layer, positions in layer_positions(model, input_shape))
+
+
+@torch.no_grad()
+def model_cost(model: nn.Module, input_shape: Sequence[int]) -> Dict[str, int]:
+    """Parameters and MACs of ``model`` for one input of ``input_shape`` (C, H, W): ``params``, ``params_nonzero``
+    (every parameter tensor, with masked weights counted as computed), ``macs_dense`` and ``macs_ticket``."""
+    calls = layer_positions(model, input_shape)
     macs_dense = sum(positions * effective_weight(layer).numel() for layer, positions in calls)
     macs_ticket = sum(positions * int((effective_weight(layer) != 0).sum()) for layer, positions in calls)
     # Parameters: masked weights as computed; scores (a search's importance values) are not parameters of the ticket;

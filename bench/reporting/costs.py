@@ -21,7 +21,7 @@ from bench.reporting.tables import caption_for
 # Cost axes: name -> (row column, label). MACs count the conv and linear layers (bench.nn.cost).
 COSTS: Dict[str, Tuple[str, str]] = {
     "macs": ("macs_ticket", "MACs of the ticket's non-zero weights"),
-    "macs_compacted": ("macs_compacted", "MACs of the compacted copy"),
+    "macs_compacted": ("macs_compacted", "MACs the compacted copy performs"),
     "params": ("params_nonzero", "non-zero parameters"),
     "latency_b1": ("latency_b1_ms", "CPU latency of the compacted copy at batch 1 (ms)"),
     "latency_b128": ("latency_b128_ms", "CPU latency of the compacted copy at batch 128 (ms)"),
