@@ -11,7 +11,8 @@ import torch
 import torch.nn as nn
 from conftest import TINY  # noqa: E402 - the shared budget (tests/ is on sys.path)
 
-from bench.harness import run_spec
+from bench.core.results import UNREPEATABLE_COLUMNS
+from bench.harness import LATENCY_COLUMNS, run_spec
 from bench.nn.compaction import AddMap, SparseLinear, compacted, dense_twin
 from bench.nn.cost import model_cost
 from bench.nn.latency import ticket_latency
@@ -134,6 +135,12 @@ def test_ticket_latency_figures() -> None:
             assert figures[f"{kind}_b{batch}_ms"] > 0
         assert figures[f"speedup_b{batch}"] == pytest.approx(figures[f"dense_b{batch}_ms"] / figures[f"compacted_b{batch}_ms"])
     assert figures["compacted_params"] < model_cost(model, (1, 28, 28))["params"]
+
+
+def test_measured_latency_columns_are_unrepeatable() -> None:
+    """Every timing a row carries from latency.json is among the columns row comparisons leave out."""
+    timings = {row for key, row in LATENCY_COLUMNS.items() if key.endswith("_ms") or key.startswith("speedup")}
+    assert timings and timings <= set(UNREPEATABLE_COLUMNS)
 
 
 def test_latency_measured_once_per_run(tmp_path: Path, single_thread: None) -> None:

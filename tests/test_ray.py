@@ -18,6 +18,7 @@ import yaml
 from conftest import TINY as BASE_TINY
 
 from bench.cli import main
+from bench.core.results import UNREPEATABLE_COLUMNS
 from bench.data import DataBundle
 from bench.methods import RunContext
 from bench.spec import RunSpec
@@ -33,7 +34,7 @@ TINY: Dict[str, Any] = {**BASE_TINY, "dataset": "fashion-mnist", "data_source": 
                         "eval_attacks": list(BASE_TINY["eval_attacks"])}
 
 # Columns that legitimately differ between two executions of the same run.
-VOLATILE = {"seconds", "train_seconds", "created_at", "git_commit"}
+VOLATILE = set(UNREPEATABLE_COLUMNS)
 
 
 @pytest.fixture(scope="module", autouse=True)

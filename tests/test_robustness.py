@@ -17,11 +17,11 @@ import torch
 from conftest import Exploit
 
 from bench.cli import main
-from bench.core.results import append_rows
+from bench.core.results import UNREPEATABLE_COLUMNS, append_rows
 from bench.harness import load_ticket, run_spec
 from bench.spec import RunSpec
 
-VOLATILE = ["seconds", "created_at", "train_seconds", "git_commit"]
+VOLATILE = list(UNREPEATABLE_COLUMNS)
 
 
 def cli(args: List[str]) -> int:

@@ -40,6 +40,10 @@ EXTERNAL_METHOD = "external"
 # Attacks whose rows are the points of a security curve (one row per eps, bench.evaluation.security), not fixed-eps
 # evaluations: tables, plots of accuracy, exports and the leaderboard leave them out of their figures.
 CURVE_ATTACKS = ("fmn", "fab")
+# Row columns a rerun does not reproduce even on the same machine: times, measured latencies and provenance
+# (rows are compared without them: a resumed or distributed run must equal an uninterrupted local one otherwise).
+UNREPEATABLE_COLUMNS = ("seconds", "created_at", "train_seconds", "git_commit", "latency_b1_ms", "latency_b128_ms",
+                        "speedup_b1", "speedup_b128")
 # Per-row statistics that become CSV columns when an evaluation provides them (randomised tickets; the median
 # minimal perturbation of a security curve's rows).
 ROW_STATS = ("draws", "clean_std", "robust_std", "randomized", "adaptive", "non_adaptive", "median_distance")
