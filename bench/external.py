@@ -36,7 +36,9 @@ from bench.core.io import atomic_json, digest
 from bench.core.results import EXTERNAL_METHOD, AttackResult, append_rows, result_rows
 from bench.data import DATA_SOURCES, DATASETS, Split, dataset_info, load_data
 from bench.evaluation.evaluate import autoattack_examples, evaluate, with_worst_case
+from bench.nn.cost import COUNTED, model_cost
 from bench.nn.external import absolute_model, check_model, first_line, load_external_model, measure_sparsity, model_arch, weights_digest
+from bench.nn.latency import model_latency
 
 # How far a claimed sparsity may sit from the measured one before the rows are flagged.
 SPARSITY_TOLERANCE = 0.005
@@ -64,6 +66,8 @@ class ExternalSpec:
     n_eval: int = _f(1000, "test examples for clean accuracy, PGD and CW (0 = whole test set)", runtime=True)
     n_eval_aa: Optional[int] = _f(None, "test examples for AutoAttack; default 100 on CPU, n_eval on CUDA", runtime=True)
     device: str = _f("auto", "auto | cpu | cuda | cuda:N", runtime=True)
+    latency: bool = _f(True, "measure the model's CPU latency at batch 1 and 128 once (latency.json); false skips it",
+                       runtime=True)
 
     def __post_init__(self) -> None:
         # User input gets clear errors naming the flag (never asserts).
@@ -125,8 +129,20 @@ def external_rows(spec: ExternalSpec, meta: Dict[str, Any], results: List[Attack
     head = {"run_id": spec.run_id, "method": EXTERNAL_METHOD, "dataset": spec.dataset, "arch": spec.arch, "width": "",
             "target_sparsity": "" if spec.claimed_sparsity is None else spec.claimed_sparsity,
             "measured_sparsity": round(meta["measured_sparsity"], 6), "seed": spec.seed}
-    tail = {"train_seconds": "", "train_passes": "", "model": spec.name, "n_params": meta["n_params"]}
+    cost, latency = meta.get("cost") or {}, meta.get("latency") or {}
+    tail = {"train_seconds": "", "train_passes": "", "model": spec.name, "n_params": meta["n_params"],
+            **{k: cost[k] for k in ("params_nonzero", "macs_dense", "macs_ticket") if k in cost},
+            # The model runs as given: its own latency is the one a row states (nothing to compact).
+            **{f"latency_b{b}_ms": round(latency[f"stored_b{b}_ms"], 6) for b in (1, 128) if f"stored_b{b}_ms" in latency}}
     return result_rows(head, results, tail, device)
+
+
+def external_cost(model: nn.Module, input_shape: Sequence[int]) -> Dict[str, int]:
+    """Parameters and MACs of a model given as a Python module (:func:`bench.nn.cost.model_cost`); none for a
+    TorchScript or torch.export program, which holds no conv or linear module for forward hooks to see."""
+    if not any(isinstance(m, COUNTED) for m in model.modules()):
+        return {}
+    return model_cost(model, input_shape)
 
 
 def sparsity_flags(spec: ExternalSpec, measured: float) -> Tuple[str, ...]:
@@ -199,15 +215,24 @@ def run_external(spec: ExternalSpec, out: Union[str, Path], weights: Optional[Un
     sparsity, per_layer, n_weights = measure_sparsity(model)
     spec = dataclasses.replace(spec, weights=weights_digest(model), arch=model_arch(model))
     run_dir = paths.external_dir(out, spec.run_id)
-    # Stages: the record (spec, measured sparsity), then every attack (each cached), then the worst case.
-    meta = {"name": spec.name, "model": absolute_model(spec.model),
-            "weights_file": str(Path(weights).resolve()) if weights is not None else "",
-            "arch": spec.arch, "measured_sparsity": sparsity, "layer_sparsity": per_layer, "n_weights": n_weights,
-            "n_params": sum(v.numel() for v in model.state_dict().values()), "notes": notes}
+    shape = tuple(test.x.shape[1:])
+    # Stages: the record (spec, measured sparsity and cost), the latency (measured once per evaluation folder), then
+    # every attack (each cached), then the worst case.
+    meta: Dict[str, Any] = {
+        "name": spec.name, "model": absolute_model(spec.model),
+        "weights_file": str(Path(weights).resolve()) if weights is not None else "",
+        "arch": spec.arch, "measured_sparsity": sparsity, "layer_sparsity": per_layer, "n_weights": n_weights,
+        "n_params": sum(v.numel() for v in model.state_dict().values()), "notes": notes,
+        "cost": external_cost(model, shape)}
     atomic_json(paths.spec(run_dir), spec.to_dict())
     atomic_json(paths.meta(run_dir), meta)
     for note in notes:
         print(f"bench: note: {note}", file=sys.stderr)
+    if paths.latency(run_dir).exists():
+        meta["latency"] = json.loads(paths.latency(run_dir).read_text())
+    elif spec.latency:
+        meta["latency"] = model_latency(model, shape)
+        atomic_json(paths.latency(run_dir), meta["latency"])
     run = ExternalRun(spec, model, test, device, run_dir, meta)
     return run.record(run.evaluate(), out, show)
 

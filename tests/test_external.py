@@ -125,6 +125,17 @@ def test_a_model_made_elsewhere_is_measured_and_evaluated(form: str, user_model:
     run_dir = out / "external" / rows["run_id"].iloc[0]
     meta = pd.read_json(run_dir / "meta.json", typ="series")
     assert len(meta["layer_sparsity"]) == 3
+    # What it costs: its CPU latency in every form (measured once, in latency.json); MACs where its layers are
+    # Python modules (forward hooks do not see inside TorchScript or an exported program).
+    assert (rows["latency_b1_ms"] > 0).all() and (rows["latency_b128_ms"] > 0).all()
+    assert (run_dir / "latency.json").exists()
+    if form == "factory":
+        # By hand: conv1 72 weights at 28x28 positions, conv2 1 152 at 14x14, fc 7 840 once.
+        assert rows["macs_dense"].iloc[0] == 72 * 28 * 28 + 1152 * 14 * 14 + 7840
+        assert rows["macs_ticket"].iloc[0] < rows["macs_dense"].iloc[0]
+        assert rows["params_nonzero"].iloc[0] < meta["n_params"]
+    else:
+        assert "macs_dense" not in rows
 
 
 def test_the_three_forms_of_one_model_measure_one_sparsity(user_model: Dict[str, Any]) -> None:

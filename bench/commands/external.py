@@ -8,7 +8,8 @@ from bench.core.config import coerce
 from bench.external import ExternalSpec, run_external
 
 # Flags of bench eval that only a --model evaluation takes.
-MODEL_ONLY = ("weights", "name", "dataset", "data_source", "num_classes", "image_size", "sparsity", "seed", "device")
+MODEL_ONLY = ("weights", "name", "dataset", "data_source", "num_classes", "image_size", "sparsity", "seed", "device",
+              "latency")
 
 
 def add_external_eval_flags(p: argparse.ArgumentParser) -> None:
@@ -28,6 +29,7 @@ def add_external_eval_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sparsity", default=argparse.SUPPRESS, help=helps["claimed_sparsity"])
     g.add_argument("--seed", type=int, default=argparse.SUPPRESS, help=f"{helps['seed']} [default: 0]")
     g.add_argument("--device", default=argparse.SUPPRESS, help=f"{helps['device']} [default: auto]")
+    g.add_argument("--latency", default=argparse.SUPPRESS, help=f"{helps['latency']} [default: true]")
 
 
 def model_only_flags(args: argparse.Namespace) -> list:
@@ -47,6 +49,8 @@ def run_external_eval(args: argparse.Namespace) -> int:
     if "eps" in given:
         fields["eps"] = coerce(given["eps"], float, "--eps")
     fields["norm"] = args.norm or "Linf"
+    if "latency" in given:
+        fields["latency"] = coerce(given["latency"], bool, "--latency")
     if "sparsity" in given:
         fields["claimed_sparsity"] = coerce(given["sparsity"], float, "--sparsity")
     if args.attacks:

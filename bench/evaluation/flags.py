@@ -46,7 +46,8 @@ FLAG_DESCRIPTIONS: Dict[str, str] = {
     "dynamic_defense": "AutoAttack's check: the forward pass itself computes gradients (a dynamic defense)",
     "not_converged": "PGD-100 on a probe of clean-correct examples beat PGD-20 by more than 2 points: more steps needed",
     "fmn_beats_attacks": "the curve's minimum-norm attack (FMN; FAB in L2/L1) found an adversarial within eps on an example every fixed-eps attack left robust",
-    "fmn_weaker": "the curve's minimum-norm attack (FMN; FAB in L2/L1) left more than 2% of the examples robust at eps that a fixed-eps attack broke: the security curve is an upper bound",
+    "fmn_weaker": "the curve's minimum-norm attack (FMN; FAB in L2/L1) left more than 2% of the examples robust at eps "
+                  "that a fixed-eps attack broke: the security curve is an upper bound",
     "eps_not_monotone": "PGD-20 robust accuracy on a probe did not fall as eps grew (eps/2, eps, 2 eps): a broken attack or model",
 }
 

@@ -46,6 +46,15 @@ def median_ms(model: nn.Module, input_shape: Sequence[int], batch: int, seed: in
     return statistics.median(times) * 1e3
 
 
+def model_latency(model: nn.Module, input_shape: Sequence[int]) -> Dict[str, Any]:
+    """Latency of a network as given (a model made elsewhere, with no masks to compact) at each of
+    :data:`BATCHES` (CPU, the current threads)."""
+    stored = copy.deepcopy(model).cpu().eval()
+    with torch.random.fork_rng(devices=[]):
+        return {"threads": torch.get_num_threads(), "compaction": None,
+                **{f"stored_b{batch}_ms": median_ms(stored, input_shape, batch) for batch in BATCHES}}
+
+
 def ticket_latency(model: nn.Module, input_shape: Sequence[int]) -> Dict[str, Any]:
     """Latency of the ticket as stored, its compacted copy and the dense twin at each of :data:`BATCHES`, the
     speedups, and the compacted copy's kind, layers, parameters, MACs and bytes (CPU, the current threads)."""
