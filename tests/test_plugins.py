@@ -69,6 +69,19 @@ def test_the_plugin_method_runs_through_bench_run_and_a_sweep_with_two_workers(i
     assert sorted(rows["target_sparsity"]) == [0.5, 0.9] and set(rows["method"]) == {"mag-init"}
 
 
+def test_the_plugin_method_runs_on_ray_workers(installed: None, tmp_path: Path) -> None:
+    """Ray's worker processes find the plugin's method through its entry point too (a local Ray, one core per run)."""
+    pytest.importorskip("ray")
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: plugin-ray\nfixed: {method: mag-init, arch: mlp, width: 0.1, epochs: 1, train_steps: 1, "
+                     "n_train: 300, n_eval: 50, eval_attacks: [pgd20], device: cpu}\ngrid: {sparsity: [0.7]}\n")
+    done = bench(["sweep", str(sweep), "--out", str(tmp_path / "ray"), "--executor", "ray", "--cpus-per-run", "1",
+                  "--no-progress"], tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = pd.read_csv(tmp_path / "ray" / "runs.csv")
+    assert list(rows["method"]) == ["mag-init"] and abs(rows["measured_sparsity"].iloc[0] - 0.7) < 0.01
+
+
 def test_a_plugin_that_fails_to_load_is_one_line_and_the_rest_works(tmp_path: Path) -> None:
     """A distribution whose entry point names a module that raises: one warning line naming it; bench list and
     bench run of a built-in method still work."""
