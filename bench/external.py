@@ -36,9 +36,9 @@ from bench.core.io import atomic_json, digest
 from bench.core.results import EXTERNAL_METHOD, AttackResult, append_rows, result_rows
 from bench.data import DATA_SOURCES, DATASETS, Split, dataset_info, load_data
 from bench.evaluation.evaluate import autoattack_examples, evaluate, with_worst_case
-from bench.nn.cost import COUNTED, model_cost
+from bench.nn.cost import COUNTED, ROW_COST_COLUMNS, model_cost
 from bench.nn.external import absolute_model, check_model, first_line, load_external_model, measure_sparsity, model_arch, weights_digest
-from bench.nn.latency import model_latency
+from bench.nn.latency import BATCHES, model_latency
 
 # How far a claimed sparsity may sit from the measured one before the rows are flagged.
 SPARSITY_TOLERANCE = 0.005
@@ -131,9 +131,10 @@ def external_rows(spec: ExternalSpec, meta: Dict[str, Any], results: List[Attack
             "measured_sparsity": round(meta["measured_sparsity"], 6), "seed": spec.seed}
     cost, latency = meta.get("cost") or {}, meta.get("latency") or {}
     tail = {"train_seconds": "", "train_passes": "", "model": spec.name, "n_params": meta["n_params"],
-            **{k: cost[k] for k in ("params_nonzero", "macs_dense", "macs_ticket") if k in cost},
+            **{k: cost[k] for k in ROW_COST_COLUMNS if k in cost},
             # The model runs as given: its own latency is the one a row states (nothing to compact).
-            **{f"latency_b{b}_ms": round(latency[f"stored_b{b}_ms"], 6) for b in (1, 128) if f"stored_b{b}_ms" in latency}}
+            **{f"latency_b{b}_ms": round(latency[f"stored_b{b}_ms"], 6) for b in BATCHES if f"stored_b{b}_ms" in latency},
+            **({"latency_threads": latency["threads"]} if "threads" in latency else {})}
     return result_rows(head, results, tail, device)
 
 

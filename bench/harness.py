@@ -24,7 +24,7 @@ from bench.attacks.norms import check_budget_value, check_norm, standard_eps
 from bench.core import paths
 from bench.core.devices import resolve_device
 from bench.core.io import atomic_json, atomic_save, digest
-from bench.core.results import AttackResult, append_rows, read_rows_file, result_rows
+from bench.core.results import AttackResult, append_rows, new_rows, read_rows_file, result_rows
 from bench.core.threads import THREAD_ENV_VARS
 from bench.data import DataBundle, dataset_info, load_data
 from bench.evaluation.evaluate import autoattack_examples, evaluate, with_worst_case
@@ -33,7 +33,7 @@ from bench.evaluation.randomized import evaluate_switch
 from bench.methods import RunContext, get_method
 from bench.methods.compact import save_compact
 from bench.methods.ticket import Ticket, check_run_folder, load_ticket, read_meta
-from bench.nn.cost import model_cost
+from bench.nn.cost import ROW_COST_COLUMNS, model_cost
 from bench.nn.latency import ticket_latency
 from bench.nn.masking import layer_sparsity, measured_sparsity, removed_channels
 from bench.nn.models import prunable_policy
@@ -213,11 +213,11 @@ def _find_or_search(spec: RunSpec, data: DataBundle, device: torch.device, run_d
     return Ticket(spec, data, device, run_dir, model, meta)
 
 
-# The cost figures of meta.json a row carries (tickets made before them have none).
-COST_COLUMNS = ("params_nonzero", "macs_dense", "macs_ticket")
-# The latency figures of latency.json a row carries, under their row names (runs measured before them have none).
+# The latency figures of latency.json a row carries, under their row names (runs measured before them have none);
+# the thread count goes with them (latencies compare only at the same count).
 LATENCY_COLUMNS = {"compacted_macs": "macs_compacted", "compacted_b1_ms": "latency_b1_ms",
-                   "compacted_b128_ms": "latency_b128_ms", "speedup_b1": "speedup_b1", "speedup_b128": "speedup_b128"}
+                   "compacted_b128_ms": "latency_b128_ms", "speedup_b1": "speedup_b1", "speedup_b128": "speedup_b128",
+                   "threads": "latency_threads"}
 # Spec fields a row does not copy: how and where it was evaluated (the row says what ran), the hyperparameters
 # (one JSON column), the sparsity (a row's target_sparsity), and eps and norm (the attack's, in the row's attack
 # columns: a ticket may be evaluated in another threat model than it was trained in).
@@ -237,7 +237,7 @@ def run_rows(spec: RunSpec, meta: Dict[str, Any], results: Sequence[AttackResult
     latency: Dict[str, Any] = timed if isinstance(timed, dict) else {}
     tail = {"train_seconds": round(meta["train_seconds"], 3), "train_passes": meta["train_passes"], **base,
             **({"removed_channels": round(meta["removed_channels"], 6)} if "removed_channels" in meta else {}),
-            **{k: cost[k] for k in COST_COLUMNS if k in cost},
+            **{k: cost[k] for k in ROW_COST_COLUMNS if k in cost},
             **{row: round(latency[k], 6) if isinstance(latency[k], float) else latency[k]
                for k, row in LATENCY_COLUMNS.items() if k in latency},
             "hparams": json.dumps(dataclasses.asdict(spec.hparams), sort_keys=True),
@@ -304,11 +304,13 @@ def measured_latency(ticket: Ticket) -> Optional[Dict[str, Any]]:
 
 
 def record(ticket: Ticket, results: Sequence[AttackResult], out: Path, show: bool = True) -> pd.DataFrame:
-    """Append a ticket's rows to ``<out>/runs.csv`` (no duplicates) with its latency figures (measured once);
-    print the summary when ``show``."""
-    latency = measured_latency(ticket)
-    meta = ticket.meta if latency is None else {**ticket.meta, "latency": latency}
-    rows = run_rows(ticket.spec, meta, results, ticket.device, len(ticket.data.test))
+    """Append a ticket's rows to ``<out>/runs.csv`` (no duplicates) with its latency figures (measured once, and
+    only when a row is new: a rerun that adds nothing spends no time timing); print the summary when ``show``."""
+    rows = run_rows(ticket.spec, ticket.meta, results, ticket.device, len(ticket.data.test))
+    if paths.latency(ticket.run_dir).exists() or new_rows(paths.runs_csv(out), rows):
+        latency = measured_latency(ticket)
+        if latency is not None:
+            rows = run_rows(ticket.spec, {**ticket.meta, "latency": latency}, results, ticket.device, len(ticket.data.test))
     added = append_rows(paths.runs_csv(out), rows)
     df = pd.DataFrame(rows)
     if show:

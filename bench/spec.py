@@ -22,6 +22,7 @@ from bench.core.config import build_dataclass, check_choices, non_default, spec_
 from bench.core.io import digest
 from bench.core.registry import Registry
 from bench.data import DATA_SOURCES, DATASETS, DatasetInfo, dataset_info, resolve_source
+from bench.nn.masking import GRANULARITIES
 from bench.nn.models import MODELS
 from bench.trainers import TRAINERS
 
@@ -34,10 +35,7 @@ CRAFT_BN = ("eval", "train")
 # Which epoch of a method's final training stage is the ticket: the best by PGD robust accuracy on the
 # validation split (never the test set, where RST's and HYDRA's code select), or the last (OpenLTH, Cosentino).
 SELECTIONS = ("best", "last")
-# What a ticket prunes: any weight (unstructured), or whole output channels of conv and linear layers (structured,
-# Li et al. 2017's filters; the output layer, whose channels are the classes, by weight). ``sparsity`` is the fraction
-# of zero weights either way.
-GRANULARITIES = ("weight", "channel")
+
 # Version of what the methods do with a spec's fields. Version 2 (issue 15) made the methods follow
 # their reference code (no linear biases in frozen random networks, RST's fine-tuning, ALTH's
 # per-layer fractions, the matched controls); it is part of every run_id, so a run folder or row
@@ -250,7 +248,7 @@ class RunSpec:
             value = getattr(self, f.name)
             if value != f.default or f.metadata.get("in_id"):
                 out[f.name] = value
-        hp = non_default(self.hparams)
+        hp = METHODS.get(self.method).id_hparams(non_default(self.hparams))
         if hp:
             out["hparams"] = hp
         return out

@@ -15,7 +15,7 @@ import torch
 
 from bench.data import to_float
 from bench.evaluation.evaluate import CHANNELS_LAST
-from bench.evaluation.security import fmn_distances, robust_at
+from bench.evaluation.security import min_norm_distances, robust_at
 from bench.harness import evaluate_run, load_finished_ticket
 from bench.methods.ticket import read_spec
 from bench.nn.inference import inference_model
@@ -39,7 +39,7 @@ def main() -> None:
     y = ticket.data.test.y[:n].to(ticket.device)
     for steps, alpha in SETTINGS:
         t0 = time.perf_counter()
-        distance = fmn_distances(model, x, y, steps, alpha=alpha).cpu()
+        distance = min_norm_distances(model, x, y, steps, alpha=alpha).cpu()
         robust = robust_at(distance, eps)
         print(f"steps {steps} alpha {alpha:g}: {time.perf_counter() - t0:.0f} s, FMN robust {robust.float().mean():.3f}, "
               f"worst case {worst.float().mean():.3f}, FMN-only robust {int((robust & ~worst).sum())}, "

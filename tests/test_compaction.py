@@ -16,8 +16,8 @@ from bench.harness import LATENCY_COLUMNS, run_spec
 from bench.nn.compaction import AddMap, SparseLinear, compacted, dense_twin
 from bench.nn.cost import model_cost
 from bench.nn.latency import ticket_latency
-from bench.nn.masking import apply_masks, prunable_layers
-from bench.nn.models import ModelConfig, build_model
+from bench.nn.masking import MaskedConv2d, MaskedLinear, apply_masks, prunable_layers
+from bench.nn.models import Classifier, ModelConfig, Normalize, build_model
 from bench.spec import RunSpec
 
 Scores = Callable[[str, nn.Module], torch.Tensor]
@@ -158,3 +158,51 @@ def test_latency_measured_once_per_run(tmp_path: Path, single_thread: None) -> N
     rows = run_spec(off, tmp_path, show=False)
     assert not (tmp_path / "runs" / rows["run_id"].iloc[0] / "latency.json").exists()
     assert "latency_b1_ms" not in rows
+
+
+def odd_net(padding_mode: str = "zeros") -> nn.Module:
+    """A classifier whose convs have biases, a stride, a dilation and (optionally) another padding mode, with a
+    padded max-pool: the geometry a removed channel's constant map has to follow."""
+    torch.manual_seed(0)
+    body = nn.Sequential(
+        MaskedConv2d(1, 6, 3, padding=1, bias=True, padding_mode=padding_mode), nn.BatchNorm2d(6), nn.ReLU(),
+        MaskedConv2d(6, 8, 3, stride=2, padding=2, dilation=2, bias=True), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.MaxPool2d(2, padding=1), nn.Flatten(), MaskedLinear(8 * 8 * 8, 10))
+    return Classifier(Normalize((0.5,), (0.25,)), body)
+
+
+@pytest.mark.parametrize("padding_mode, kind", [("zeros", "channels"), ("reflect", "baked")])
+def test_conv_geometry_and_padding_modes(padding_mode: str, kind: str) -> None:
+    """Biases, stride, dilation and a padded pool compact by channels with the same logits; a padding mode other
+    than zeros (the removed channels' map assumes zero padding) is baked, also with the same logits."""
+    model = odd_net(padding_mode)
+    apply_masks(model, random_scores, 0.5, granularity="channel")
+    model = lived_in(model)
+    copy = compacted(model, (1, 28, 28))
+    assert copy is not None and copy.kind == kind
+    same_logits(model, copy.model, (1, 28, 28))
+
+
+def test_a_layer_that_lost_every_channel_compacts() -> None:
+    """A layer whose effective weights are all zero (possible with a global ranking) keeps one channel computing its
+    bias: the compacted copy runs and gives the ticket's logits."""
+    model = lived_in(odd_net())
+    with torch.no_grad():
+        prunable_layers(model)[1][1].mask.zero_()
+    copy = compacted(model, (1, 28, 28))
+    assert copy is not None and copy.kind == "channels"
+    same_logits(model, copy.model, (1, 28, 28))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_compacted_copies_stay_on_the_models_device() -> None:
+    """Baked and channel copies of a CUDA model are CUDA models with the same logits."""
+    for arch, shape in (("resnet18", (3, 32, 32)), ("convnet", (1, 28, 28))):
+        model = build(arch, 0.125, size=shape[1], channels=shape[0])
+        apply_masks(model, random_scores, 0.5, granularity="channel")
+        model = lived_in(model).cuda()
+        copy = compacted(model, shape)
+        assert copy is not None and {p.device.type for p in copy.model.parameters()} == {"cuda"}
+        x = torch.rand(8, *shape, device="cuda")
+        with torch.no_grad():
+            assert torch.allclose(model(x), copy.model(x), rtol=1e-3, atol=1e-4)

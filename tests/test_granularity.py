@@ -136,6 +136,9 @@ def test_r2s_draw_per_reads_the_old_name() -> None:
     new = RunSpec(method="r2s", hparams={"draw_per": "example"})
     old = RunSpec.from_dict({"method": "r2s", "hparams": {"granularity": "example"}})
     assert old == new and old.run_id == new.run_id
+    # The ids the code before the rename (61e8c2d) gave these specs.
+    assert new.run_id == "1af36f15523b" and RunSpec(method="r2s").run_id == "7420cb3dfb43"
+    assert RunSpec(method="r2s", hparams={"draw_per": "example", "draws": 3}).run_id == "cee30ef989b9"
     assert RunSpec.from_dict({"method": "r2s", "hparams": {"granularity": "call"}}).run_id == RunSpec(method="r2s").run_id
     with pytest.raises(ValueError, match="same hyperparameter"):
         RunSpec.from_dict({"method": "r2s", "hparams": {"granularity": "call", "draw_per": "example"}})

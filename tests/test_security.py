@@ -21,9 +21,9 @@ from bench.evaluation.security import (
     agreement_flags,
     curve_results,
     eps_grid,
-    fmn_distances,
     median_distance,
     min_norm,
+    min_norm_distances,
     robust_at,
 )
 from bench.reporting.export import model_info
@@ -74,7 +74,7 @@ def test_fmn_finds_the_exact_minimal_perturbation_of_a_linear_model() -> None:
     exact = exact_linf_distance(model, x, y)
     # The box [0, 1] is far: the minimal perturbations stay well inside it.
     assert float((x.abs() - 0.5).abs().max() + exact.max()) < 0.5
-    found = fmn_distances(model, x, y, steps=200)
+    found = min_norm_distances(model, x, y, steps=200)
     assert torch.isfinite(found).all()
     assert (found >= exact * (1 - 1e-4)).all()
     assert (found <= exact * 1.02).all(), (found / exact).max()
@@ -100,7 +100,7 @@ def test_min_norm_attacks_find_the_exact_l2_and_l1_distance_of_a_linear_model(no
     model, x, y = linear_problem(centred=centred)
     exact = exact_distance(model, x, y, dual)
     assert float((x - 0.5).abs().max()) + float(exact.max()) < 0.5  # the box is far in every coordinate
-    found = fmn_distances(model, x, y, steps=200, norm=norm)
+    found = min_norm_distances(model, x, y, steps=200, norm=norm)
     assert torch.isfinite(found).all()
     assert (found >= exact * (1 - 1e-4)).all()
     assert (found <= exact * 1.02).all(), (found / exact).max()
@@ -118,7 +118,7 @@ def test_misclassified_examples_are_at_zero_and_unbreakable_ones_at_infinity() -
             return torch.tensor([[1.0, 0.0]]).expand(len(x), 2) + self.scale * x.flatten(1)[:, :2]
 
     x = torch.full((4, 1, 3), 0.5)
-    d = fmn_distances(Constant().eval(), x, torch.tensor([0, 0, 1, 1]), steps=10)
+    d = min_norm_distances(Constant().eval(), x, torch.tensor([0, 0, 1, 1]), steps=10)
     assert torch.isinf(d[:2]).all() and (d[2:] == 0).all()
 
 
@@ -173,13 +173,13 @@ def test_distances_are_cached_and_more_examples_attack_only_the_new_ones(tmp_pat
     model, x, y = linear_problem(30)
     test = Split((x.view(30, 1, 5, 6) * 255).round().to(torch.uint8), y)
     attacked: list = []
-    real = security.fmn_distances
+    real = security.min_norm_distances
 
     def counting(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor, steps: int, norm: str = "Linf") -> torch.Tensor:
         attacked.append(len(xb))
         return real(m, xb, yb, steps, norm=norm)
 
-    monkeypatch.setattr(security, "fmn_distances", counting)
+    monkeypatch.setattr(security, "min_norm_distances", counting)
     flat = nn.Sequential(nn.Flatten(), model[1]).eval()
     first = min_norm(flat, test, 20, torch.device("cpu"), tmp_path, steps=20)
     again = min_norm(flat, test, 20, torch.device("cpu"), tmp_path, steps=20)

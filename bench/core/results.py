@@ -43,7 +43,7 @@ CURVE_ATTACKS = ("fmn", "fab")
 # Row columns a rerun does not reproduce even on the same machine: times, measured latencies and provenance
 # (rows are compared without them: a resumed or distributed run must equal an uninterrupted local one otherwise).
 UNREPEATABLE_COLUMNS = ("seconds", "created_at", "train_seconds", "git_commit", "latency_b1_ms", "latency_b128_ms",
-                        "speedup_b1", "speedup_b128")
+                        "speedup_b1", "speedup_b128", "latency_threads")
 # Per-row statistics that become CSV columns when an evaluation provides them (randomised tickets; the median
 # minimal perturbation of a security curve's rows).
 ROW_STATS = ("draws", "clean_std", "robust_std", "randomized", "adaptive", "non_adaptive", "median_distance")
@@ -222,6 +222,12 @@ def rows_lock(csv_path: Path) -> Iterator[None]:
     except Timeout:
         raise ValueError(f"another process has held {lock.lock_file} for {LOCK_TIMEOUT_S:.0f} s; "
                          "if no bench process is running, delete that file") from None
+
+
+def new_rows(csv_path: Path, rows: List[Dict[str, Any]]) -> bool:
+    """Whether :func:`append_rows` would add any of ``rows`` to ``csv_path`` (a key not yet there)."""
+    seen = {_key(r) for r in read_rows_file(Path(csv_path)).to_dict("records")}
+    return any(_key(row) not in seen for row in rows)
 
 
 def append_rows(csv_path: Path, rows: List[Dict[str, Any]]) -> int:

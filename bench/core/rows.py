@@ -103,6 +103,12 @@ def latest_rows(df: pd.DataFrame, attack: str) -> pd.DataFrame:
     return sub.sort_values(order, kind="mergesort").drop_duplicates(key, keep="last").drop(columns="_alone")
 
 
+def row_norms(df: pd.DataFrame) -> pd.Series:
+    """Each row's threat model (a blank cell or a file without the column, from before norms, is L-inf)."""
+    norms = df["norm"].astype(str) if "norm" in df else pd.Series("Linf", index=df.index)
+    return norms.where(~norms.isin(["", "nan"]), "Linf")
+
+
 def latest_curves(df: pd.DataFrame) -> pd.DataFrame:
     """The security-curve rows (``CURVE_ATTACKS``) of one curve per run and threat model: its largest evaluation,
     then the newest (a curve is the rows of one ``version``, which names the step count, and one ``n_eval``); one
@@ -110,9 +116,7 @@ def latest_curves(df: pd.DataFrame) -> pd.DataFrame:
     curves = counted(df[df["attack"].astype(str).isin(CURVE_ATTACKS)])
     if curves.empty:
         return curves
-    norms = curves["norm"].astype(str).where(~curves["norm"].astype(str).isin(["", "nan"]), "Linf") \
-        if "norm" in curves else "Linf"
-    curves = curves.assign(_n=pd.to_numeric(curves["n_eval"]), _order=range(len(curves)), _norm=norms,
+    curves = curves.assign(_n=pd.to_numeric(curves["n_eval"]), _order=range(len(curves)), _norm=row_norms(curves),
                            _version=curves["version"].fillna("").astype(str) if "version" in curves else "")
     order = ["_n", "created_at", "_order"] if "created_at" in curves else ["_n", "_order"]
     chosen = curves.sort_values(order, kind="mergesort").drop_duplicates(["run_id", "_norm"], keep="last")

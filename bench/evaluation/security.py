@@ -92,7 +92,7 @@ def fmn_function() -> Callable[..., torch.Tensor]:
     return min_norm_function("fmn")
 
 
-def fmn_distances(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, alpha: float = 1.0,
+def min_norm_distances(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, alpha: float = 1.0,
                   norm: str = "Linf") -> torch.Tensor:
     """Per example, the ``norm`` of the smallest adversarial perturbation found (0: misclassified already; inf:
     none) by the threat model's attack (:data:`MIN_NORM_ATTACKS`).
@@ -159,7 +159,7 @@ def min_norm(model: nn.Module, test: Split, n_eval: int, device: torch.device, c
             sel = todo[start : start + batch_size]
             x, y = to_float(test.x[sel], device), test.y[sel].to(device)
             t0 = time.perf_counter()
-            store["distance"][sel] = fmn_distances(attacked, x, y, steps, norm=norm).cpu()
+            store["distance"][sel] = min_norm_distances(attacked, x, y, steps, norm=norm).cpu()
             store["tried"][sel] = True
             store.add_seconds(time.perf_counter() - t0)
             store.save()

@@ -66,6 +66,12 @@ class Method(abc.ABC):
             out[new] = value
         return out
 
+    def id_hparams(self, values: Mapping[str, Any]) -> Dict[str, Any]:
+        """Hyperparameters as a run id hashes them: under the names they had when ids were first made (a rename
+        keeps every run id, so old run folders and rows stay this spec's)."""
+        old = {new: was for was, new in self.renamed_hparams.items()}
+        return {old.get(key, key): value for key, value in values.items()}
+
     def validate(self, spec: RunSpec) -> None:
         """Raise ``ValueError`` for specs this method cannot run."""
 

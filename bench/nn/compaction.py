@@ -122,7 +122,8 @@ def _bias(layer: nn.Module) -> Optional[torch.Tensor]:
 
 @torch.no_grad()
 def baked(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose masked layers are plain layers holding ``weight * mask``."""
+    """A copy of ``model`` whose masked layers are plain layers holding ``weight * mask`` (on the model's device)."""
+    device = next(model.parameters()).device
     out = copy.deepcopy(model)
     for name, layer in prunable_layers(out):
         weight = layer.masked_weight().detach()
@@ -130,7 +131,7 @@ def baked(model: nn.Module) -> nn.Module:
         plain = plain_conv(layer, weight, bias) if isinstance(layer, MaskedConv2d) else plain_linear(weight, bias)
         parent, _, leaf = name.rpartition(".")
         setattr(out.get_submodule(parent) if parent else out, leaf, plain)
-    return out.eval()
+    return out.to(device).eval()
 
 
 @dataclass
@@ -152,11 +153,23 @@ def _input_shapes(body: nn.Sequential, example: torch.Tensor) -> List[Tuple[int,
     return shapes
 
 
+def _kept_outputs(weight: torch.Tensor, last: bool) -> torch.Tensor:
+    """Which output channels stay: those with a non-zero weight (all of the output layer). A layer that lost every
+    channel keeps its first: it computes its bias, the constant it would have carried, so nothing changes."""
+    keep = torch.ones(weight.shape[0], dtype=torch.bool) if last else weight.flatten(1).ne(0).any(dim=1).cpu()
+    if not bool(keep.any()):
+        keep[0] = True
+    return keep
+
+
 def _conv(layer: MaskedConv2d, act: _Activation, shape: Sequence[int], last: bool) -> Tuple[List[nn.Module], _Activation]:
     """A masked conv without its removed input and output channels (and the removed inputs' fixed map)."""
+    if layer.padding_mode != "zeros":
+        # The removed inputs' map is computed with zero padding; other padding modes are baked instead.
+        raise _Unsupported(f"padding mode {layer.padding_mode}")
     weight = layer.masked_weight().detach()
     bias = _bias(layer)
-    keep_out = torch.ones(weight.shape[0], dtype=torch.bool) if last else weight.flatten(1).ne(0).any(dim=1).cpu()
+    keep_out = _kept_outputs(weight, last)
     gone = ~act.keep
     # The removed inputs' contribution: the conv of their constant planes, computed once.
     offset = None
@@ -182,7 +195,7 @@ def _linear(layer: MaskedLinear, act: _Activation, last: bool) -> Tuple[List[nn.
     """A masked linear layer without its removed inputs (folded into the bias) and removed outputs."""
     weight = layer.masked_weight().detach()
     bias = _bias(layer)
-    keep_out = torch.ones(weight.shape[0], dtype=torch.bool) if last else weight.ne(0).any(dim=1).cpu()
+    keep_out = _kept_outputs(weight, last)
     gone = ~act.keep
     folded = bias
     if bool((act.value[gone] != 0).any()):

@@ -16,6 +16,8 @@ import torch.nn as nn
 from bench.nn.compaction import SparseLinear
 from bench.nn.masking import MaskedMixin
 
+# The figures of model_cost a result row carries.
+ROW_COST_COLUMNS = ("params_nonzero", "macs_dense", "macs_ticket")
 # Layers whose multiply-accumulates are counted (a compacted copy's CSR layers too).
 COUNTED = (nn.modules.conv._ConvNd, nn.Linear, SparseLinear)
 

@@ -73,7 +73,9 @@ class MaskedLinear(MaskedMixin, nn.Linear):
 
 
 MASKED_TYPES = (MaskedConv2d, MaskedLinear)
-# What a mask prunes: any weight, or whole output channels (see the module docstring).
+# What a ticket prunes: any weight (unstructured), or whole output channels of conv and linear layers (structured,
+# Li et al. 2017's filters; the output layer, whose channels are the classes, by weight; see the module docstring).
+# ``sparsity`` is the fraction of zero weights either way.
 GRANULARITIES = ("weight", "channel")
 ScoreFn = Callable[[str, MaskedMixin], torch.Tensor]
 
@@ -188,6 +190,12 @@ def apply_masks(model: nn.Module, score_fn: ScoreFn, sparsity: Union[float, Mapp
     """
     check_granularity(granularity, scope)
     layers = prunable_layers(model)
+    if isinstance(sparsity, Mapping):
+        if scope != "layer":
+            raise ValueError("per-layer sparsities need scope 'layer'")
+        unknown = sorted(set(sparsity) - {name for name, _ in layers})
+        if unknown or len(sparsity) != len(layers):
+            raise ValueError(f"per-layer sparsities must name every prunable layer once; unknown {unknown[:3]}")
     if granularity == "channel":
         targets = sparsity if isinstance(sparsity, Mapping) else channel_targets(layers, sparsity)
         output = layers[-1][0] if layers else None
@@ -195,12 +203,6 @@ def apply_masks(model: nn.Module, score_fn: ScoreFn, sparsity: Union[float, Mapp
             prune = topk_mask if name == output else channel_mask
             layer.mask.copy_(prune(score_fn(name, layer), targets[name]))
         return
-    if isinstance(sparsity, Mapping):
-        if scope != "layer":
-            raise ValueError("per-layer sparsities need scope 'layer'")
-        unknown = sorted(set(sparsity) - {name for name, _ in layers})
-        if unknown or len(sparsity) != len(layers):
-            raise ValueError(f"per-layer sparsities must name every prunable layer once; unknown {unknown[:3]}")
     if scope == "layer":
         for name, layer in layers:
             target = sparsity[name] if isinstance(sparsity, Mapping) else sparsity
@@ -219,12 +221,9 @@ def apply_masks(model: nn.Module, score_fn: ScoreFn, sparsity: Union[float, Mapp
 def score_mask_refresher(model: nn.Module, sparsity: float, granularity: str = "weight") -> Callable[[], None]:
     """A callable that recomputes masks from ``|scores|`` (once per optimiser step)."""
     check_granularity(granularity)
-    # Channel targets depend only on the layers' shapes: computed once, not at every step.
-    target: Union[float, Dict[str, float]] = (channel_targets(prunable_layers(model), sparsity)
-                                              if granularity == "channel" else sparsity)
 
     def refresh() -> None:
-        apply_masks(model, lambda _n, layer: layer.scores.abs(), target, scope="layer", granularity=granularity)
+        apply_masks(model, lambda _n, layer: layer.scores.abs(), sparsity, scope="layer", granularity=granularity)
 
     return refresh
 
@@ -257,8 +256,8 @@ def measured_sparsity(model: nn.Module) -> float:
 
 @torch.no_grad()
 def removed_channels(model: nn.Module) -> float:
-    """Fraction of the prunable layers' output channels whose effective weights are all zero (the output layer
-    included: a channel ticket keeps its classes, so they count as kept)."""
+    """Fraction of the prunable layers' output channels whose effective weights are all zero (the output layer's rows
+    count like any other: a class whose weights are all zero counts as removed)."""
     removed, total = 0, 0
     for _name, layer in prunable_layers(model):
         w = (layer.weight * layer.mask).flatten(1)

@@ -23,8 +23,9 @@ COSTS: Dict[str, Tuple[str, str]] = {
     "macs": ("macs_ticket", "MACs of the ticket's non-zero weights"),
     "macs_compacted": ("macs_compacted", "MACs the compacted copy performs"),
     "params": ("params_nonzero", "non-zero parameters"),
-    "latency_b1": ("latency_b1_ms", "CPU latency of the compacted copy at batch 1 (ms)"),
-    "latency_b128": ("latency_b128_ms", "CPU latency of the compacted copy at batch 128 (ms)"),
+    "latency_b1": ("latency_b1_ms", "CPU latency at batch 1 (ms; a ticket's compacted copy, a model made elsewhere as given)"),
+    "latency_b128": ("latency_b128_ms", "CPU latency at batch 128 (ms; a ticket's compacted copy, a model made elsewhere "
+                                        "as given)"),
 }
 # What makes one point (the seed varies inside it).
 POINT_KEYS = ["method", "granularity", "arch", "width", "target_sparsity"]
@@ -73,13 +74,20 @@ def cost_points(df: pd.DataFrame, attack: str, cost: str, metric: str = "robust"
         raise ValueError(f"no {attack} row carries {column} ({label}); rows made before it existed have none: "
                          "rerun `bench run` on the spec (the ticket is reused) to measure it")
     check_cells(rows, POINT_KEYS)
+    # Latencies compare only at one thread count (on one machine: the rows cannot tell machines apart).
+    if column.startswith("latency") and "latency_threads" in rows:
+        counts = sorted(set(rows["latency_threads"].astype(str)) - {"", "nan"})
+        if len(counts) > 1:
+            raise ValueError(f"latencies measured with {', '.join(counts)} threads: filter with --where "
+                             "latency_threads=N")
     accuracy = ("clean_acc" if metric == "clean" else "robust_acc")
     grouped = rows.groupby(POINT_KEYS)
     points = grouped[accuracy].agg(["mean", "std", "count"]).mul([100, 100, 1]).reset_index()
     points["cost"] = grouped["_cost"].mean().to_numpy()
     points["front"] = pareto_front(points)
     caption = caption_for(rows, attack, f"{metric.capitalize()} accuracy (%) against {label}")
-    caption += " ★ = on its method's Pareto front (no point of the method is cheaper and at least as robust)."
+    caption += (" ★ = on its method's Pareto front (no point of the same method costs at most as much and is at least "
+                "as robust, one of them strictly).")
     if missing:
         caption += f" {missing} row(s) without {column} left out."
     return CostPoints(points.sort_values(["method", "cost"]).reset_index(drop=True), cost, caption)

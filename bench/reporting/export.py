@@ -37,7 +37,7 @@ import pandas as pd
 from bench.attacks.norms import NORMS
 from bench.core.io import atomic_write, slug
 from bench.core.results import CURVE_ATTACKS, EXTERNAL_METHOD, format_eps
-from bench.core.rows import counted, latest_curves
+from bench.core.rows import counted, latest_curves, row_norms
 from bench.data import DATASETS
 
 # The threat models an entry may name (folder names), and what a run id looks like.
@@ -210,22 +210,16 @@ def export_robustbench_json(rows_df: pd.DataFrame, out_dir: Union[str, Path], in
     return [path for path, _ in entries]
 
 
-def _norms(df: pd.DataFrame) -> pd.Series:
-    """Each row's threat model (a blank cell, from before norms, is L-inf)."""
-    norms = df["norm"].astype(str) if "norm" in df else pd.Series("Linf", index=df.index)
-    return norms.where(~norms.isin(["", "nan"]), "Linf")
-
-
 def several_budgets(df: pd.DataFrame, run_id: str, norm: str) -> bool:
     """Whether run ``run_id`` has fixed-eps rows at more than one budget in ``norm`` (entry files then name it)."""
-    fixed = df[(df["run_id"].astype(str) == run_id) & (_norms(df) == norm) & ~df["attack"].astype(str).isin(CURVE_ATTACKS)]
+    fixed = df[(df["run_id"].astype(str) == run_id) & (row_norms(df) == norm) & ~df["attack"].astype(str).isin(CURVE_ATTACKS)]
     return fixed["eps"].astype(float).round(8).nunique() > 1
 
 
 def threat_groups(df: pd.DataFrame) -> Iterator[Tuple[str, str, float, pd.DataFrame]]:
     """(run id, norm, eps, rows) per threat model a run was evaluated in: one leaderboard entry each. A run's
     security-curve rows go with each of its groups in the curve's threat model."""
-    norms = _norms(df)
+    norms = row_norms(df)
     curve = df["attack"].astype(str).isin(CURVE_ATTACKS)
     fixed = df[~curve].assign(_norm=norms[~curve], _eps=df.loc[~curve, "eps"].astype(float).round(8))
     for (run_id, norm, eps), rows in fixed.groupby(["run_id", "_norm", "_eps"], sort=True):

@@ -24,7 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from bench.core.results import CURVE_ATTACKS, format_eps
-from bench.core.rows import latest_curves, latest_rows
+from bench.core.rows import latest_curves, latest_rows, row_norms
 from bench.reporting.cells import check_cells
 from bench.reporting.costs import COSTS, cost_points
 from bench.reporting.stats import pooled_interval
@@ -200,12 +200,6 @@ def plot_clean_vs_robust(df: pd.DataFrame, out_stem: Union[str, Path], attack: s
     return _save(fig, Path(out_stem))
 
 
-def _norm_column(rows: pd.DataFrame) -> pd.Series:
-    """Each row's threat model (a blank cell, from before norms, is L-inf)."""
-    norms = rows["norm"].astype(str) if "norm" in rows else pd.Series("Linf", index=rows.index)
-    return norms.where(~norms.isin(["", "nan"]), "Linf")
-
-
 def plot_security(df: pd.DataFrame, out_stem: Union[str, Path], attack: str = "worst_case") -> List[Path]:
     """Robust accuracy against eps from the minimum-norm attacks (``bench security``), one panel per dataset and
     threat model and one line per ticket (band: the 95 % Wilson interval at each eps); ``attack`` at the spec's eps
@@ -215,10 +209,10 @@ def plot_security(df: pd.DataFrame, out_stem: Union[str, Path], attack: str = "w
     curves = latest_curves(df)
     if curves.empty:
         raise ValueError("no security-curve rows (attack fmn or fab) to plot; run `bench security RUN_DIR` first")
-    curves = curves.assign(_norm=_norm_column(curves))
+    curves = curves.assign(_norm=row_norms(curves))
     fixed_all = latest_rows(df, attack) if (df["attack"] == attack).any() else pd.DataFrame()
     if not fixed_all.empty:
-        fixed_all = fixed_all.assign(_norm=_norm_column(fixed_all))
+        fixed_all = fixed_all.assign(_norm=row_norms(fixed_all))
     panels = sorted({(str(d), str(n)) for d, n in zip(curves["dataset"], curves["_norm"])})
     fig, axes = _figure(len(panels))
     configs = curves.assign(_config=[f"{m}, sparsity {s * 100:g}%" for m, s in zip(curves["method"], curves["target_sparsity"])])
