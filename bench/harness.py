@@ -154,7 +154,19 @@ def load_finished_ticket(spec: RunSpec, run_dir: Path, data_root: Optional[str] 
                      spec.data_info)
     meta = read_meta(run_dir)
     check_same_files(meta, data, run_dir)
-    return Ticket(spec, data, device, run_dir, load_ticket(run_dir, device), meta)
+    model = load_ticket(run_dir, device)
+    return Ticket(spec, data, device, run_dir, model, with_cost(meta, model, data))
+
+
+def with_cost(meta: Dict[str, Any], model: torch.nn.Module, data: DataBundle) -> Dict[str, Any]:
+    """A finished ticket's meta with its cost and removed channels (meta.json of tickets made before they existed
+    has none: they are counted now, in memory, so the rows written from now on carry them; meta.json is never
+    rewritten)."""
+    if isinstance(meta.get("cost"), dict):
+        return meta
+    info = data.info
+    return {**meta, "cost": model_cost(model, (info.in_channels, info.image_size, info.image_size)),
+            "removed_channels": meta.get("removed_channels", removed_channels(model))}
 
 
 def check_same_files(meta: Dict[str, Any], data: DataBundle, run_dir: Path) -> None:
@@ -173,7 +185,8 @@ def _find_or_search(spec: RunSpec, data: DataBundle, device: torch.device, run_d
         log.info("ticket exists, skipping search")
         meta = read_meta(run_dir)
         check_same_files(meta, data, run_dir)
-        return Ticket(spec, data, device, run_dir, load_ticket(run_dir, device), meta)
+        model = load_ticket(run_dir, device)
+        return Ticket(spec, data, device, run_dir, model, with_cost(meta, model, data))
     log.info("finding ticket: %s", json.dumps(spec.canonical(), default=str))
     ctx = RunContext(spec, data, device, run_dir, paths.stages_root(out), Compute())
     t0 = time.perf_counter()

@@ -1,6 +1,7 @@
 """Robustness against cost: the Pareto front by hand, `bench table --metric <cost>` and `bench plot --kind cost`."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -64,3 +65,20 @@ def test_table_and_plot_commands(rows: Path, tmp_path: Path, cost: str, capsys: 
     main(["plot", str(rows), "--kind", "cost", "--cost", cost, "--attack", "pgd20", "--out-dir", str(tmp_path)])
     assert (tmp_path / f"robust_vs_{cost}.png").stat().st_size > 0
     assert (tmp_path / f"robust_vs_{cost}.pdf").stat().st_size > 0
+
+
+def test_an_older_ticket_gets_its_cost_on_new_rows(tmp_path: Path) -> None:
+    """A ticket whose meta.json predates the cost (no 'cost', no 'removed_channels') writes new rows that carry
+    them, counted on load; meta.json itself is left as it was."""
+    spec = RunSpec(**{**TINY, "epochs": 0}, method="random", sparsity=0.5, granularity="channel")
+    first = run_spec(spec, tmp_path, show=False)
+    meta_path = tmp_path / "runs" / first["run_id"].iloc[0] / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    old = {k: v for k, v in meta.items() if k not in ("cost", "removed_channels")}
+    meta_path.write_text(json.dumps(old))
+    main(["eval", str(meta_path.parent), "--attacks", "fgsm", "--no-progress"])
+    rows = pd.read_csv(tmp_path / "runs.csv")
+    fgsm = rows[rows["attack"] == "fgsm"].iloc[0]
+    assert fgsm["macs_ticket"] == meta["cost"]["macs_ticket"] and fgsm["params_nonzero"] == meta["cost"]["params_nonzero"]
+    assert fgsm["removed_channels"] == pytest.approx(meta["removed_channels"], abs=1e-6)
+    assert json.loads(meta_path.read_text()) == old

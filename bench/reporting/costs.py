@@ -71,8 +71,9 @@ def cost_points(df: pd.DataFrame, attack: str, cost: str, metric: str = "robust"
     missing = int(values.isna().sum())
     rows = rows.assign(_cost=values)[values.notna()]
     if rows.empty:
-        raise ValueError(f"no {attack} row carries {column} ({label}); rows made before it existed have none: "
-                         "rerun `bench run` on the spec (the ticket is reused) to measure it")
+        raise ValueError(f"no {attack} row carries {column} ({label}): rows written before the cost columns existed "
+                         "have none; rows written since carry them (`bench eval RUN` with more attacks or examples writes such "
+                         "rows for an older ticket)")
     check_cells(rows, POINT_KEYS)
     # Latencies compare only at one thread count (on one machine: the rows cannot tell machines apart).
     if column.startswith("latency") and "latency_threads" in rows:
