@@ -22,6 +22,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from bench.core.results import CURVE_ATTACKS, format_eps
 from bench.core.rows import latest_curves, latest_rows, row_norms
@@ -257,7 +258,10 @@ def plot_vs_cost(df: pd.DataFrame, out_stem: Union[str, Path], attack: str = "wo
     """Accuracy against ``cost`` (log scale): a point per configuration, each method's Pareto front as a line."""
     found = cost_points(df, attack, cost, metric)
     points = found.points
-    fig, (ax,) = _figure(1)
+    # One wider panel: the caption and the cost's label are long.
+    fig = Figure(figsize=(6.4, 5.0), constrained_layout=True)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     colors = _palette(points["method"])
     markers = {"weight": "o", "channel": "s"}
     for method, g in points.groupby("method"):
@@ -268,10 +272,16 @@ def plot_vs_cost(df: pd.DataFrame, out_stem: Union[str, Path], attack: str = "wo
         front = g[g["front"]].sort_values("cost")
         ax.plot(front["cost"], front["mean"], color=color, linewidth=1.2, drawstyle="steps-post")
     ax.set_xscale("log")
-    _style(ax, COSTS[cost][1], f"{metric} accuracy (%) under {attack}", f"{metric} accuracy against cost")
+    # Plain numbers on the log axis (4, 5, 6, ... or 1e+06), not powers of ten with mantissas.
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    if float(points["cost"].max()) < 10 * float(points["cost"].min()):
+        # Within one decade only minor ticks fall between the points: label them too.
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    _style(ax, textwrap.fill(COSTS[cost][1], 60), f"{metric} accuracy (%) under {attack}",
+           f"{metric} accuracy against cost")
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=FONT - 2, frameon=False)
-    fig.suptitle(textwrap.fill(found.caption, 90), fontsize=FONT - 3)
+    fig.suptitle(textwrap.fill(found.caption, 110), fontsize=FONT - 3)
     return _save(fig, Path(out_stem))
 
 
