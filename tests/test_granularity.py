@@ -13,7 +13,7 @@ from conftest import TINY  # noqa: E402 - the shared budget (tests/ is on sys.pa
 
 from bench.cli import main
 from bench.harness import find_or_load_ticket, run_spec
-from bench.nn.masking import apply_masks, channel_mask, channel_targets, measured_sparsity, prunable_layers, removed_channels
+from bench.nn.masking import apply_masks, channel_mask, measured_sparsity, prunable_layers, removed_channels
 from bench.nn.models import ModelConfig, build_model
 from bench.spec import METHODS, RunSpec
 
@@ -67,8 +67,19 @@ def test_channel_masks_keep_sparsity_and_classes(sparsity: float) -> None:
 
 def test_channel_targets_are_the_sparsity() -> None:
     """Every layer prunes the target fraction (no layer is spared and none made to compensate)."""
-    layers = prunable_layers(convnet())
-    assert channel_targets(layers, 0.7) == {name: 0.7 for name, _l in layers}
+    model = convnet()
+    apply_masks(model, lambda _n, layer: torch.rand(layer.weight.shape), 0.7, granularity="channel")
+    layers = prunable_layers(model)
+    fractions = {name: float((layer.mask == 0).float().mean()) for name, layer in layers}
+    assert all(abs(f - 0.7) <= 1 / layers[i][1].weight.shape[0] for i, f in enumerate(fractions.values()))
+
+
+def test_a_partial_per_layer_mapping_is_a_clear_error_for_channels() -> None:
+    """A per-layer mapping that leaves out a layer is a ValueError naming the rule (a bare KeyError before)."""
+    model = convnet()
+    first = prunable_layers(model)[0][0]
+    with pytest.raises(ValueError, match="every prunable layer"):
+        apply_masks(model, lambda _n, layer: layer.weight.abs(), {first: 0.5}, granularity="channel")
 
 
 def test_channel_scope_global_is_refused() -> None:

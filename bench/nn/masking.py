@@ -161,12 +161,6 @@ def channel_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     return keep.view(-1, *([1] * (scores.dim() - 1))).expand_as(scores).contiguous()
 
 
-def channel_targets(layers: List[Tuple[str, MaskedMixin]], sparsity: float) -> Dict[str, float]:
-    """Per-layer sparsities of a channel ticket: ``sparsity`` in every layer (whole channels, and single weights in
-    the output layer, whose channels are the classes)."""
-    return {name: sparsity for name, _layer in layers}
-
-
 def check_granularity(granularity: str, scope: str = "layer") -> None:
     """``granularity`` must be one of :data:`GRANULARITIES`; channels are ranked within each layer only."""
     if granularity not in GRANULARITIES:
@@ -196,17 +190,13 @@ def apply_masks(model: nn.Module, score_fn: ScoreFn, sparsity: Union[float, Mapp
         unknown = sorted(set(sparsity) - {name for name, _ in layers})
         if unknown or len(sparsity) != len(layers):
             raise ValueError(f"per-layer sparsities must name every prunable layer once; unknown {unknown[:3]}")
-    if granularity == "channel":
-        targets = sparsity if isinstance(sparsity, Mapping) else channel_targets(layers, sparsity)
+    if scope == "layer":
+        # Channel tickets drop whole output channels, but in the output layer (its channels are the classes).
         output = layers[-1][0] if layers else None
         for name, layer in layers:
-            prune = topk_mask if name == output else channel_mask
-            layer.mask.copy_(prune(score_fn(name, layer), targets[name]))
-        return
-    if scope == "layer":
-        for name, layer in layers:
             target = sparsity[name] if isinstance(sparsity, Mapping) else sparsity
-            layer.mask.copy_(topk_mask(score_fn(name, layer), target))
+            prune = channel_mask if granularity == "channel" and name != output else topk_mask
+            layer.mask.copy_(prune(score_fn(name, layer), target))
     elif scope == "global":
         scores = [score_fn(name, layer).flatten() for name, layer in layers]
         flat_mask = topk_mask(torch.cat(scores), 0.0 if isinstance(sparsity, Mapping) else sparsity)
