@@ -82,3 +82,25 @@ def test_an_older_ticket_gets_its_cost_on_new_rows(tmp_path: Path) -> None:
     assert fgsm["macs_ticket"] == meta["cost"]["macs_ticket"] and fgsm["params_nonzero"] == meta["cost"]["params_nonzero"]
     assert fgsm["removed_channels"] == pytest.approx(meta["removed_channels"], abs=1e-6)
     assert json.loads(meta_path.read_text()) == old
+
+
+def test_latencies_of_several_thread_counts_are_refused(rows: Path) -> None:
+    """Latencies measured with different thread counts do not share a cost table (MACs still do)."""
+    df = pd.read_csv(rows)
+    df.loc[df.index[0], "latency_threads"] = 4
+    with pytest.raises(ValueError, match="latency_threads"):
+        cost_points(df, "pgd20", "latency_b128")
+    assert len(cost_points(df, "pgd20", "macs").points) == 4
+
+
+def test_a_rerun_that_adds_no_row_measures_no_latency(tmp_path: Path) -> None:
+    """Latency is measured when a run writes a new row; a rerun that adds nothing leaves latency.json absent."""
+    spec = RunSpec(**{**TINY, "epochs": 0}, method="random", sparsity=0.5)
+    first = run_spec(spec, tmp_path, show=False)
+    path = tmp_path / "runs" / first["run_id"].iloc[0] / "latency.json"
+    path.unlink()
+    run_spec(spec, tmp_path, show=False)
+    assert not path.exists()
+    # A new row (another attack) measures it again.
+    main(["eval", str(path.parent), "--attacks", "fgsm", "--no-progress"])
+    assert path.exists()
