@@ -9,9 +9,11 @@ dense stage, ALTH's levels and R2S's candidates reused where another run built t
 * **with sharing** = the sweeps' job seconds as run (one torch thread per job: seconds = core-seconds);
 
 and the split by family and by stage kind says where the time goes. Run folders present locally
-(``runs/<id>/meta.json``) add the reused stages' names.
+(``runs/<id>/meta.json``, or ``--runs``) give the cost of a run whose job seconds were lost: its training wall
+time as run (reused stages not counted) plus its evaluation: on the 39 grid runs that have both (2026-12-06),
+0.95-0.99 of the job's seconds (the job also loads data, writes rows and times the ticket).
 
-    python benchmarks/grid_cost.py [--out results/published] [--sweeps published-grid,published-methods]
+    python benchmarks/grid_cost.py [--out results/published] [--sweeps published-grid,...] [--runs DIR]
 """
 from __future__ import annotations
 
@@ -28,13 +30,14 @@ CASCADE_ONLY = ("worst_case",)
 
 
 def job_costs(out: Path, sweeps: Sequence[str]) -> pd.DataFrame:
-    """One line per finished job of the sweeps: run id, method, wall seconds as run."""
+    """One line per finished run of the sweeps (done: ran by the sweep, with its wall seconds; skipped: its rows
+    were there)."""
     frames = []
     for name in sweeps:
         path = out / "sweeps" / f"{name}.csv"
         if path.exists():
             status = pd.read_csv(path, dtype={"run_id": str})
-            frames.append(status[status["status"] == "done"].assign(sweep=name))
+            frames.append(status[status["status"].isin(["done", "skipped"])].assign(sweep=name))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id", "method", "seconds"])
 
 
@@ -54,29 +57,44 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Print the cost table (core-hours) of the finished jobs."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="results/published", help="the sweeps' output folder")
-    parser.add_argument("--sweeps", default="published-grid,published-methods,published-r2s",
+    parser.add_argument("--sweeps", default="published-core,published-methods,published-random,published-grid,"
+                        "published-r2s",
                         help="comma-separated sweep names whose finished jobs are counted")
+    parser.add_argument("--runs", default=None,
+                        help="where the run folders are (default <out>/runs; a sweep's worktree has them)")
     args = parser.parse_args(argv)
     out = Path(args.out)
+    run_folders = Path(args.runs) if args.runs else out / "runs"
     jobs = job_costs(out, [s for s in args.sweeps.split(",") if s])
     if jobs.empty:
         print("no finished jobs yet")
         return 0
     costs = run_costs(read_rows(out / "runs.csv"), list(jobs["run_id"]))
-    costs["as_run"] = jobs.set_index("run_id")["seconds"].reindex(costs.index)
+    done = jobs[jobs["status"] == "done"].drop_duplicates("run_id", keep="last").set_index("run_id")["seconds"]
+    costs["as_run"] = done.reindex(costs.index)
     costs["alone"] = costs["train"] + costs["eval"]
-    # Reused stages, where the run folders are here.
-    reused = []
+    # A run with no job seconds (its status line was lost to a resume before the fix, or its rows came from
+    # elsewhere): its run folder's training wall time (reused stages not counted) plus its evaluation.
+    sources = []
     for run_id in costs.index:
-        meta = out / "runs" / run_id / "meta.json"
+        meta = run_folders / run_id / "meta.json"
         info = json.loads(meta.read_text()) if meta.exists() else {}
-        reused.append(len(info.get("reused_stages", [])) if isinstance(info, dict) else 0)
-    costs["reused_stages"] = reused
-    by = costs.groupby("method")[["train", "eval", "alone", "as_run"]].sum() / 3600
-    by["runs"] = costs.groupby("method").size()
+        if pd.notna(costs.at[run_id, "as_run"]):
+            sources.append("job")
+        elif isinstance(info, dict) and "wall_seconds" in info:
+            costs.at[run_id, "as_run"] = float(info["wall_seconds"]) + costs.at[run_id, "eval"]
+            sources.append("run folder")
+        else:
+            sources.append("unknown")
+    costs["source"] = sources
+    known = costs[costs["source"] != "unknown"]
+    by = known.groupby("method")[["train", "eval", "alone", "as_run"]].sum() / 3600
+    by["runs"] = known.groupby("method").size()
     by.loc["all"] = by.sum()
     pd.set_option("display.width", 160)
-    print(f"{len(costs)} finished job(s) of {args.sweeps} in {out}; core-hours (one torch thread per job)")
+    print(f"{len(costs)} finished run(s) of {args.sweeps} in {out}; core-hours (one torch thread per job)")
+    print("as run from: " + ", ".join(f"{n} {k}" for k, n in costs["source"].value_counts().items())
+          + " (unknown ones left out of the table)")
     print(by.round(3).to_string())
     total = by.loc["all"]
     print(f"\nwithout sharing (every run trains every stage itself): {total['alone']:.2f} core-h; "

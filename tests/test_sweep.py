@@ -112,12 +112,20 @@ def test_sweep_runs_then_skips_on_rerun(tmp_path: Path, capsys: pytest.CaptureFi
     assert sorted(rows["run_id"]) == sorted(s.run_id for s in sweep.specs)
     assert set(rows["attack"]) == {"pgd20"}
     assert all(is_done(s, out) for s in sweep.specs)
-    # Rerun: nothing runs, runs.csv is unchanged, the status file says skipped.
+    ran = pd.read_csv(out / "sweeps" / "tiny.csv")
+    assert list(ran["status"]) == ["done", "done"] and (ran["seconds"] > 0).all()
+    # Rerun: nothing runs, runs.csv is unchanged, the status file still says done with the seconds the runs
+    # took (a resume used to overwrite them with skipped, 0 s: the sweep's cost was lost).
     second = run_sweep(sweep, out, LocalExecutor(jobs=1), progress=False)
     assert (second.done, second.skipped, second.failed) == (0, 2, 0)
     assert pd.read_csv(out / "runs.csv").equals(rows)
     status = pd.read_csv(out / "sweeps" / "tiny.csv")
-    assert list(status["status"]) == ["skipped", "skipped"]
+    assert status.equals(ran)
+    # Runs whose rows another sweep made are skipped by this one.
+    other = run_sweep(dataclasses.replace(sweep, name="other"), out, LocalExecutor(jobs=1), progress=False)
+    assert other.skipped == 2
+    skipped = pd.read_csv(out / "sweeps" / "other.csv")
+    assert list(skipped["status"]) == ["skipped", "skipped"] and (skipped["seconds"] == 0).all()
     # The dry run lists both specs as done.
     assert main(["sweep", str(path), "--out", str(out), "--dry-run"]) == 0
     printed = capsys.readouterr().out
@@ -241,3 +249,12 @@ def test_more_examples_make_a_done_run_not_done(tmp_path: Path) -> None:
     more = dataclasses.replace(sweep, specs=(bigger,))
     assert run_sweep(more, out, LocalExecutor(jobs=1), progress=False).done == 1
     assert is_done(bigger, out)
+
+
+def test_sweep_refuses_a_status_file_that_is_not_one(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    sweep = load_sweep(write_sweep(tmp_path, {"name": "tiny", "fixed": TINY, "grid": {"sparsity": [0.5]}}))
+    (out / "sweeps").mkdir(parents=True)
+    (out / "sweeps" / "tiny.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match=r"tiny\.csv: not a sweep status file"):
+        run_sweep(sweep, out, LocalExecutor(jobs=1), progress=False)

@@ -251,6 +251,18 @@ def _status_row(spec: RunSpec, status: str, seconds: float = 0.0, error: str = "
             "sparsity": spec.sparsity, "seed": spec.seed}
 
 
+def ran_before(path: Path) -> Dict[str, Dict[str, Any]]:
+    """The ``done`` lines of an existing status file, by run id: a resumed sweep keeps how long each of its
+    runs took when it ran (a rerun used to overwrite them with ``skipped``, 0 s, losing the sweep's cost)."""
+    if not path.exists():
+        return {}
+    old = pd.read_csv(path, dtype={"run_id": str, "error": str}, keep_default_na=False)
+    if not set(STATUS_COLUMNS) <= set(old.columns):
+        raise ValueError(f"{path}: not a sweep status file (columns {', '.join(STATUS_COLUMNS)} expected)")
+    done = old[old["status"] == "done"]
+    return {str(r["run_id"]): {c: r[c] for c in STATUS_COLUMNS} for _, r in done.iterrows()}
+
+
 def run_sweep(sweep: Sweep, out: Union[str, Path], executor: Executor, data_root: Optional[str] = None,
               progress: bool = True, on_result: Optional[Callable[[JobResult], None]] = None) -> SweepSummary:
     """Run every spec of ``sweep`` that is not done; record status; return the summary.
@@ -263,13 +275,14 @@ def run_sweep(sweep: Sweep, out: Union[str, Path], executor: Executor, data_root
     summary = SweepSummary(sweep.name, len(sweep.specs))
     pairs = finished_pairs(out)
     status_file = _status_path(out, sweep.name)
+    earlier = ran_before(status_file)
     table: Dict[str, Dict[str, Any]] = {}
     jobs: List[SweepJob] = []
-    # Skip what is done; queue the rest.
+    # Skip what is done (a run this sweep ran before stays done, with its seconds); queue the rest.
     for i, spec in enumerate(sweep.specs):
         if is_done(spec, out, pairs):
             summary.skipped += 1
-            table[spec.run_id] = _status_row(spec, "skipped")
+            table[spec.run_id] = earlier.get(spec.run_id, _status_row(spec, "skipped"))
         else:
             table[spec.run_id] = _status_row(spec, "pending")
             jobs.append(SweepJob(i, spec, str(out), data_root))

@@ -1,0 +1,53 @@
+"""scripts/sync_sweep.py: a worktree's sweep rows and status come into this checkout without losing the seconds
+of runs an earlier sitting recorded as done, and without dropping rows."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADER = "run_id,status,seconds,error,method,dataset,arch,width,sparsity,seed\n"
+
+
+def _status(path: Path, *lines: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(HEADER + "".join(line + "\n" for line in lines))
+
+
+def _sync(source: Path, here: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "sync_sweep.py"), str(source), str(here)],
+                          capture_output=True, text=True, cwd=ROOT)
+
+
+def test_sync_keeps_earlier_done_lines_and_takes_new_ones(tmp_path: Path) -> None:
+    source, here = tmp_path / "worktree", tmp_path / "here"
+    (source / "sweeps").mkdir(parents=True)
+    (source / "runs.csv").write_text("run_id,attack\na,pgd20\nb,pgd20\nc,pgd20\n")
+    (here / "sweeps").mkdir(parents=True)
+    (here / "runs.csv").write_text("run_id,attack\na,pgd20\n")
+    # The worktree resumed: run a (done in an earlier sitting) is now "skipped", b ran in this sitting, c pending.
+    _status(source / "sweeps" / "g.csv", "a,skipped,0.0,,rst,fm,convnet,0.5,0.5,0",
+            "b,done,12.5,,rst,fm,convnet,0.5,0.8,0", "c,pending,0.0,,rst,fm,convnet,0.5,0.9,0")
+    _status(here / "sweeps" / "g.csv", "a,done,700.25,,rst,fm,convnet,0.5,0.5,0",
+            "b,pending,0.0,,rst,fm,convnet,0.5,0.8,0", "c,pending,0.0,,rst,fm,convnet,0.5,0.9,0")
+    proc = _sync(source, here)
+    assert proc.returncode == 0, proc.stderr
+    assert "1 earlier done line(s) kept" in proc.stdout
+    merged = pd.read_csv(here / "sweeps" / "g.csv")
+    assert list(merged["status"]) == ["done", "done", "pending"]
+    assert list(merged["seconds"]) == [700.25, 12.5, 0.0]
+    assert (here / "runs.csv").read_text() == (source / "runs.csv").read_text()
+
+
+def test_sync_refuses_rows_that_would_be_dropped(tmp_path: Path) -> None:
+    source, here = tmp_path / "worktree", tmp_path / "here"
+    (source / "sweeps").mkdir(parents=True)
+    (source / "runs.csv").write_text("run_id,attack\na,pgd20\n")
+    here.mkdir()
+    (here / "runs.csv").write_text("run_id,attack\na,pgd20\nz,cw20\n")
+    proc = _sync(source, here)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "lacks 1 row(s)" in proc.stderr
+    assert "z,cw20" in (here / "runs.csv").read_text()
