@@ -5,6 +5,7 @@ The final-ticket selection (best validation epoch or last epoch), the dense netw
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from pathlib import Path
@@ -25,6 +26,7 @@ from bench.methods import RunContext, get_method
 from bench.methods.stages import DENSE_INITS, DENSE_STAGE, dense_initial, dense_key, init_dense
 from bench.nn.masking import prunable_layers, topk_mask
 from bench.spec import METHODS, RunSpec
+from bench.sweep.grid import load_sweep
 from bench.train import Compute
 
 PRESETS = Path(__file__).resolve().parent.parent / "configs" / "presets"
@@ -197,3 +199,17 @@ def test_every_method_declares_its_reference_selection() -> None:
     declared = {name: METHODS.get(name).reference_select for name in METHODS.names()}
     assert declared["alth"] == "last" and declared["rst"] == declared["hydra"] == declared["lwm"] == "best"
     assert declared["random"] is None and declared["dense-at"] is None
+
+
+def test_the_rst_paper_sweep_trains_as_the_rst_preset() -> None:
+    """configs/sweeps/rst-paper-sparsity.yaml says "the paper's training settings": its rst runs train exactly as
+    the RST preset (craft_bn train included; the sweep crafted in eval mode before)."""
+    preset = RunSpec.from_dict(load_yaml(str(PRESETS / "rst-resnet18-cifar10.yaml"))).resolve()
+    sweep = load_sweep(PRESETS.parent / "sweeps" / "rst-paper-sparsity.yaml")
+    rst = [s for s in sweep.specs if s.method == "rst"]
+    assert rst
+    for spec in rst:
+        # The sweep states the step (2/255) that the preset leaves at its default eps/4: the same step.
+        assert spec.step_size == preset.step_size
+        assert dataclasses.replace(spec.resolve(), sparsity=preset.sparsity, seed=preset.seed, n_eval=preset.n_eval,
+                                   eval_attacks=preset.eval_attacks, train_step_size=None) == preset
