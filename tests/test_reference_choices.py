@@ -96,6 +96,8 @@ def test_select_is_a_spec_field_outside_the_dense_stage_key() -> None:
     last = RunSpec(method="lwm", sparsity=0.9, select="last")
     assert spec.run_id == RunSpec(method="lwm", sparsity=0.9, select="best").run_id != last.run_id
     assert dense_key(spec, 8) == dense_key(last, 8)
+    # Weight and channel tickets prune the same dense network (channel runs trained their own before).
+    assert dense_key(spec, 8) == dense_key(RunSpec(method="hydra", sparsity=0.5, granularity="channel"), 8)
     with pytest.raises(ValueError, match="select"):
         RunSpec(select="first")
 

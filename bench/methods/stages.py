@@ -38,9 +38,9 @@ from bench.spec import RunSpec
 
 DENSE_STAGE = "dense-at"
 # Spec fields that do not define the dense network: the method, its pruning
-# target, its hyperparameters, the main-stage epochs (set per stage) and which
-# epoch of the method's final stage is kept (the stage stores both).
-NOT_IN_DENSE_KEY = ("method", "sparsity", "hparams", "epochs", "select")
+# target and granularity, its hyperparameters, the main-stage epochs (set per
+# stage) and which epoch of the method's final stage is kept (the stage stores both).
+NOT_IN_DENSE_KEY = ("method", "sparsity", "granularity", "hparams", "epochs", "select")
 # Magnitude ranking: the same fraction in every layer, or one global threshold.
 PRUNE_SCOPES = ("layer", "global")
 # Frozen random weights of score-learning methods over random networks.
