@@ -23,7 +23,7 @@ from filelock import FileLock, Timeout
 from bench.attacks.norms import check_budget_value, check_norm, standard_eps
 from bench.core import paths
 from bench.core.devices import resolve_device
-from bench.core.io import atomic_json, atomic_save, digest
+from bench.core.io import atomic_json, atomic_save, digest, file_sha256
 from bench.core.results import AttackResult, append_rows, new_rows, read_rows_file, result_rows
 from bench.core.threads import THREAD_ENV_VARS
 from bench.data import DataBundle, dataset_info, load_data
@@ -177,6 +177,19 @@ def check_same_files(meta: Dict[str, Any], data: DataBundle, run_dir: Path) -> N
                          f"in {data.source}); give another --out for this folder")
 
 
+def check_same_init(meta: Dict[str, Any], run_dir: Path) -> None:
+    """Refuse to reuse a ticket pruned from an ``--init-from`` file that has changed since (the run id holds the
+    path, not the contents: a retrained network saved under the same name would silently get the old ticket)."""
+    given = meta.get("init_from")
+    if not isinstance(given, dict) or not Path(str(given.get("path", ""))).is_file():
+        return
+    now = file_sha256(given["path"])
+    if now != given.get("sha256"):
+        raise ValueError(f"--init-from {given['path']} has changed since {run_dir} was pruned from it (sha256 "
+                         f"{str(given.get('sha256'))[:12]}..., now {now[:12]}...): save the new network under a new "
+                         f"name (a new run), or move {run_dir} away to redo this one")
+
+
 def _find_or_search(spec: RunSpec, data: DataBundle, device: torch.device, run_dir: Path, out: Path) -> Ticket:
     """The finished ticket of ``run_dir``, or a new search of it (called under the run's ticket lock)."""
     method = get_method(spec.method)
@@ -185,6 +198,7 @@ def _find_or_search(spec: RunSpec, data: DataBundle, device: torch.device, run_d
         log.info("ticket exists, skipping search")
         meta = read_meta(run_dir)
         check_same_files(meta, data, run_dir)
+        check_same_init(meta, run_dir)
         model = load_ticket(run_dir, device)
         return Ticket(spec, data, device, run_dir, model, with_cost(meta, model, data))
     log.info("finding ticket: %s", json.dumps(spec.canonical(), default=str))

@@ -80,3 +80,25 @@ def test_a_bad_init_from_is_one_line_and_no_run(dense: Path, tmp_path: Path, cap
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "does not match mlp at width 0.25: tensor body.1.weight" in err, err
     assert not out.exists()
+
+
+def test_a_changed_init_from_file_is_not_given_the_old_ticket(dense: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    """The run id holds the path: a network retrained and saved under the same name used to get the old ticket
+    (and its rows) silently; now the rerun is one line naming the file, and an unchanged file still reuses it."""
+    given = tmp_path / "my_dense.pt"
+    given.write_bytes(dense.read_bytes())
+    out = tmp_path / "out"
+    args = ["run", "--method", "lwm", "--sparsity", "0.5", "--init-from", str(given), "--out", str(out), *TINY]
+    assert main(args) == 0
+    rows = (out / "runs.csv").read_text()
+    assert main(args) == 0
+    assert "ticket exists" in (run_dir_of(out) / "log.txt").read_text()
+    capsys.readouterr()
+    # The user retrains and overwrites the file.
+    state: Dict[str, torch.Tensor] = torch.load(given, weights_only=True)
+    torch.save({k: v * 2 if k.endswith("weight") else v for k, v in state.items()}, given)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--init-from {given} has changed since" in err, err
+    assert (out / "runs.csv").read_text() == rows
