@@ -144,7 +144,7 @@ def test_alth_rewinds_to_the_chosen_initialisation(tmp_path: Path) -> None:
     ctx = context(tmp_path, method="alth", sparsity=0.5, hparams={"dense_init": "openlth"})
     method = get_method("alth")
     base = dense_key(ctx.spec, ctx.spec.epochs, "openlth")
-    rewind = method.rewind_state(ctx, base)  # type: ignore[attr-defined]
+    rewind = method.rewind_state(ctx, base, dense_initial(ctx, "openlth"), None)  # type: ignore[attr-defined]
     openlth = dense_initial(ctx, "openlth").state_dict()
     pytorch = dense_initial(ctx, "pytorch").state_dict()
     assert set(rewind) == set(openlth)

@@ -14,8 +14,14 @@ Lottery-ticket search (Frankle & Carbin 2019) with adversarial training
   epoch, the pre-protocol-2 choice), rewinds
   the survivors (and every other tensor but the masks) to the dense
   network's initialisation (``--rewind init``), to its weights after
-  ``rewind_epochs`` epochs of AT (``early``) or not at all (``none``, the
-  "keep training" control), then retrains them with AT;
+  ``rewind_epochs`` epochs of AT (``early``), to the trained dense network
+  level 1 prunes (``dense``: what Cosentino et al.'s code does, its
+  ``reinit_orig`` keeping the level-0 trained kernels as "init") or not at
+  all (``none``, the "keep training" control), then retrains them with AT;
+- ``--init-from FILE`` gives the dense network (a state dict of the spec's
+  architecture) instead of the dense stage: it has no initialisation, so it
+  rewinds to itself (``dense``) or not at all (``none``); its levels are
+  shared stages keyed by the file's sha256, not its name;
 - layer ``i`` has sparsity ``1 - (1 - f_i)^l`` after level ``l``; the target
   (fraction of zeros among all prunable weights) maps to the first level that
   reaches it, and that last level is partial (a fractional level ``x`` with
@@ -53,7 +59,7 @@ import torch.nn as nn
 
 from bench.core import paths
 from bench.core.config import spec_field
-from bench.core.io import atomic_save
+from bench.core.io import atomic_save, file_sha256
 from bench.methods import Method, RunContext, register
 from bench.methods.stages import (
     DENSE_INITS,
@@ -61,11 +67,14 @@ from bench.methods.stages import (
     PRUNE_SCOPES,
     START_FROM,
     check_epochs,
+    check_init_from,
     dense_initial,
     dense_key,
     dense_stage,
     keep_selected,
     last_epoch_state,
+    load_dense,
+    read_dense_state,
     read_record,
     stage_epochs,
     write_record,
@@ -73,7 +82,9 @@ from bench.methods.stages import (
 from bench.nn.masking import apply_masks, iter_masks, magnitude_scores, measured_sparsity, prunable_layers, set_trainable
 from bench.spec import RunSpec
 
-REWINDS = ("init", "early", "none")
+REWINDS = ("init", "early", "dense", "none")
+# The rewind points a given dense network (--init-from) has: itself, or none (it comes without its initialisation).
+GIVEN_REWINDS = ("dense", "none")
 # The most pruning levels one run may have (20 % per level reaches 0.999 in 31).
 MAX_LEVELS = 200
 MASKS = "masks.pt"
@@ -89,12 +100,17 @@ class ALTHHparams:
     start_from: str = spec_field("last", "next stage starts from the previous stage's best-validation or last epoch "
                                  "(OpenLTH, HYDRA: last)", choices=START_FROM)
     scope: str = spec_field("layer", "magnitude ranking: layer (same sparsity per layer) | global", choices=PRUNE_SCOPES)
-    rewind: str = spec_field("init", "rewind survivors to: init | early (after rewind_epochs of AT) | none", choices=REWINDS)
+    rewind: str = spec_field("init", "rewind survivors to: init | early (after rewind_epochs of AT) | dense (the trained "
+                             "dense network, Cosentino's code) | none", choices=REWINDS)
     rewind_epochs: int = field(default=1, metadata={"help": "with --rewind early: epochs of AT before the rewind point"})
     pretrain_epochs: Optional[int] = field(default=None, metadata={"help": "dense AT epochs (none = --epochs)"})
     level_epochs: Optional[int] = field(default=None, metadata={"help": "AT retraining epochs per level (none = --epochs)"})
     dense_init: str = spec_field("pytorch", "initialisation of the dense network, the rewind point of --rewind init: "
                                  "pytorch (layer defaults) | openlth | hydra | glorot (OpenLTH's, HYDRA's, Cosentino's code)", choices=DENSE_INITS)
+    init_from: Optional[str] = field(default=None, metadata={
+        "help": "prune this dense network instead of training one: a state dict of the spec's architecture (read with "
+                "weights_only; its sha256 goes into meta.json); rewinds with --rewind dense or none; the pretraining "
+                "flags then do not apply"})
 
 
 def levels_needed(target: float, fraction: float) -> float:
@@ -192,15 +208,33 @@ class ALTH(Method):
                              f"{levels:.3g} pruning levels to reach sparsity {spec.sparsity:g}; at most {MAX_LEVELS} "
                              "are allowed: raise --prune-fraction")
         check_epochs(pretrain_epochs=hp.pretrain_epochs, level_epochs=hp.level_epochs)
+        check_init_from(hp.init_from)
+        if hp.init_from is not None and hp.rewind not in GIVEN_REWINDS:
+            raise ValueError(f"rewind {hp.rewind} with --init-from: a given network comes without its initialisation "
+                             "or early weights; rewind to it (--rewind dense) or not at all (--rewind none)")
 
     def validate_model(self, spec: RunSpec, model: nn.Module) -> None:
-        """The level schedule on this architecture's layer sizes is within :data:`MAX_LEVELS`."""
+        """The level schedule on this architecture's layer sizes is within :data:`MAX_LEVELS`; a given dense network
+        (``--init-from``) is the spec's architecture."""
         self.plan(spec, model)
+        if spec.hparams.init_from is not None:
+            read_dense_state(spec.hparams.init_from, model, spec)
 
-    def rewind_state(self, ctx: RunContext, base: Dict[str, Any]) -> Optional[Dict[str, torch.Tensor]]:
-        """The weights survivors are rewound to (``None`` for no rewinding)."""
+    def rewind_state(self, ctx: RunContext, base: Dict[str, Any], dense: nn.Module,
+                     dense_train: Optional[Path]) -> Optional[Dict[str, torch.Tensor]]:
+        """The weights survivors are rewound to (``None`` for no rewinding); ``dense`` is the dense network (the
+        stage's, trained in ``dense_train``, or the given one)."""
         if ctx.hp.rewind == "none":
             return None
+        if ctx.hp.rewind == "dense":
+            # The state level 1 prunes: the given network, or the dense stage's epoch that --start-from names.
+            state = {k: v.clone() for k, v in dense.state_dict().items()}
+            if dense_train is not None and ctx.hp.start_from == "last":
+                copy = ctx.build_model(bn_affine=True)
+                copy.load_state_dict(state)
+                last_epoch_state(copy, dense_train, ctx.device)
+                state = {k: v.clone() for k, v in copy.state_dict().items()}
+            return state
         if ctx.hp.rewind == "init":
             # The dense stage starts from this seeded initialisation.
             return {k: v.clone() for k, v in dense_initial(ctx, ctx.hp.dense_init).state_dict().items()}
@@ -236,11 +270,19 @@ class ALTH(Method):
         """Dense AT, then prune / rewind / retrain level by level up to the target."""
         hp = ctx.hp
         pre_epochs = stage_epochs(ctx, hp.pretrain_epochs)
-        model = dense_stage(ctx, hp.pretrain_epochs, init=hp.dense_init)
-        base = dense_key(ctx.spec, pre_epochs, hp.dense_init)
-        rewind_state = self.rewind_state(ctx, base)
+        previous_train: Optional[Path]
+        if hp.init_from is None:
+            model = dense_stage(ctx, hp.pretrain_epochs, init=hp.dense_init)
+            base = dense_key(ctx.spec, pre_epochs, hp.dense_init)
+            previous_train = ctx.stage_path(DENSE_STAGE, base) / "train"
+        else:
+            # A given dense network: the levels are keyed by its contents and the training setting, not its name.
+            model = load_dense(ctx, hp.init_from)
+            base = {**{k: v for k, v in dense_key(ctx.spec, 0).items() if k != "epochs"},
+                    "init_from": file_sha256(hp.init_from)}
+            previous_train = None
+        rewind_state = self.rewind_state(ctx, base, model, previous_train)
         epochs = stage_epochs(ctx, hp.level_epochs)
-        previous_train = ctx.stage_path(DENSE_STAGE, base) / "train"
         done: List[float] = []
         levels: List[Dict[str, Any]] = []
         # One shared stage per level; each starts from the previous level's network.
@@ -253,9 +295,10 @@ class ALTH(Method):
             previous = model
 
             def build(stage_dir: Path, previous: nn.Module = previous, level: int = level, sparsity: float = sparsity,
-                      prune_to: Any = prune_to, previous_train: Path = previous_train) -> nn.Module:
-                # Prune from the previous stage's last epoch (OpenLTH) unless asked for its best one.
-                if hp.start_from == "last":
+                      prune_to: Any = prune_to, previous_train: Optional[Path] = previous_train) -> nn.Module:
+                # Prune from the previous stage's last epoch (OpenLTH) unless asked for its best one (a given dense
+                # network is pruned as it is).
+                if hp.start_from == "last" and previous_train is not None:
                     last_epoch_state(previous, previous_train, ctx.device)
                 prune_and_rewind(previous, prune_to, hp.scope, rewind_state)
                 atomic_save(stage_dir / MASKS, {name: m.detach().cpu().clone() for name, m in iter_masks(previous)})

@@ -121,11 +121,13 @@ def dense_initial(ctx: RunContext, init: str = "pytorch") -> nn.Module:
     return model
 
 
-def keep_selected(ctx: RunContext, model: nn.Module, train_dir: Path,
+def keep_selected(ctx: RunContext, model: nn.Module, train_dir: Optional[Path],
                   refresh: Optional[Callable[[], None]] = None) -> nn.Module:
     """The ticket from the method's final stage (trained in ``train_dir``): its best-validation epoch, which the
-    training loop leaves loaded, or with ``--select last`` its last epoch (masks refreshed by ``refresh``)."""
-    if ctx.spec.select == "last" and last_epoch_state(model, train_dir, ctx.device) and refresh is not None:
+    training loop leaves loaded, or with ``--select last`` its last epoch (masks refreshed by ``refresh``);
+    ``train_dir`` ``None``: nothing was trained (a given network kept as it is)."""
+    if (train_dir is not None and ctx.spec.select == "last" and last_epoch_state(model, train_dir, ctx.device)
+            and refresh is not None):
         refresh()
     ctx.info["select"] = ctx.spec.select
     return model
