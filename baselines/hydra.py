@@ -34,6 +34,7 @@ from bench.core.config import spec_field
 from bench.methods import Method, RunContext, register
 from bench.methods.stages import (
     DENSE_INITS,
+    INIT_FROM_HELP,
     START_FROM,
     bn_parameters,
     check_epochs,
@@ -65,9 +66,7 @@ class HydraHparams:
                                  "(OpenLTH, HYDRA: last)", choices=START_FROM)
     dense_init: str = spec_field("pytorch", "initialisation of the dense network: pytorch (layer defaults) | openlth "
                                  "| hydra | glorot (OpenLTH's, HYDRA's, Cosentino's code)", choices=DENSE_INITS)
-    init_from: Optional[str] = field(default=None, metadata={
-        "help": "prune this dense network instead of training one: a state dict of the spec's architecture (read with "
-                "weights_only; its sha256 goes into meta.json); the pretraining flags then do not apply"})
+    init_from: Optional[str] = field(default=None, metadata={"help": INIT_FROM_HELP})
 
 
 @torch.no_grad()

@@ -16,7 +16,19 @@ import torch.nn as nn
 
 from bench.core.config import spec_field
 from bench.methods import Method, RunContext, register
-from bench.methods.stages import DENSE_INITS, PRUNE_SCOPES, START_FROM, check_epochs, check_init_from, check_lr_scale, dense_network, read_dense_state, stage_epochs, train_weights
+from bench.methods.stages import (
+    DENSE_INITS,
+    INIT_FROM_HELP,
+    PRUNE_SCOPES,
+    START_FROM,
+    check_epochs,
+    check_init_from,
+    check_lr_scale,
+    dense_network,
+    read_dense_state,
+    stage_epochs,
+    train_weights,
+)
 from bench.nn.masking import apply_masks, check_granularity, magnitude_scores
 from bench.spec import RunSpec
 
@@ -33,9 +45,7 @@ class LWMHparams:
                                  "scripts: last)", choices=START_FROM)
     dense_init: str = spec_field("pytorch", "initialisation of the dense network: pytorch (layer defaults) | openlth "
                                  "| hydra | glorot (OpenLTH's, HYDRA's, Cosentino's code)", choices=DENSE_INITS)
-    init_from: Optional[str] = field(default=None, metadata={
-        "help": "prune this dense network instead of training one: a state dict of the spec's architecture (read with "
-                "weights_only; its sha256 goes into meta.json); the pretraining flags then do not apply"})
+    init_from: Optional[str] = field(default=None, metadata={"help": INIT_FROM_HELP})
 
 
 @register("lwm", "least weight magnitude: dense AT, one-shot |w| pruning, AT fine-tuning")

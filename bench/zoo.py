@@ -1,14 +1,7 @@
-"""RobustBench model zoo as baselines: the one module that imports ``robustbench``.
-
-PyPI ``robustbench`` 1.1.1 does ``from autoattack import AutoAttack`` (and
-``autoattack.state``) when it is imported, but PyPI has no ``autoattack``:
-the PyPI AutoAttack is ``pyautoattack``. :func:`import_robustbench` maps the
-``autoattack`` name to ``pyautoattack`` only while robustbench itself is being
-imported, then puts ``sys.modules`` back as it was, so nothing else in the
-process sees the alias. If the original ``autoattack`` is installed it is used
-as is. robustbench's own ``benchmark()`` (which calls AutoAttack with the
-original keyword names) is not used here: zoo models are evaluated with our
-attacks through :func:`bench.evaluation.evaluate.evaluate`.
+"""RobustBench model zoo as baselines: zoo models (loaded by :mod:`bench.nn.zoo_models`, the one module
+that imports ``robustbench``) evaluated under the harness's protocol. robustbench's own ``benchmark()``
+(which calls AutoAttack with the original keyword names) is not used here: zoo models are evaluated with
+our attacks through :func:`bench.evaluation.evaluate.evaluate`.
 
 A zoo evaluation is named by a hash of its :class:`ZooSpec` and kept in
 ``<out>/zoo/<run_id>/`` (spec, measured sparsity, per-attack cache), so a
@@ -16,18 +9,11 @@ rerun resumes; its rows go to ``<out>/runs.csv`` with ``method`` = ``zoo``.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import difflib
-import importlib
 import json
-import pickle
-import sys
-import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
-from types import ModuleType
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import pandas as pd
 import torch
@@ -42,148 +28,9 @@ from bench.core.results import AttackResult, append_rows, result_rows
 from bench.data import Split, load_data
 from bench.evaluation.evaluate import autoattack_examples, evaluate, with_worst_case
 from bench.nn.cost import effective_weight
+from bench.nn.zoo_models import load_zoo_model
 
-INSTALL_HINT = "pip install -e '.[robustbench]'  (see docs/robustbench.md)"
 EVAL_DATASETS = ("cifar10", "cifar100")
-
-
-class RobustBenchMissing(ImportError, ValueError):
-    """robustbench (or one of its dependencies) is not installed.
-
-    Also a ``ValueError`` so the ``bench`` CLI reports it in one line.
-    """
-
-
-@contextlib.contextmanager
-def _autoattack_alias() -> Iterator[None]:
-    """Within the block, ``autoattack`` resolves to ``pyautoattack`` unless the original is installed."""
-    try:
-        importlib.import_module("autoattack")
-        original = True
-    except ImportError:
-        original = False
-    if original:
-        yield
-        return
-    import pyautoattack
-    import pyautoattack.state
-
-    # Save whatever the names held (absent or a None blocker) and restore it afterwards.
-    names = {"autoattack": pyautoattack, "autoattack.state": pyautoattack.state}
-    saved = {name: sys.modules[name] for name in names if name in sys.modules}
-    sys.modules.update(names)
-    try:
-        yield
-    finally:
-        for name in names:
-            if name in saved:
-                sys.modules[name] = saved[name]
-            else:
-                sys.modules.pop(name, None)
-
-
-def import_robustbench() -> ModuleType:
-    """The ``robustbench`` package, imported with the ``autoattack`` alias; clear error if absent."""
-    if sys.modules.get("robustbench") is not None and "robustbench.utils" in sys.modules:
-        return sys.modules["robustbench"]
-    try:
-        # Its import emits dependency warnings (pkg_resources, requests, torch.jit) that are not ours.
-        with _autoattack_alias(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            module = importlib.import_module("robustbench")
-            importlib.import_module("robustbench.utils")
-    except ModuleNotFoundError as exc:
-        why = " (robustbench 1.1.1 needs setuptools<81)" if exc.name == "pkg_resources" else ""
-        raise RobustBenchMissing(
-            f"robustbench is not usable: module {exc.name!r} is missing{why}; install the extra with: {INSTALL_HINT}"
-        ) from exc
-    return module
-
-
-def _enums() -> Tuple[Any, Any]:
-    """RobustBench's BenchmarkDataset and ThreatModel enums."""
-    import_robustbench()
-    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
-
-    return BenchmarkDataset, ThreatModel
-
-
-def _parse(dataset: str, threat: str) -> Tuple[Any, Any]:
-    """Validated (dataset, threat) enum members, with the choices in the error."""
-    benchmark_dataset, threat_model = _enums()
-    try:
-        ds = benchmark_dataset(dataset)
-    except ValueError:
-        raise ValueError(f"unknown RobustBench dataset {dataset!r}; choices: {', '.join(d.value for d in benchmark_dataset)}") from None
-    try:
-        tm = threat_model(threat)
-    except ValueError:
-        raise ValueError(f"unknown RobustBench threat model {threat!r}; choices: {', '.join(t.value for t in threat_model)}") from None
-    return ds, tm
-
-
-def zoo_entries(dataset: str = "cifar10", threat: str = "Linf") -> Dict[str, Dict[str, Any]]:
-    """RobustBench's model-zoo entries (name -> {'model', 'gdrive_id'}) for one leaderboard."""
-    ds, tm = _parse(dataset, threat)
-    from robustbench.model_zoo import model_dicts
-
-    if tm not in model_dicts[ds]:
-        raise ValueError(f"RobustBench has no {threat} models for {dataset}; choices: {', '.join(t.value for t in model_dicts[ds])}")
-    return dict(model_dicts[ds][tm])
-
-
-def zoo_models(dataset: str = "cifar10", threat: str = "Linf") -> List[str]:
-    """Names in RobustBench's model zoo for one dataset and threat model, in its order."""
-    return list(zoo_entries(dataset, threat))
-
-
-def checkpoint_paths(name: str, model_dir: Union[str, Path], dataset: str = "cifar10", threat: str = "Linf") -> List[Path]:
-    """Where ``robustbench.utils.load_model`` reads the weights of ``name`` (empty: fetched through timm).
-
-    The layout is ``model_dir/<dataset>/<threat>/<name>.pt``; ensembles use
-    ``<name>.pt_m<i>.pt``, one file per member.
-    """
-    entries = zoo_entries(dataset, threat)
-    if name not in entries:
-        close = difflib.get_close_matches(name, list(entries), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; see `bench zoo list`"
-        raise ValueError(f"{name!r} is not in RobustBench's {dataset}/{threat} zoo{hint}")
-    import timm
-
-    ds, tm = _parse(dataset, threat)
-    timm_name = f"{name.lower().replace('-', '_')}_{ds.value.lower()}_{tm.value.lower()}"
-    if timm.is_model(timm_name):
-        return []
-    base = Path(model_dir) / ds.value / tm.value.replace("_3d", "") / f"{name}.pt"
-    ids = entries[name]["gdrive_id"]
-    if isinstance(ids, list):
-        return [Path(f"{base}_m{i}.pt") for i in range(len(ids))]
-    return [base]
-
-
-def load_zoo_model(name: str, model_dir: Union[str, Path], dataset: str = "cifar10", threat: str = "Linf",
-                   download: bool = False) -> nn.Module:
-    """A RobustBench model in eval mode ([0,1] inputs, logits out), from local weights unless ``download``."""
-    paths = checkpoint_paths(name, model_dir, dataset, threat)
-    missing = [p for p in paths if not p.is_file()]
-    if (missing or not paths) and not download:
-        where = missing[0] if missing else "the timm/Hugging Face hub"
-        raise ValueError(f"weights of {name} not found (expected {where}); RobustBench downloads them on a connected "
-                         f"machine: rerun with --download there, or copy the file into {model_dir}")
-    import_robustbench()
-    from robustbench.utils import load_model
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = load_model(name, model_dir=str(model_dir), dataset=dataset, threat_model=threat)
-    except pickle.UnpicklingError as exc:
-        raise ValueError(f"refusing to load {paths[0]}: not a plain tensor checkpoint ({str(exc).splitlines()[0]})") from None
-    except RuntimeError as exc:
-        if "loading state_dict" not in str(exc):
-            raise
-        raise ValueError(f"{paths[0] if paths else name} does not match {name}'s architecture: {str(exc).splitlines()[0]}") from None
-    return model.eval()
 
 
 @torch.no_grad()

@@ -24,9 +24,10 @@ from bench.cli import main
 from bench.core.results import read_rows
 from bench.data import Split
 from bench.harness import run_spec
+from bench.nn.zoo_models import RobustBenchMissing, checkpoint_paths, import_robustbench, load_zoo_model, zoo_entries, zoo_models
 from bench.reporting.export import EXTRA_FIELDS, ROBUSTBENCH_FIELDS, export_robustbench_json
 from bench.spec import RunSpec
-from bench.zoo import RobustBenchMissing, ZooSpec, checkpoint_paths, import_robustbench, load_zoo_model, run_zoo, weight_sparsity, zoo_entries, zoo_models
+from bench.zoo import ZooSpec, run_zoo, weight_sparsity
 
 ZOO_MODEL = "Ding2020MMA"  # the smallest CIFAR-10 Linf zoo entry (WideResNet-28-4, 5.8M parameters)
 N_EVAL = 1
@@ -47,7 +48,7 @@ def test_adapter_imports_robustbench_without_autoattack() -> None:
         "    assert 'autoattack' in str(exc), exc\n"
         "for name in [m for m in sys.modules if m.split('.')[0] == 'robustbench']:\n"
         "    del sys.modules[name]\n"
-        "from bench.zoo import import_robustbench\n"
+        "from bench.nn.zoo_models import import_robustbench\n"
         "rb = import_robustbench()\n"
         "import pyautoattack, robustbench.eval, robustbench.utils\n"
         "assert robustbench.eval.AutoAttack is pyautoattack.AutoAttack\n"

@@ -64,6 +64,7 @@ from bench.methods import Method, RunContext, register
 from bench.methods.stages import (
     DENSE_INITS,
     DENSE_STAGE,
+    INIT_FROM_HELP,
     PRUNE_SCOPES,
     START_FROM,
     check_epochs,
@@ -71,6 +72,7 @@ from bench.methods.stages import (
     dense_initial,
     dense_key,
     dense_stage,
+    init_from_file,
     keep_selected,
     last_epoch_state,
     load_dense,
@@ -108,9 +110,7 @@ class ALTHHparams:
     dense_init: str = spec_field("pytorch", "initialisation of the dense network, the rewind point of --rewind init: "
                                  "pytorch (layer defaults) | openlth | hydra | glorot (OpenLTH's, HYDRA's, Cosentino's code)", choices=DENSE_INITS)
     init_from: Optional[str] = field(default=None, metadata={
-        "help": "prune this dense network instead of training one: a state dict of the spec's architecture (read with "
-                "weights_only; its sha256 goes into meta.json); rewinds with --rewind dense or none; the pretraining "
-                "flags then do not apply"})
+        "help": INIT_FROM_HELP + "; rewinds with --rewind dense or none"})
 
 
 def levels_needed(target: float, fraction: float) -> float:
@@ -279,7 +279,7 @@ class ALTH(Method):
             # A given dense network: the levels are keyed by its contents and the training setting, not its name.
             model = load_dense(ctx, hp.init_from)
             base = {**{k: v for k, v in dense_key(ctx.spec, 0).items() if k != "epochs"},
-                    "init_from": file_sha256(hp.init_from)}
+                    "init_from": file_sha256(init_from_file(hp.init_from, ctx.spec))}
             previous_train = None
         rewind_state = self.rewind_state(ctx, base, model, previous_train)
         epochs = stage_epochs(ctx, hp.level_epochs)

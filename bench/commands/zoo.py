@@ -11,8 +11,9 @@ import dataclasses
 from bench.commands import COMMANDS
 from bench.core.config import coerce
 from bench.core.rows import load_rows
+from bench.nn.zoo_models import checkpoint_paths, zoo_models
 from bench.reporting.export import export_robustbench_json
-from bench.zoo import ZooSpec, checkpoint_paths, run_zoo, zoo_models
+from bench.zoo import ZooSpec, run_zoo
 
 DEFAULT_MODEL_DIR = "models"
 

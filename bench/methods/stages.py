@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -34,6 +34,7 @@ from bench.data import resolve_source
 from bench.methods import RunContext
 from bench.nn.masking import prunable_layers, set_trainable
 from bench.nn.models import init_signed_kaiming_constant
+from bench.nn.zoo_models import checkpoint_paths, load_zoo_model, zoo_state_for
 from bench.spec import RunSpec
 
 DENSE_STAGE = "dense-at"
@@ -209,16 +210,62 @@ def dense_stage(ctx: RunContext, epochs: Optional[int] = None, start_from: str =
     return model
 
 
+# The help of every method's ``init_from`` hyperparameter.
+INIT_FROM_HELP = ("prune this dense network instead of training one: a state dict of the spec's architecture (read "
+                  "with weights_only), or zoo:NAME[@DIR], a RobustBench zoo model whose weights are in DIR (default "
+                  "models/), mapped onto the architecture and checked to give the same logits; the file's sha256 goes "
+                  "into meta.json; the pretraining flags then do not apply")
+# ``--init-from zoo:NAME[@DIR]``: a RobustBench zoo model, its weights in DIR (``bench zoo``'s default folder).
+ZOO_PREFIX = "zoo:"
+ZOO_MODEL_DIR = "models"
+
+
+def zoo_source(value: str) -> Optional[Tuple[str, str]]:
+    """(model name, weights folder) of a ``zoo:NAME[@DIR]`` value; ``None`` for a file path."""
+    if not value.startswith(ZOO_PREFIX):
+        return None
+    name, _, folder = value[len(ZOO_PREFIX):].partition("@")
+    if not name:
+        raise ValueError(f"--init-from {value}: name a zoo model (zoo:NAME or zoo:NAME@DIR; see `bench zoo list`)")
+    return name, folder or ZOO_MODEL_DIR
+
+
 def check_init_from(path: Optional[str]) -> None:
-    """``--init-from`` must name a file (its contents are checked against the architecture when the run starts)."""
-    if path is not None and not Path(path).is_file():
-        raise ValueError(f"--init-from {path}: not a file (a state dict of the spec's dense network)")
+    """``--init-from`` must name a file or a zoo model (its contents are checked against the architecture when the
+    run starts)."""
+    if path is not None and zoo_source(path) is None and not Path(path).is_file():
+        raise ValueError(f"--init-from {path}: not a file (a state dict of the spec's dense network, or zoo:NAME)")
+
+
+def init_from_file(value: str, spec: RunSpec) -> Path:
+    """The file whose sha256 identifies a given dense network: the state dict, or the zoo model's weights."""
+    zoo = zoo_source(value)
+    if zoo is None:
+        return Path(value)
+    name, folder = zoo
+    files = checkpoint_paths(name, folder, spec.dataset, spec.norm)
+    if len(files) != 1:
+        raise ValueError(f"--init-from {value}: {name} is not one weights file (an ensemble, or a timm model); "
+                         "save its state dict and give that file")
+    return files[0]
+
+
+def _zoo_dense_state(value: str, model: nn.Module, spec: RunSpec) -> Dict[str, torch.Tensor]:
+    """A zoo model's tensors as the spec's architecture holds them (checked by computing the same logits)."""
+    name, folder = zoo_source(value) or ("", "")
+    init_from_file(value, spec)
+    zoo = load_zoo_model(name, folder, spec.dataset, spec.norm)
+    info = spec.data_info
+    return zoo_state_for(zoo, model, (info.in_channels, info.image_size, info.image_size), name)
 
 
 def read_dense_state(path: str, model: nn.Module, spec: RunSpec) -> Dict[str, torch.Tensor]:
-    """The state dict of ``--init-from``, read with ``weights_only=True`` and checked against ``model`` (the spec's
-    architecture; shapes only, so the meta device serves): every weight, bias and BatchNorm tensor must be there
-    with its shape; masks and scores, which a plain network lacks, are optional."""
+    """The state dict of ``--init-from``, read with ``weights_only=True`` (or a zoo model's, mapped onto the
+    architecture) and checked against ``model`` (the spec's architecture; shapes only, so the meta device serves):
+    every weight, bias and BatchNorm tensor must be there with its shape; masks and scores, which a plain network
+    lacks, are optional."""
+    if zoo_source(path) is not None:
+        return _zoo_dense_state(path, model, spec)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - an unreadable or refused file is one line naming it
@@ -244,7 +291,9 @@ def load_dense(ctx: RunContext, path: str) -> nn.Module:
     its path and sha256 go into meta.json."""
     model = ctx.build_model(bn_affine=True)
     model.load_state_dict({**model.state_dict(), **read_dense_state(path, model, ctx.spec)})
-    ctx.info["init_from"] = {"path": str(path), "sha256": file_sha256(path)}
+    source = init_from_file(path, ctx.spec)
+    ctx.info["init_from"] = {"path": str(source), "sha256": file_sha256(source),
+                             **({"zoo": path[len(ZOO_PREFIX):]} if zoo_source(path) else {})}
     set_trainable(model, weights=False, scores=False)
     return model
 
