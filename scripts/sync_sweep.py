@@ -14,48 +14,56 @@ import argparse
 import shutil
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import pandas as pd
 
-from bench.sweep.grid import STATUS_COLUMNS, ran_before
+from bench.core.io import atomic_with
+from bench.sweep.grid import STATUS_COLUMNS, ran_before, read_status
 
 
-def merge_status(source: Path, here: Path) -> int:
-    """Write ``source``'s status table to ``here``, with ``here``'s done lines for runs ``source`` calls skipped;
-    return how many lines were kept from ``here``."""
-    new = pd.read_csv(source, dtype={"run_id": str, "error": str}, keep_default_na=False)
-    earlier = ran_before(here)
+def merged_status(source: Path, here: Path) -> Tuple[pd.DataFrame, int]:
+    """``source``'s status table with ``here``'s done lines for runs ``source`` calls skipped, and how many lines
+    were kept from ``here``."""
+    new = read_status(source)
+    earlier, _ = ran_before(here)
     kept = 0
     records = []
     for row in new.to_dict("records"):
         if row["status"] == "skipped" and str(row["run_id"]) in earlier:
             row, kept = earlier[str(row["run_id"])], kept + 1
         records.append(row)
-    pd.DataFrame(records, columns=list(STATUS_COLUMNS)).to_csv(here, index=False)
-    return kept
+    return pd.DataFrame(records, columns=list(STATUS_COLUMNS)), kept
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Copy rows and merge status files; print what changed."""
+    """Copy rows and merge status files (everything read and checked before anything is written)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path, help="the sweep's output folder where it runs")
     parser.add_argument("here", type=Path, help="this checkout's output folder")
     args = parser.parse_args(argv)
-    # Rows: the source's file must extend ours (rows are appended, never rewritten).
     src_rows, our_rows = args.source / "runs.csv", args.here / "runs.csv"
-    theirs = set(src_rows.read_text().splitlines())
-    missing = [line for line in our_rows.read_text().splitlines() if line not in theirs] if our_rows.exists() else []
+    for folder in (args.source, args.here):
+        if not folder.is_dir():
+            raise ValueError(f"{folder}: not a folder")
+    if not src_rows.is_file():
+        raise ValueError(f"{src_rows}: no rows to bring in")
+    # Rows: the source's file must extend ours (rows are appended, never rewritten).
+    theirs = src_rows.read_text().splitlines()
+    ours = our_rows.read_text().splitlines() if our_rows.exists() else []
+    missing = sorted(set(ours) - set(theirs))
     if missing:
         raise ValueError(f"{src_rows}: lacks {len(missing)} row(s) of {our_rows}; not copied")
-    before = len(our_rows.read_text().splitlines()) if our_rows.exists() else 0
-    shutil.copyfile(src_rows, our_rows)
-    print(f"{our_rows}: {len(theirs) - before:+d} line(s)")
-    # Status files, merged.
+    # Status files, merged in memory first.
+    merged = {status.name: merged_status(status, args.here / "sweeps" / status.name)
+              for status in sorted((args.source / "sweeps").glob("*.csv"))}
+    # Write: rows, then each status file, atomically.
+    atomic_with(our_rows, lambda tmp: shutil.copyfile(src_rows, tmp))
+    print(f"{our_rows}: {len(theirs) - len(ours):+d} line(s)")
     (args.here / "sweeps").mkdir(parents=True, exist_ok=True)
-    for status in sorted((args.source / "sweeps").glob("*.csv")):
-        kept = merge_status(status, args.here / "sweeps" / status.name)
-        print(f"{status.name}: merged ({kept} earlier done line(s) kept)")
+    for name, (table, kept) in merged.items():
+        atomic_with(args.here / "sweeps" / name, lambda tmp, table=table: table.to_csv(tmp, index=False))
+        print(f"{name}: merged ({kept} earlier done line(s) kept)")
     return 0
 
 

@@ -49,7 +49,7 @@ def test_a_failed_curve_row_is_not_a_curve_point() -> None:
 
 # Functions that read a sweep's status table (``sweeps/<name>.csv``: done / skipped / pending per spec), whose
 # column is also called ``status``; they never see rows.
-SWEEP_STATUS_READERS = {("bench/sweep/grid.py", "ran_before"), ("scripts/sync_sweep.py", "merge_status")}
+SWEEP_STATUS_READERS = {("bench/sweep/grid.py", "ran_before"), ("scripts/sync_sweep.py", "merged_status")}
 
 
 def status_readers(path: Path) -> list:

@@ -19,7 +19,7 @@ from bench.core.threads import THREAD_ENV_VARS, thread_env, threads_per_worker
 from bench.spec import RunSpec
 from bench.sweep.executors.base import EXECUTORS, Executor, JobResult, SweepJob, discover_executors, get_executor
 from bench.sweep.executors.local import LocalExecutor
-from bench.sweep.grid import dry_run_table, expand, finished_pairs, is_done, load_sweep, run_sweep
+from bench.sweep.grid import Sweep, dry_run_table, expand, finished_pairs, is_done, load_sweep, run_sweep
 
 # The smallest real runs: a 10%-width MLP, one epoch of one-step PGD on 256 examples.
 # The shared budget as sweep-file values (lists, not tuples), on the embedded data.
@@ -139,6 +139,14 @@ def test_sweep_runs_then_skips_on_rerun(tmp_path: Path, capsys: pytest.CaptureFi
     # Asking for another attack makes the same tickets not done (no row for it yet).
     more = expand({**TINY, "eval_attacks": ["pgd20", "cw20"]}, {"sparsity": [0.5]})
     assert more[0].run_id == sweep.specs[0].run_id and not is_done(more[0], out)
+    # Re-queued under the same sweep name, the run's line adds the new job's seconds to the earlier ones (the
+    # earlier training time was lost to the evaluation-only job's seconds before).
+    jobs: list = []
+    again = run_sweep(Sweep("tiny", tuple(more)), out, LocalExecutor(jobs=1), progress=False, on_result=jobs.append)
+    assert again.done == 1 and len(jobs) == 1
+    line = pd.read_csv(out / "sweeps" / "tiny.csv").set_index("run_id").loc[more[0].run_id]
+    before = ran.set_index("run_id").loc[more[0].run_id, "seconds"]
+    assert line["status"] == "done" and line["seconds"] == pytest.approx(before + jobs[0].seconds, abs=0.002)
 
 
 def test_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

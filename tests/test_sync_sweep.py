@@ -51,3 +51,20 @@ def test_sync_refuses_rows_that_would_be_dropped(tmp_path: Path) -> None:
     proc = _sync(source, here)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "lacks 1 row(s)" in proc.stderr
     assert "z,cw20" in (here / "runs.csv").read_text()
+
+
+def test_sync_checks_everything_before_writing(tmp_path: Path) -> None:
+    """A bad status file here, or no rows there, is one line and leaves this folder as it was."""
+    source, here = tmp_path / "worktree", tmp_path / "here"
+    (source / "sweeps").mkdir(parents=True)
+    (source / "runs.csv").write_text("run_id,attack\na,pgd20\nb,pgd20\n")
+    _status(source / "sweeps" / "g.csv", "a,done,1.0,,rst,fm,convnet,0.5,0.5,0")
+    (here / "sweeps").mkdir(parents=True)
+    (here / "runs.csv").write_text("run_id,attack\na,pgd20\n")
+    (here / "sweeps" / "g.csv").write_text("not,a,status,file\n")
+    proc = _sync(source, here)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "not a sweep status file" in proc.stderr
+    assert (here / "runs.csv").read_text() == "run_id,attack\na,pgd20\n"
+    (source / "runs.csv").unlink()
+    proc = _sync(source, here)
+    assert proc.returncode == 2 and "no rows to bring in" in proc.stderr

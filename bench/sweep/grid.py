@@ -251,16 +251,25 @@ def _status_row(spec: RunSpec, status: str, seconds: float = 0.0, error: str = "
             "sparsity": spec.sparsity, "seed": spec.seed}
 
 
-def ran_before(path: Path) -> Dict[str, Dict[str, Any]]:
-    """The ``done`` lines of an existing status file, by run id: a resumed sweep keeps how long each of its
-    runs took when it ran (a rerun used to overwrite them with ``skipped``, 0 s, losing the sweep's cost)."""
-    if not path.exists():
-        return {}
-    old = pd.read_csv(path, dtype={"run_id": str, "error": str}, keep_default_na=False)
-    if not set(STATUS_COLUMNS) <= set(old.columns):
+def read_status(path: Path) -> pd.DataFrame:
+    """A sweep's status table (``sweeps/<name>.csv``), its columns checked."""
+    table = pd.read_csv(path, dtype={"run_id": str, "error": str}, keep_default_na=False)
+    if not set(STATUS_COLUMNS) <= set(table.columns):
         raise ValueError(f"{path}: not a sweep status file (columns {', '.join(STATUS_COLUMNS)} expected)")
+    return table
+
+
+def ran_before(path: Path) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, float]]:
+    """What an existing status file says jobs did: its ``done`` lines by run id (a resumed sweep keeps how long
+    each run took; a rerun used to overwrite them with ``skipped``, 0 s, losing the sweep's cost), and the
+    seconds jobs spent on each run (a re-queued run's line carries them)."""
+    if not path.exists():
+        return {}, {}
+    old = read_status(path)
+    seconds = pd.to_numeric(old["seconds"], errors="coerce").fillna(0.0)
     done = old[old["status"] == "done"]
-    return {str(r["run_id"]): {c: r[c] for c in STATUS_COLUMNS} for _, r in done.iterrows()}
+    lines = {str(r["run_id"]): {c: r[c] for c in STATUS_COLUMNS} for _, r in done.iterrows()}
+    return lines, {str(run_id): float(s) for run_id, s in zip(old["run_id"], seconds) if s > 0}
 
 
 def run_sweep(sweep: Sweep, out: Union[str, Path], executor: Executor, data_root: Optional[str] = None,
@@ -275,16 +284,17 @@ def run_sweep(sweep: Sweep, out: Union[str, Path], executor: Executor, data_root
     summary = SweepSummary(sweep.name, len(sweep.specs))
     pairs = finished_pairs(out)
     status_file = _status_path(out, sweep.name)
-    earlier = ran_before(status_file)
+    earlier, spent = ran_before(status_file)
     table: Dict[str, Dict[str, Any]] = {}
     jobs: List[SweepJob] = []
-    # Skip what is done (a run this sweep ran before stays done, with its seconds); queue the rest.
+    # Skip what is done (a run this sweep ran before stays done, with its seconds); queue the rest, carrying the
+    # seconds earlier jobs spent on a run (a finished sweep asked for one more attack re-queues its runs).
     for i, spec in enumerate(sweep.specs):
         if is_done(spec, out, pairs):
             summary.skipped += 1
             table[spec.run_id] = earlier.get(spec.run_id, _status_row(spec, "skipped"))
         else:
-            table[spec.run_id] = _status_row(spec, "pending")
+            table[spec.run_id] = _status_row(spec, "pending", spent.get(spec.run_id, 0.0))
             jobs.append(SweepJob(i, spec, str(out), data_root))
     _write_status(status_file, table)
     # Run the queue, recording each result as it arrives.
@@ -292,7 +302,8 @@ def run_sweep(sweep: Sweep, out: Union[str, Path], executor: Executor, data_root
     try:
         for result in executor.run(jobs):
             spec = sweep.specs[result.index]
-            table[spec.run_id] = _status_row(spec, result.status, result.seconds, result.error)
+            table[spec.run_id] = _status_row(spec, result.status, result.seconds + spent.get(spec.run_id, 0.0),
+                                             result.error)
             if result.status == "done":
                 summary.done += 1
             else:
