@@ -38,11 +38,11 @@ from bench.methods.stages import (
     START_FROM,
     bn_parameters,
     check_epochs,
+    check_given_network,
     check_init_from,
     check_lr_scale,
     dense_network,
     last_epoch_state,
-    read_dense_state,
     stage_epochs,
     train_weights,
 )
@@ -97,8 +97,7 @@ class Hydra(Method):
 
     def validate_model(self, spec: RunSpec, model: nn.Module) -> None:
         """A given dense network (``--init-from``) must be the spec's architecture, checked before anything runs."""
-        if spec.hparams.init_from is not None:
-            read_dense_state(spec.hparams.init_from, model, spec)
+        check_given_network(spec, model)
 
     def find_ticket(self, ctx: RunContext) -> nn.Module:
         """Dense AT, score learning over frozen weights, AT fine-tuning of the survivors."""

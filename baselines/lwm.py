@@ -22,10 +22,10 @@ from bench.methods.stages import (
     PRUNE_SCOPES,
     START_FROM,
     check_epochs,
+    check_given_network,
     check_init_from,
     check_lr_scale,
     dense_network,
-    read_dense_state,
     stage_epochs,
     train_weights,
 )
@@ -68,8 +68,7 @@ class LWM(Method):
 
     def validate_model(self, spec: RunSpec, model: nn.Module) -> None:
         """A given dense network (``--init-from``) must be the spec's architecture, checked before anything runs."""
-        if spec.hparams.init_from is not None:
-            read_dense_state(spec.hparams.init_from, model, spec)
+        check_given_network(spec, model)
 
     def find_ticket(self, ctx: RunContext) -> nn.Module:
         """Dense AT, prune the smallest weights once, fine-tune the survivors with AT."""

@@ -160,8 +160,9 @@ def test_alth_rewinds_to_the_given_network(dense: Path, tmp_path: Path) -> None:
     method = get_method("alth")
 
     def context(**hparams: str) -> RunContext:
-        spec = RunSpec.from_dict({"method": "alth", "sparsity": 0.5, "arch": "mlp", "width": 0.1, "epochs": 2,
-                                  "train_steps": 1, "n_train": 300, "device": "cpu",
+        # A large constant learning rate, so the dense stage's best epoch is not its last.
+        spec = RunSpec.from_dict({"method": "alth", "sparsity": 0.5, "arch": "mlp", "width": 0.1, "epochs": 4,
+                                  "lr": 2.0, "lr_schedule": "constant", "train_steps": 1, "n_train": 300, "device": "cpu",
                                   "hparams": {"rewind": "dense", **hparams}}).resolve()
         data = load_data(spec.dataset, spec.data_source, None, spec.val_fraction, spec.seed, spec.n_train)
         return RunContext(spec, data, torch.device("cpu"), tmp_path / "run", tmp_path / "stages", Compute())
@@ -174,6 +175,8 @@ def test_alth_rewinds_to_the_given_network(dense: Path, tmp_path: Path) -> None:
     model = dense_stage(ctx, None)
     train_dir = ctx.stage_path(DENSE_STAGE, dense_key(ctx.spec, ctx.spec.epochs)) / "train"
     last = torch.load(paths.checkpoint(train_dir), weights_only=True)["model"]
+    # The stage's best epoch is not its last here, so the check below can tell them apart.
+    assert not all(torch.equal(model.state_dict()[k], last[k]) for k in last)
     rewind = method.rewind_state(ctx, {}, model, train_dir)  # type: ignore[attr-defined]
     assert set(rewind) == set(last) and all(torch.equal(rewind[k], last[k]) for k in last)
 
@@ -187,3 +190,16 @@ def test_alth_init_from_refuses_a_rewind_point_it_does_not_have(dense: Path, tmp
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and f"rewind {rewind} with --init-from" in err, err
         assert not out.exists()
+
+
+def test_a_finished_run_loads_without_its_init_from_file(dense: Path, tmp_path: Path) -> None:
+    """The file is checked before a search, not when a finished run is read: once pruned, the run evaluates (and
+    reruns) after the file moved away (its spec was refused as "not a file" before)."""
+    given = tmp_path / "dense.pt"
+    given.write_bytes(dense.read_bytes())
+    out = tmp_path / "out"
+    assert main(["run", "--method", "hydra", "--sparsity", "0.5", "--init-from", str(given), "--out", str(out), *TINY]) == 0
+    given.unlink()
+    run = run_dir_of(out)
+    assert main(["eval", str(run), "--attacks", "pgd20", "--n-eval", "20", "--no-progress"]) == 0
+    assert main(["run", "--method", "hydra", "--sparsity", "0.5", "--init-from", str(given), "--out", str(out), *TINY]) == 0

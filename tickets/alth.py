@@ -59,7 +59,7 @@ import torch.nn as nn
 
 from bench.core import paths
 from bench.core.config import spec_field
-from bench.core.io import atomic_save, file_sha256
+from bench.core.io import atomic_save
 from bench.methods import Method, RunContext, register
 from bench.methods.stages import (
     DENSE_INITS,
@@ -68,15 +68,14 @@ from bench.methods.stages import (
     PRUNE_SCOPES,
     START_FROM,
     check_epochs,
+    check_given_network,
     check_init_from,
     dense_initial,
     dense_key,
     dense_stage,
-    init_from_file,
     keep_selected,
     last_epoch_state,
     load_dense,
-    read_dense_state,
     read_record,
     stage_epochs,
     write_record,
@@ -217,8 +216,7 @@ class ALTH(Method):
         """The level schedule on this architecture's layer sizes is within :data:`MAX_LEVELS`; a given dense network
         (``--init-from``) is the spec's architecture."""
         self.plan(spec, model)
-        if spec.hparams.init_from is not None:
-            read_dense_state(spec.hparams.init_from, model, spec)
+        check_given_network(spec, model)
 
     def rewind_state(self, ctx: RunContext, base: Dict[str, Any], dense: nn.Module,
                      dense_train: Optional[Path]) -> Optional[Dict[str, torch.Tensor]]:
@@ -279,7 +277,7 @@ class ALTH(Method):
             # A given dense network: the levels are keyed by its contents and the training setting, not its name.
             model = load_dense(ctx, hp.init_from)
             base = {**{k: v for k, v in dense_key(ctx.spec, 0).items() if k != "epochs"},
-                    "init_from": file_sha256(init_from_file(hp.init_from, ctx.spec))}
+                    "init_from": ctx.info["init_from"]["sha256"]}
             previous_train = None
         rewind_state = self.rewind_state(ctx, base, model, previous_train)
         epochs = stage_epochs(ctx, hp.level_epochs)

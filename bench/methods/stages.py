@@ -214,7 +214,7 @@ def dense_stage(ctx: RunContext, epochs: Optional[int] = None, start_from: str =
 INIT_FROM_HELP = ("prune this dense network instead of training one: a state dict of the spec's architecture (read "
                   "with weights_only), or zoo:NAME[@DIR], a RobustBench zoo model whose weights are in DIR (default "
                   "models/), mapped onto the architecture and checked to give the same logits; the file's sha256 goes "
-                  "into meta.json; the pretraining flags then do not apply")
+                  "into meta.json; --pretrain-epochs and --dense-init then do not apply")
 # ``--init-from zoo:NAME[@DIR]``: a RobustBench zoo model, its weights in DIR (``bench zoo``'s default folder).
 ZOO_PREFIX = "zoo:"
 ZOO_MODEL_DIR = "models"
@@ -231,10 +231,22 @@ def zoo_source(value: str) -> Optional[Tuple[str, str]]:
 
 
 def check_init_from(path: Optional[str]) -> None:
-    """``--init-from`` must name a file or a zoo model (its contents are checked against the architecture when the
-    run starts)."""
-    if path is not None and zoo_source(path) is None and not Path(path).is_file():
+    """``--init-from``'s form (a zoo value must name a model); the file itself is checked by
+    :func:`check_given_network` before a search, not when a finished run's spec is read (from another folder, or
+    after the file moved, its ticket still loads)."""
+    if path is not None:
+        zoo_source(path)
+
+
+def check_given_network(spec: RunSpec, model: nn.Module) -> None:
+    """Before a search: the given dense network (``--init-from``) exists and is the spec's architecture ``model``
+    (the meta device serves)."""
+    path = spec.hparams.init_from
+    if path is None:
+        return
+    if zoo_source(path) is None and not Path(path).is_file():
         raise ValueError(f"--init-from {path}: not a file (a state dict of the spec's dense network, or zoo:NAME)")
+    read_dense_state(path, model, spec)
 
 
 def init_from_file(value: str, spec: RunSpec) -> Path:
@@ -291,7 +303,7 @@ def load_dense(ctx: RunContext, path: str) -> nn.Module:
     its path and sha256 go into meta.json."""
     model = ctx.build_model(bn_affine=True)
     model.load_state_dict({**model.state_dict(), **read_dense_state(path, model, ctx.spec)})
-    source = init_from_file(path, ctx.spec)
+    source = init_from_file(path, ctx.spec).resolve()
     ctx.info["init_from"] = {"path": str(source), "sha256": file_sha256(source),
                              **({"zoo": path[len(ZOO_PREFIX):]} if zoo_source(path) else {})}
     set_trainable(model, weights=False, scores=False)

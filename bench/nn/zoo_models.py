@@ -239,6 +239,9 @@ def zoo_state_for(zoo: nn.Module, target: nn.Module, input_shape: Tuple[int, ...
     x = torch.rand((4, *input_shape), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected, got = zoo(x), mine(x)
+    if not isinstance(expected, torch.Tensor) or expected.shape != got.shape:
+        raise ValueError(f"zoo model {name} ({type(zoo).__name__}) does not return logits of shape "
+                         f"{tuple(got.shape)} for {tuple(x.shape)} inputs")
     gap = float((expected - got).abs().max())
     if not gap <= SAME_LOGITS_RTOL * (1.0 + float(expected.abs().max())):
         raise ValueError(f"zoo model {name} ({type(zoo).__name__}) does not compute the spec's architecture: with "
