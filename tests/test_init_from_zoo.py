@@ -20,7 +20,7 @@ from bench.core.io import file_sha256
 from bench.methods import get_method
 from bench.methods.stages import read_dense_state
 from bench.nn.masking import prunable_layers
-from bench.nn.zoo_models import zoo_entries
+from bench.nn.zoo_models import zoo_entries, zoo_state_for
 from bench.spec import RunSpec
 
 TRADES_WRN = "Carmon2019Unlabeled"  # RobustBench's TRADES WideResNet-28-10 (with an unused sub_block1)
@@ -113,3 +113,27 @@ def test_lwm_prunes_a_zoo_model_end_to_end(trades_wrn: nn.Module, zoo_dir: Path,
     assert torch.equal(ticket["body.stem.weight"], first)
     kept = ticket["body.stem.mask"].bool()
     assert first.abs()[kept].min() >= first.abs()[~kept].max()
+
+
+def test_a_zoo_model_that_returns_no_logits_is_one_error() -> None:
+    """A forward returning a tuple was a TypeError deep in the check; now a ValueError naming the model."""
+
+    class Pair(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> tuple:
+            y = self.fc(x.flatten(1))
+            return y, y
+
+    class Mine(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x.flatten(1))
+
+    with pytest.raises(ValueError, match="Pair.*does not return logits"):
+        zoo_state_for(Pair(), Mine(), (1, 2, 2), "Pair")
