@@ -9,7 +9,9 @@ Reads ``results/published/runs.csv`` (Fashion-MNIST, the conv net) and writes
   width (two-sided Fisher's exact test on the pooled examples, level 0.05, as the tables' ‡);
 * every cell where the worst case falls more than ``GAP`` points below PGD-20 (PGD-20 overstates robustness:
   gradient masking or a weak attack), flagged;
-* the RST paper's sparsity and width findings beside their counterparts here.
+* the RST paper's sparsity and width findings beside their counterparts here;
+* R2S (the random switch over RSTs) against its reference candidate RST-0.9 of the same seed, under each of its
+  non-adaptive and adaptive attacks, beside the paper's R2S claim.
 
 Cells with fewer than 3 seeds say how many they have. ``--check`` exits 1 when the committed file differs from
 a fresh rebuild (tests/test_published.py runs it).
@@ -43,6 +45,13 @@ LEVEL = 0.05
 # PGD-20 robust accuracy (%) by sparsity; dense PGD-AT and the best RST of ResNet-18 and WRN-34-10.
 RST_PAPER_BY_SPARSITY = {0.5: 46.0, 0.8: 47.7, 0.9: 47.0, 0.95: 45.8, 0.99: 37.6}
 RST_PAPER_WIDTH = {"ResNet-18": (47.7, 50.19), "WRN-34-10": (51.3, 52.27)}
+# The RST paper's R2S and its best single RST (ResNet-18, CIFAR-10, PGD-20, %; REFERENCE.md 1.1).
+R2S_PAPER, RST_PAPER_BEST = 63.93, 47.7
+# R2S's attacks in the published sweep (configs/sweeps/published-r2s.yaml) and their per-example worst case, each
+# with the RST row it is set against: on a deterministic network the PGD-20 variants are PGD-20, and the paper
+# compares R2S under its non-adaptive protocol with RST under white-box PGD-20 (None: no counterpart).
+R2S_VERSUS_RST = {"r2s-nonadaptive": "pgd20", "pgd20": "pgd20", "cw20": "cw20", "eot-pgd": "pgd20",
+                  "ensemble-pgd": "pgd20", "autoattack-rand": None, "worst_case": "worst_case"}
 
 
 def cells(df: pd.DataFrame, attack: str) -> pd.DataFrame:
@@ -128,7 +137,7 @@ def gap_section(table: Dict[str, pd.DataFrame]) -> List[str]:
     flagged = merged[merged["gap"] > GAP]
     lines = [f"## Where the worst case falls far below PGD-20 (more than {GAP:g} points)", "",
              "PGD-20 on the first 1 000 test images, the worst case (PGD-20, CW-20, PGD-50, AutoAttack standard, "
-             "per example) on the first 200 or 500; a gap beyond the sampling noise means PGD-20 overstates "
+             "per example; R2S: its attacks of the section below) on the first 200 or 500; a gap beyond the sampling noise means PGD-20 overstates "
              "robustness (gradient masking or a weak attack).", "",
              "| method | sparsity | width | PGD-20 | worst case | gap (points) | flagged |", "|---|---|---|---|---|---|---|"]
     for _, r in merged.iterrows():
@@ -169,6 +178,69 @@ def paper_section(table: Dict[str, pd.DataFrame]) -> List[str]:
     return lines + [""]
 
 
+def truthy(value: object) -> bool:
+    """A CSV cell read as a flag ('True', 'true', '1', True)."""
+    return str(value).strip().lower() in ("true", "1", "1.0")
+
+
+def seed_pct(df: pd.DataFrame, method: str, attack: str) -> pd.DataFrame:
+    """One row per seed of ``method`` at the R2S cell (sparsity 0.9, width 0.5) for ``attack``: robust accuracy in %."""
+    cell = df[(df["dataset"] == DATASET) & (df["method"] == method) & (df["target_sparsity"] == WIDTH_SPARSITY)
+              & (df["width"] == AXIS_WIDTH)]
+    if attack not in set(cell["attack"].astype(str)):
+        return pd.DataFrame(columns=["seed", "pct", "n_eval", "adaptive", "draws"])
+    rows = latest_rows(cell, attack)
+    adaptive = rows["adaptive"].map(truthy) if "adaptive" in rows else pd.Series(False, index=rows.index)
+    draws = pd.to_numeric(rows["draws"], errors="coerce") if "draws" in rows else pd.Series(float("nan"), rows.index)
+    return pd.DataFrame({"seed": rows["seed"].astype(int), "pct": rows["robust_acc"] * 100,
+                         "n_eval": pd.to_numeric(rows["n_eval"]).astype(int), "adaptive": adaptive, "draws": draws})
+
+
+def mean_std(values: pd.Series) -> str:
+    """'m ± s' over seeds ('m' alone for one seed)."""
+    return f"{values.mean():.1f}" + ("" if len(values) < 2 else f" ± {values.std():.1f}")
+
+
+def r2s_section(df: pd.DataFrame) -> List[str]:
+    """R2S under each attack against RST-0.9 of the same seeds (the switch's reference candidate), and the paper."""
+    lines = [f"## R2S against its reference candidate RST-{WIDTH_SPARSITY:g} (width {AXIS_WIDTH:g})", "",
+             "R2S puts the RSTs of 8 sparsities of one random network behind a random switch (docs/r2s.md); its "
+             f"sparsity-{WIDTH_SPARSITY:g} candidate is the grid's RST run of the same seed. R2S figures are means "
+             "over inference draws (`draws`); cells are mean ± std over seeds; the difference is R2S minus the RST "
+             "row named, seed by seed (mean ± std). RST's worst case is over PGD-20, CW-20, PGD-50 and AutoAttack "
+             "standard, R2S's over its attacks below; R2S's AutoAttack-family attacks and worst case run on the first "
+             "200 test images, RST's worst case on the first 500 (the first 200 are among them).", "",
+             "| attack on R2S | adaptive | n | draws | R2S | RST-0.9 row | RST-0.9 | R2S − RST (points) |",
+             "|---|---|---|---|---|---|---|---|"]
+    gains: Dict[str, pd.Series] = {}
+    for attack, versus in R2S_VERSUS_RST.items():
+        r2s = seed_pct(df, "r2s", attack)
+        if r2s.empty:
+            continue
+        rst = seed_pct(df, "rst", versus) if versus else pd.DataFrame(columns=["seed", "pct"])
+        paired = r2s.merge(rst[["seed", "pct"]], on="seed", suffixes=("", "_rst"))
+        gain = paired["pct"] - paired["pct_rst"]
+        gains[attack] = gain
+        seeds = "" if len(r2s) >= 3 else f" ({len(r2s)} seed{'s' if len(r2s) > 1 else ''})"
+        n = "/".join(str(v) for v in sorted(set(r2s["n_eval"])))
+        draws = "/".join(f"{v:g}" for v in sorted(set(r2s["draws"].dropna()))) or "–"
+        lines.append(f"| {attack} | {'yes' if r2s['adaptive'].any() else 'no'} | {n} | {draws} | "
+                     f"{mean_std(r2s['pct'])}{seeds} | {versus or '–'} | "
+                     f"{mean_std(paired['pct_rst']) if len(paired) else '–'} | "
+                     f"{mean_std(gain) if len(paired) else '–'} |")
+    if not gains:
+        return lines[:2] + ["No R2S run has finished yet (`sweeps/published-r2s.csv`).", ""]
+    lines += ["", f"* The paper: R2S {R2S_PAPER:.2f} against the best single RST {RST_PAPER_BEST:.1f} under PGD-20 "
+              f"(+{R2S_PAPER - RST_PAPER_BEST:.1f} points; ResNet-18, CIFAR-10), a figure that matches a "
+              "non-adaptive evaluation (REFERENCE.md 1.1)."]
+    for attack, label in (("r2s-nonadaptive", "R2S under the paper's non-adaptive protocol against RST under PGD-20"),
+                          ("worst_case", "the per-example worst cases, R2S's with adaptive attacks")):
+        if attack in gains and len(gains[attack]):
+            lines.append(f"* Here, {label}: R2S − RST-{WIDTH_SPARSITY:g} = {mean_std(gains[attack])} points over "
+                         f"{len(gains[attack])} seed{'s' if len(gains[attack]) > 1 else ''}.")
+    return lines + [""]
+
+
 def build(rows: Path = ROWS) -> str:
     """The findings page from the committed rows."""
     df = read_rows(rows)
@@ -179,7 +251,8 @@ def build(rows: Path = ROWS) -> str:
             f"{seeds['pgd20']} runs with PGD-20 rows, {seeds['worst_case']} with a worst case). Cells: mean ± std "
             "over seeds [95 % Wilson interval of the pooled examples]; fewer than 3 seeds are named. The sweep is "
             "still running where a cell has fewer seeds or is missing (`sweeps/*.csv` says `pending`).", ""]
-    body = peak_section(table) + width_section(table) + gap_section(table) + paper_section(table)
+    body = (peak_section(table) + width_section(table) + gap_section(table) + paper_section(table)
+            + r2s_section(df))
     return "\n".join(head + body)
 
 
