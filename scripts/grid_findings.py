@@ -204,8 +204,12 @@ def mean_std(values: pd.Series) -> str:
 def r2s_section(df: pd.DataFrame) -> List[str]:
     """R2S under each attack against RST-0.9 of the same seeds (the switch's reference candidate), and the paper."""
     lines = [f"## R2S against its reference candidate RST-{WIDTH_SPARSITY:g} (width {AXIS_WIDTH:g})", "",
-             "R2S puts the RSTs of 8 sparsities of one random network behind a random switch (docs/r2s.md); its "
-             f"sparsity-{WIDTH_SPARSITY:g} candidate is the grid's RST run of the same seed. R2S figures are means "
+             "R2S puts the RSTs of 8 sparsities of one random network behind a random switch (docs/r2s.md). Its "
+             f"sparsity-{WIDTH_SPARSITY:g} candidate has the spec of the grid's RST-{WIDTH_SPARSITY:g} run of the "
+             "same seed (the same random network), but where that run's folder was not at hand it was trained "
+             "again as a shared stage, perhaps on another CPU, where the same spec can give another ticket (rows' "
+             "`device_name`); so the difference below is R2S against an RST of its random network, not "
+             "necessarily against its own candidate. R2S figures are means "
              "over inference draws (`draws`); cells are mean ± std over seeds; the difference is R2S minus the RST "
              "row named, seed by seed (mean ± std). RST's worst case is over PGD-20, CW-20, PGD-50 and AutoAttack "
              "standard, R2S's over its attacks below; R2S's AutoAttack-family attacks and worst case run on the first "

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from filelock import FileLock, Timeout
 
+from bench.core.devices import device_name
 from bench.core.io import atomic_with
 
 KEY_COLUMNS = ("run_id", "attack", "norm", "n_eval", "eps", "version", "scope", "eval_version")
@@ -23,6 +24,7 @@ LEADING_COLUMNS = (
     "attack", "norm", "eps", "steps", "step_size", "restarts", "eot_samples", "version", "scope", "n_eval",
     "clean_acc", "robust_acc", "clean_ci_low", "clean_ci_high", "robust_ci_low", "robust_ci_high", "flags", "eval_version",
     "status", "seconds", "train_seconds", "train_passes", "created_at", "git_commit", "torch_version", "device",
+    "device_name",
 )
 
 
@@ -74,6 +76,7 @@ def result_rows(head: Mapping[str, Any], results: Sequence[AttackResult], tail: 
     """
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     commit = git_commit()
+    hardware = device_name(device)
     rows = []
     for r in results:
         s = r.settings
@@ -87,6 +90,7 @@ def result_rows(head: Mapping[str, Any], results: Sequence[AttackResult], tail: 
             "flags": ";".join(r.flags), "eval_version": r.eval_version, "status": "ok", "seconds": round(r.seconds, 3),
             **tail,
             "created_at": now, "git_commit": commit, "torch_version": torch.__version__, "device": device.type,
+            "device_name": hardware,
         })
     return rows
 
