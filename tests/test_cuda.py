@@ -29,6 +29,8 @@ def test_bench_run_on_cuda(tmp_path: Path) -> None:
     assert main(args) == 0
     rows = pd.read_csv(tmp_path / "runs.csv")
     assert set(rows["device"]) == {"cuda"} and (rows["robust_acc"] <= rows["clean_acc"]).all()
+    # The rows name the GPU that made them.
+    assert set(rows["device_name"]) == {torch.cuda.get_device_name(CUDA)}
 
 
 def test_pgd_flags_agree_with_the_cpu() -> None:
