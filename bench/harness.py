@@ -22,7 +22,7 @@ from filelock import FileLock, Timeout
 
 from bench.attacks.norms import check_budget_value, check_norm, standard_eps
 from bench.core import paths
-from bench.core.devices import resolve_device
+from bench.core.devices import device_name, resolve_device
 from bench.core.io import atomic_json, atomic_save, digest, file_sha256
 from bench.core.results import AttackResult, append_rows, new_rows, read_rows_file, result_rows
 from bench.core.threads import THREAD_ENV_VARS
@@ -222,6 +222,8 @@ def _find_or_search(spec: RunSpec, data: DataBundle, device: torch.device, run_d
         "train_passes": ctx.compute.passes + sum(s["passes"] for s in ctx.info.get("stage_compute", [])),
         "wall_seconds": time.perf_counter() - t0,
         "data_source": data.source,
+        # The hardware the search ran on (the same spec trained on another CPU can give another ticket).
+        "device_name": device_name(device),
         # The threads the search ran with (a sweep's workers share the cores: see bench.core.threads).
         "threads": {"torch": torch.get_num_threads(), **{k: os.environ.get(k, "") for k in THREAD_ENV_VARS}},
         **({"data_fingerprint": data.fingerprint} if data.fingerprint is not None else {}),
@@ -262,7 +264,8 @@ def run_rows(spec: RunSpec, meta: Dict[str, Any], results: Sequence[AttackResult
     found, timed = meta.get("cost"), meta.get("latency")
     cost: Dict[str, Any] = found if isinstance(found, dict) else {}
     latency: Dict[str, Any] = timed if isinstance(timed, dict) else {}
-    tail = {"train_seconds": round(meta["train_seconds"], 3), "train_passes": meta["train_passes"], **base,
+    tail = {"train_seconds": round(meta["train_seconds"], 3), "train_passes": meta["train_passes"],
+            "train_device_name": meta.get("device_name", ""), **base,
             **({"removed_channels": round(meta["removed_channels"], 6)} if "removed_channels" in meta else {}),
             **{k: cost[k] for k in ROW_COST_COLUMNS if k in cost},
             **{row: round(latency[k], 6) if isinstance(latency[k], float) else latency[k]

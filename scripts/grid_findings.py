@@ -10,8 +10,9 @@ Reads ``results/published/runs.csv`` (Fashion-MNIST, the conv net) and writes
 * every cell where the worst case falls more than ``GAP`` points below PGD-20 (PGD-20 overstates robustness:
   gradient masking or a weak attack), flagged;
 * the RST paper's sparsity and width findings beside their counterparts here;
-* R2S (the random switch over RSTs) against its reference candidate RST-0.9 of the same seed, under each of its
-  non-adaptive and adaptive attacks, beside the paper's R2S claim.
+* R2S (the random switch over RSTs) against RST-0.9 of the same seed (its own candidate from
+  ``r2s-reference/runs.csv`` where that exists), under each of its non-adaptive and adaptive attacks, beside the
+  paper's R2S claim.
 
 Cells with fewer than 3 seeds say how many they have. ``--check`` exits 1 when the committed file differs from
 a fresh rebuild (tests/test_published.py runs it).
@@ -30,14 +31,19 @@ import pandas as pd
 from scipy.stats import fisher_exact
 
 from bench.core.results import read_rows, wilson_interval
-from bench.core.rows import latest_rows
+from bench.core.rows import counted, latest_rows, row_norms
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ROOT / "results" / "published" / "runs.csv"
 OUT = ROOT / "results" / "published" / "findings.md"
+# R2S's reference: RST-0.9 retrained where R2S's candidates were, evaluated on R2S's examples
+# (configs/sweeps/published-r2s-reference.yaml); without it R2S is set against the grid's RST-0.9 rows.
+R2S_REFERENCE = ROOT / "results" / "published" / "r2s-reference" / "runs.csv"
 DATASET = "fashion-mnist"
 # The sparsity axis is swept at this width; the width axis at this RST sparsity.
 AXIS_WIDTH, WIDTH_SPARSITY = 0.5, 0.9
+# The grid's threat model (L-inf) budget on Fashion-MNIST.
+EPS = 0.1
 # Worst case this many points below PGD-20 flags a cell (PGD-20 overstates its robustness).
 GAP = 10.0
 LEVEL = 0.05
@@ -49,9 +55,10 @@ RST_PAPER_WIDTH = {"ResNet-18": (47.7, 50.19), "WRN-34-10": (51.3, 52.27)}
 R2S_PAPER, RST_PAPER_BEST = 63.93, 47.7
 # R2S's attacks in the published sweep (configs/sweeps/published-r2s.yaml) and their per-example worst case, each
 # with the RST row it is set against: on a deterministic network the PGD-20 variants are PGD-20, and the paper
-# compares R2S under its non-adaptive protocol with RST under white-box PGD-20 (None: no counterpart).
-R2S_VERSUS_RST = {"r2s-nonadaptive": "pgd20", "pgd20": "pgd20", "cw20": "cw20", "eot-pgd": "pgd20",
-                  "ensemble-pgd": "pgd20", "autoattack-rand": None, "worst_case": "worst_case"}
+# sets R2S (seemingly under a non-adaptive attack, REFERENCE.md 1.1) against RST under white-box PGD-20 (None: no
+# counterpart). Any other attack with R2S rows follows them, without a counterpart.
+R2S_VERSUS_RST = {"r2s-nonadaptive": "pgd20", "r2s-nonadaptive-full": "pgd20", "pgd20": "pgd20", "cw20": "cw20",
+                  "eot-pgd": "pgd20", "ensemble-pgd": "pgd20", "autoattack-rand": None, "worst_case": "worst_case"}
 
 
 def cells(df: pd.DataFrame, attack: str) -> pd.DataFrame:
@@ -178,75 +185,114 @@ def paper_section(table: Dict[str, pd.DataFrame]) -> List[str]:
     return lines + [""]
 
 
-def truthy(value: object) -> bool:
-    """A CSV cell read as a flag ('True', 'true', '1', True)."""
-    return str(value).strip().lower() in ("true", "1", "1.0")
+def adaptive_label(values: pd.Series) -> str:
+    """'yes' / 'no' from the rows' ``adaptive`` cells ('True', 'false', ...); '?' where the rows do not say."""
+    text = values.astype(str).str.strip().str.lower()
+    if text.isin(["true", "1", "1.0"]).any():
+        return "yes"
+    return "no" if text.isin(["false", "0", "0.0"]).all() and len(text) else "?"
 
 
 def seed_pct(df: pd.DataFrame, method: str, attack: str) -> pd.DataFrame:
-    """One row per seed of ``method`` at the R2S cell (sparsity 0.9, width 0.5) for ``attack``: robust accuracy in %."""
-    cell = df[(df["dataset"] == DATASET) & (df["method"] == method) & (df["target_sparsity"] == WIDTH_SPARSITY)
-              & (df["width"] == AXIS_WIDTH)]
+    """One row per seed of ``method`` at the R2S cell (sparsity 0.9, width 0.5, L-inf at the grid's eps) for
+    ``attack``: robust accuracy in %; two runs of one seed are a ValueError naming them (which pairs is unclear)."""
+    # The cell: counted rows of the method at the grid's threat model.
+    cell = counted(df)
+    cell = cell[(cell["dataset"] == DATASET) & (cell["method"] == method)
+                & (cell["target_sparsity"] == WIDTH_SPARSITY) & (cell["width"] == AXIS_WIDTH)
+                & (row_norms(cell) == "Linf") & ((cell["eps"] - EPS).abs() < 1e-9)]
+    columns = ["seed", "pct", "n_eval", "adaptive", "draws", "run_id"]
     if attack not in set(cell["attack"].astype(str)):
-        return pd.DataFrame(columns=["seed", "pct", "n_eval", "adaptive", "draws"])
+        return pd.DataFrame(columns=columns)
+    # One row per run (the most examples), then one run per seed.
     rows = latest_rows(cell, attack)
-    adaptive = rows["adaptive"].map(truthy) if "adaptive" in rows else pd.Series(False, index=rows.index)
+    repeated = rows[rows["seed"].duplicated(keep=False)]
+    if not repeated.empty:
+        raise ValueError(f"{method} has several runs of seed(s) {sorted(set(repeated['seed'].astype(int)))} at "
+                         f"sparsity {WIDTH_SPARSITY:g} ({', '.join(sorted(repeated['run_id'].astype(str)))}); "
+                         "the R2S findings pair one run per seed")
+    adaptive = rows["adaptive"] if "adaptive" in rows else pd.Series("", index=rows.index)
     draws = pd.to_numeric(rows["draws"], errors="coerce") if "draws" in rows else pd.Series(float("nan"), rows.index)
     return pd.DataFrame({"seed": rows["seed"].astype(int), "pct": rows["robust_acc"] * 100,
-                         "n_eval": pd.to_numeric(rows["n_eval"]).astype(int), "adaptive": adaptive, "draws": draws})
+                         "n_eval": pd.to_numeric(rows["n_eval"]).astype(int), "adaptive": adaptive, "draws": draws,
+                         "run_id": rows["run_id"]})
 
 
 def mean_std(values: pd.Series) -> str:
-    """'m ± s' over seeds ('m' alone for one seed)."""
-    return f"{values.mean():.1f}" + ("" if len(values) < 2 else f" ± {values.std():.1f}")
+    """'m ± s' over seeds ('m' alone for one seed); never '-0.0'."""
+    mean = round(float(values.mean()), 1) + 0.0
+    return f"{mean:.1f}" + ("" if len(values) < 2 else f" ± {values.std():.1f}")
 
 
-def r2s_section(df: pd.DataFrame) -> List[str]:
-    """R2S under each attack against RST-0.9 of the same seeds (the switch's reference candidate), and the paper."""
-    lines = [f"## R2S against its reference candidate RST-{WIDTH_SPARSITY:g} (width {AXIS_WIDTH:g})", "",
-             "R2S puts the RSTs of 8 sparsities of one random network behind a random switch (docs/r2s.md). Its "
-             f"sparsity-{WIDTH_SPARSITY:g} candidate has the spec of the grid's RST-{WIDTH_SPARSITY:g} run of the "
-             "same seed (the same random network), but where that run's folder was not at hand it was trained "
-             "again as a shared stage, perhaps on another CPU, where the same spec can give another ticket (rows' "
-             "`device_name`); so the difference below is R2S against an RST of its random network, not "
-             "necessarily against its own candidate. R2S figures are means "
-             "over inference draws (`draws`); cells are mean ± std over seeds; the difference is R2S minus the RST "
-             "row named, seed by seed (mean ± std). RST's worst case is over PGD-20, CW-20, PGD-50 and AutoAttack "
-             "standard, R2S's over its attacks below; R2S's AutoAttack-family attacks and worst case run on the first "
-             "200 test images, RST's worst case on the first 500 (the first 200 are among them).", "",
-             "| attack on R2S | adaptive | n | draws | R2S | RST-0.9 row | RST-0.9 | R2S − RST (points) |",
-             "|---|---|---|---|---|---|---|---|"]
-    gains: Dict[str, pd.Series] = {}
-    for attack, versus in R2S_VERSUS_RST.items():
+def seeds_note(count: int, of: int = 3) -> str:
+    """' (n seeds)' when fewer than ``of``."""
+    return "" if count >= of else f" ({count} seed{'s' if count != 1 else ''})"
+
+
+def r2s_section(df: pd.DataFrame, reference: Optional[pd.DataFrame] = None) -> List[str]:
+    """R2S under each attack against RST-0.9 of the same seeds (the switch's reference sparsity), and the paper.
+
+    ``reference``: RST rows of R2S's own 0.9 candidates (retrained where R2S's candidates were); without it, the
+    RST-0.9 rows of ``df``."""
+    if reference is not None:
+        source = ("RST-0.9 is R2S's own sparsity-0.9 candidate: the RST of that spec retrained on the machine that "
+                  "trained R2S's candidates (`r2s-reference/`, configs/sweeps/published-r2s-reference.yaml; the same "
+                  "ticket there, results/published/README.md), evaluated with the grid's RST protocol on the examples "
+                  "R2S is evaluated on. The grid's RST-0.9 rows, from another CPU, are a different sample of the same "
+                  "spec.")
+    else:
+        source = (f"RST-{WIDTH_SPARSITY:g} is the grid's RST run of the same seed (the same random network); R2S's "
+                  "own candidate may have been trained again on another CPU, where the same spec can give another "
+                  "ticket (results/published/README.md).")
+    lines = [f"## R2S against RST-{WIDTH_SPARSITY:g}, its reference sparsity (width {AXIS_WIDTH:g})", "",
+             "R2S puts the RSTs of 8 sparsities of one random network behind a random switch (docs/r2s.md). "
+             + source + " R2S figures are means over inference draws (`draws`); cells are mean ± std over seeds; "
+             "the difference is R2S minus the RST row named, over the seeds both have (mean ± std). RST's worst "
+             "case is over PGD-20, CW-20, PGD-50 and AutoAttack standard, per example; R2S's is over its attacks "
+             "below, the attacker's choice per example scored over the draws. `n` is the number of test images "
+             "(the first n).", "",
+             "| attack on R2S | adaptive | n | draws | R2S | RST-0.9 row | n (RST) | RST-0.9 | R2S − RST (points) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    # The attacks with R2S rows: the sweep's, in the table's order, then any other (with no RST counterpart).
+    r2s_rows = counted(df)
+    present = set(r2s_rows.loc[(r2s_rows["method"] == "r2s") & (r2s_rows["dataset"] == DATASET), "attack"].astype(str))
+    versus_of = {**R2S_VERSUS_RST, **{a: None for a in sorted(present - set(R2S_VERSUS_RST))}}
+    rst_rows = df if reference is None else reference
+    gains: Dict[str, Tuple[pd.Series, str]] = {}
+    for attack, versus in versus_of.items():
         r2s = seed_pct(df, "r2s", attack)
         if r2s.empty:
             continue
-        rst = seed_pct(df, "rst", versus) if versus else pd.DataFrame(columns=["seed", "pct"])
-        paired = r2s.merge(rst[["seed", "pct"]], on="seed", suffixes=("", "_rst"))
+        # Pair seed by seed with the RST row the attack is set against.
+        rst = seed_pct(rst_rows, "rst", versus) if versus else pd.DataFrame(columns=["seed", "pct", "n_eval"])
+        paired = r2s.merge(rst[["seed", "pct", "n_eval"]], on="seed", suffixes=("", "_rst"), validate="one_to_one")
         gain = paired["pct"] - paired["pct_rst"]
-        gains[attack] = gain
-        seeds = "" if len(r2s) >= 3 else f" ({len(r2s)} seed{'s' if len(r2s) > 1 else ''})"
         n = "/".join(str(v) for v in sorted(set(r2s["n_eval"])))
+        n_rst = "/".join(str(int(v)) for v in sorted(set(paired["n_eval_rst"]))) or "–"
+        gains[attack] = (gain, f"R2S on the first {n}, RST on the first {n_rst}")
         draws = "/".join(f"{v:g}" for v in sorted(set(r2s["draws"].dropna()))) or "–"
-        lines.append(f"| {attack} | {'yes' if r2s['adaptive'].any() else 'no'} | {n} | {draws} | "
-                     f"{mean_std(r2s['pct'])}{seeds} | {versus or '–'} | "
-                     f"{mean_std(paired['pct_rst']) if len(paired) else '–'} | "
-                     f"{mean_std(gain) if len(paired) else '–'} |")
+        both = seeds_note(len(paired), len(r2s)).replace(" seed", " paired seed")
+        lines.append(f"| {attack} | {adaptive_label(r2s['adaptive'])} | {n} | {draws} | "
+                     f"{mean_std(r2s['pct'])}{seeds_note(len(r2s))} | {versus or '–'} | {n_rst} | "
+                     f"{mean_std(paired['pct_rst']) + both if len(paired) else '–'} | "
+                     f"{mean_std(gain) + both if len(paired) else '–'} |")
     if not gains:
         return lines[:2] + ["No R2S run has finished yet (`sweeps/published-r2s.csv`).", ""]
+    # The paper's claim beside the gains here, without and with adaptive attacks.
     lines += ["", f"* The paper: R2S {R2S_PAPER:.2f} against the best single RST {RST_PAPER_BEST:.1f} under PGD-20 "
-              f"(+{R2S_PAPER - RST_PAPER_BEST:.1f} points; ResNet-18, CIFAR-10), a figure that matches a "
-              "non-adaptive evaluation (REFERENCE.md 1.1)."]
+              f"(+{R2S_PAPER - RST_PAPER_BEST:.1f} points; ResNet-18, CIFAR-10), a figure that REFERENCE.md 1.1 "
+              "finds consistent with a non-adaptive evaluation."]
     for attack, label in (("r2s-nonadaptive", "R2S under the paper's non-adaptive protocol against RST under PGD-20"),
                           ("worst_case", "the per-example worst cases, R2S's with adaptive attacks")):
-        if attack in gains and len(gains[attack]):
-            lines.append(f"* Here, {label}: R2S − RST-{WIDTH_SPARSITY:g} = {mean_std(gains[attack])} points over "
-                         f"{len(gains[attack])} seed{'s' if len(gains[attack]) > 1 else ''}.")
+        if attack in gains and len(gains[attack][0]):
+            gain, examples = gains[attack]
+            lines.append(f"* Here, {label}: R2S − RST-{WIDTH_SPARSITY:g} = {mean_std(gain)} points over "
+                         f"{len(gain)} seed{'s' if len(gain) != 1 else ''} ({examples}).")
     return lines + [""]
 
 
-def build(rows: Path = ROWS) -> str:
-    """The findings page from the committed rows."""
+def build(rows: Path = ROWS, r2s_reference: Path = R2S_REFERENCE) -> str:
+    """The findings page from the committed rows (and R2S's reference rows, where they exist)."""
     df = read_rows(rows)
     table = {attack: cells(df, attack) for attack in ("pgd20", "worst_case")}
     seeds = {attack: int(frame["seeds"].sum()) for attack, frame in table.items()}
@@ -255,8 +301,9 @@ def build(rows: Path = ROWS) -> str:
             f"{seeds['pgd20']} runs with PGD-20 rows, {seeds['worst_case']} with a worst case). Cells: mean ± std "
             "over seeds [95 % Wilson interval of the pooled examples]; fewer than 3 seeds are named. The sweep is "
             "still running where a cell has fewer seeds or is missing (`sweeps/*.csv` says `pending`).", ""]
+    reference = read_rows(r2s_reference) if r2s_reference.exists() else None
     body = (peak_section(table) + width_section(table) + gap_section(table) + paper_section(table)
-            + r2s_section(df))
+            + r2s_section(df, reference))
     return "\n".join(head + body)
 
 

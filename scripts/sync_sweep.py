@@ -1,7 +1,8 @@
 """Bring a sweep's rows and status files from the folder it runs in (a worktree at a fixed commit) into this one.
 
 A long sweep runs from its own ``git worktree`` (the brief's rule: a fixed commit, one job in the background);
-its rows land there. This copies ``runs.csv`` (refused unless it holds every row already here) and each
+its rows land there. This copies ``runs.csv`` (refused unless it holds every row already here, cell by cell on
+the columns both files have) and each
 ``sweeps/<name>.csv``, keeping the ``done`` lines (and their seconds) this folder recorded earlier for runs the
 source now lists as ``skipped``: a sweep resumed by code older than the fix in ``bench.sweep.grid.ran_before``
 rewrites the runs of its earlier sittings as skipped, 0 s, and the grid's cost would be lost.
@@ -11,6 +12,7 @@ rewrites the runs of its earlier sittings as skipped, 0 s, and the grid's cost w
 from __future__ import annotations
 
 import argparse
+import functools
 import shutil
 import sys
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import List, Optional, Tuple
 import pandas as pd
 
 from bench.core.io import atomic_with
+from bench.core.results import read_rows_file
 from bench.sweep.grid import STATUS_COLUMNS, ran_before, read_status
 
 
@@ -36,6 +39,16 @@ def merged_status(source: Path, here: Path) -> Tuple[pd.DataFrame, int]:
     return pd.DataFrame(records, columns=list(STATUS_COLUMNS)), kept
 
 
+def copy_to(source: Path, target: Path) -> None:
+    """Copy ``source``'s bytes to ``target``."""
+    shutil.copyfile(source, target)
+
+
+def write_csv(table: pd.DataFrame, target: Path) -> None:
+    """``table`` as CSV at ``target`` (no index)."""
+    table.to_csv(target, index=False)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Copy rows and merge status files (everything read and checked before anything is written)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -48,21 +61,25 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise ValueError(f"{folder}: not a folder")
     if not src_rows.is_file():
         raise ValueError(f"{src_rows}: no rows to bring in")
-    # Rows: the source's file must extend ours (rows are appended, never rewritten).
-    theirs = src_rows.read_text().splitlines()
-    ours = our_rows.read_text().splitlines() if our_rows.exists() else []
-    missing = sorted(set(ours) - set(theirs))
+    # Rows: the source's file must hold every row of ours, compared cell by cell on the columns both have (code of
+    # another commit may order or add columns), and no column ours fills may be missing there.
+    theirs, ours = read_rows_file(src_rows), read_rows_file(our_rows)
+    only_ours = [c for c in ours.columns if c not in theirs.columns and (ours[c] != "").any()]
+    if only_ours:
+        raise ValueError(f"{src_rows}: lacks column(s) {', '.join(only_ours)} that rows of {our_rows} fill; not copied")
+    shared = [c for c in ours.columns if c in theirs.columns]
+    missing = set(ours[shared].itertuples(index=False)) - set(theirs[shared].itertuples(index=False))
     if missing:
         raise ValueError(f"{src_rows}: lacks {len(missing)} row(s) of {our_rows}; not copied")
     # Status files, merged in memory first.
     merged = {status.name: merged_status(status, args.here / "sweeps" / status.name)
               for status in sorted((args.source / "sweeps").glob("*.csv"))}
     # Write: rows, then each status file, atomically.
-    atomic_with(our_rows, lambda tmp: shutil.copyfile(src_rows, tmp))
-    print(f"{our_rows}: {len(theirs) - len(ours):+d} line(s)")
+    atomic_with(our_rows, lambda tmp: copy_to(src_rows, tmp))
+    print(f"{our_rows}: {len(theirs) - len(ours):+d} row(s)")
     (args.here / "sweeps").mkdir(parents=True, exist_ok=True)
     for name, (table, kept) in merged.items():
-        atomic_with(args.here / "sweeps" / name, lambda tmp, table=table: table.to_csv(tmp, index=False))
+        atomic_with(args.here / "sweeps" / name, functools.partial(write_csv, table))
         print(f"{name}: merged ({kept} earlier done line(s) kept)")
     return 0
 

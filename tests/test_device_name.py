@@ -2,10 +2,14 @@
 published RST-0.9 seed 0, PGD-20 62.0 %, retrained on an EPYC of family 25 with the same code: 60.9 %)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pandas as pd
 import torch
+from conftest import TINY
 
+from bench.cli import main
 from bench.core.devices import cpu_fields, cpu_name, device_name
 from bench.core.results import AttackResult, result_rows
 
@@ -34,11 +38,18 @@ def test_cpu_name_reads_the_first_processor(tmp_path: Path) -> None:
 
 
 def test_cpu_name_without_family_or_file(tmp_path: Path) -> None:
-    """An ARM-style cpuinfo (no model name, no family) and a machine without /proc/cpuinfo still give a name."""
+    """ARM cpuinfo (32-bit names the processor; 64-bit only implementer and part) and a machine without
+    /proc/cpuinfo still give a name."""
+    capability = torch.backends.cpu.get_cpu_capability()
     arm = tmp_path / "arm"
     arm.write_text("processor\t: 0\nProcessor\t: ARMv8 Processor rev 1 (v8l)\n", encoding="utf-8")
-    assert cpu_name(arm).startswith("ARMv8 Processor rev 1 (v8l) (")
-    assert cpu_name(tmp_path / "absent").endswith(f"({torch.backends.cpu.get_cpu_capability()})")
+    assert cpu_name(arm) == f"ARMv8 Processor rev 1 (v8l) ({capability})"
+    arm64 = tmp_path / "arm64"
+    arm64.write_text("processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\nCPU part\t: 0xd0c\n",
+                     encoding="utf-8")
+    assert cpu_name(arm64) == f"ARM CPU, implementer 0x41 part 0xd0c ({capability})"
+    assert cpu_name(tmp_path / "absent").endswith(f"({capability})")
+    assert device_name(torch.device("meta")) == "meta"
 
 
 def test_every_row_names_its_hardware() -> None:
@@ -46,5 +57,17 @@ def test_every_row_names_its_hardware() -> None:
     result = AttackResult("pgd20", {"eps": 0.1}, 10, 0.8, 0.5, 1.0, torch.ones(10, dtype=torch.bool))
     rows = result_rows({"run_id": "x"}, [result], {}, torch.device("cpu"))
     assert rows[0]["device"] == "cpu"
-    assert rows[0]["device_name"] == device_name(torch.device("cpu")) == cpu_name()
-    assert rows[0]["device_name"]
+    assert rows[0]["device_name"] == cpu_name()
+
+
+def test_a_run_records_where_it_was_trained_and_where_evaluated(tmp_path: Path) -> None:
+    """meta.json names the training hardware; rows carry it as train_device_name beside device_name."""
+    args = ["run", "--method", "rst", "--sparsity", "0.5", "--out", str(tmp_path)]
+    for key, value in TINY.items():
+        args += [f"--{key.replace('_', '-')}", ",".join(value) if isinstance(value, tuple) else str(value)]
+    assert main(args) == 0
+    rows = pd.read_csv(tmp_path / "runs.csv")
+    (run,) = list((tmp_path / "runs").iterdir())
+    meta = json.loads((run / "meta.json").read_text(encoding="utf-8"))
+    assert meta["device_name"] == cpu_name()
+    assert set(rows["train_device_name"]) == set(rows["device_name"]) == {cpu_name()}

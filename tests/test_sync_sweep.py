@@ -68,3 +68,22 @@ def test_sync_checks_everything_before_writing(tmp_path: Path) -> None:
     (source / "runs.csv").unlink()
     proc = _sync(source, here)
     assert proc.returncode == 2 and "no rows to bring in" in proc.stderr
+
+
+def test_sync_compares_rows_by_cells_not_lines(tmp_path: Path) -> None:
+    """Code of another commit reorders and adds columns: the same rows still match; a column only ours fills is
+    refused (copying would drop it), and a changed cell is a missing row."""
+    source, here = tmp_path / "worktree", tmp_path / "here"
+    (source / "sweeps").mkdir(parents=True)
+    (source / "runs.csv").write_text("attack,run_id,extra\npgd20,a,1\ncw20,a,2\n")
+    (here / "sweeps").mkdir(parents=True)
+    (here / "runs.csv").write_text("run_id,attack,device_name\na,pgd20,\n")
+    proc = _sync(source, here)
+    assert proc.returncode == 0, proc.stderr
+    assert (here / "runs.csv").read_text() == (source / "runs.csv").read_text()
+    (here / "runs.csv").write_text("run_id,attack,device_name\na,pgd20,EPYC\n")
+    proc = _sync(source, here)
+    assert proc.returncode == 2 and "lacks column(s) device_name" in proc.stderr
+    (here / "runs.csv").write_text("run_id,attack\na,fgsm\n")
+    proc = _sync(source, here)
+    assert proc.returncode == 2 and "lacks 1 row(s)" in proc.stderr

@@ -44,14 +44,17 @@ def cpu_name(cpuinfo: Path = CPUINFO) -> str:
         fields = {}
     if not fields:
         return f"{platform.processor() or platform.machine() or 'unknown CPU'} ({capability})"
-    name = fields.get("model name") or fields.get("Processor") or fields.get("vendor_id") or "unknown CPU"
-    numbers = " ".join(f"{label} {fields[key]}" for key, label in (("cpu family", "family"), ("model", "model"))
-                       if fields.get(key))
+    # x86 names the model and its family/model numbers; 64-bit ARM only its implementer and part numbers.
+    name = (fields.get("model name") or fields.get("Processor") or fields.get("vendor_id")
+            or ("ARM CPU" if "CPU implementer" in fields else "unknown CPU"))
+    numbers = " ".join(f"{label} {fields[key]}" for key, label in (
+        ("cpu family", "family"), ("model", "model"), ("CPU implementer", "implementer"), ("CPU part", "part"))
+        if fields.get(key))
     return f"{name}{', ' + numbers if numbers else ''} ({capability})"
 
 
 def device_name(device: torch.device) -> str:
-    """The hardware behind ``device``: the GPU's name, or the CPU's (:func:`cpu_name`)."""
+    """The hardware behind ``device``: the GPU's name, the CPU's (:func:`cpu_name`), or the device type."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return cpu_name()
+    return cpu_name() if device.type == "cpu" else device.type

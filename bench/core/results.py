@@ -24,7 +24,7 @@ LEADING_COLUMNS = (
     "attack", "norm", "eps", "steps", "step_size", "restarts", "eot_samples", "version", "scope", "n_eval",
     "clean_acc", "robust_acc", "clean_ci_low", "clean_ci_high", "robust_ci_low", "robust_ci_high", "flags", "eval_version",
     "status", "seconds", "train_seconds", "train_passes", "created_at", "git_commit", "torch_version", "device",
-    "device_name",
+    "device_name", "train_device_name",
 )
 
 
