@@ -26,6 +26,8 @@ if [ "${1:-all}" = all ]; then
   for sweep in published-core published-mnist published-methods published-random published-grid published-r2s; do
     OMP_NUM_THREADS=1 bench sweep "configs/sweeps/$sweep.yaml" --out "$OUT" --no-progress
   done
+  # R2S's reference: its own sparsity-0.9 candidates (RST, retrained here) on R2S's examples, in their own folder.
+  OMP_NUM_THREADS=1 bench sweep configs/sweeps/published-r2s-reference.yaml --out "$OUT/r2s-reference" --no-progress
   # The sparsity-0.9 runs of issue 20's sweeps (not the grid's): more rows on AutoAttack's 500 and FMN curves.
   for id in $(tail -q -n +2 "$OUT"/sweeps/published-{core,mnist,methods,random}.csv | cut -d, -f1); do
     run="$OUT/runs/$id"
