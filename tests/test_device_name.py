@@ -1,5 +1,5 @@
 """Rows record the hardware that made them: the same spec trained on two machines can give two tickets (the
-published RST-0.9 seed 0, PGD-20 62.0 %, retrained on an EPYC of family 25 with the same code: 60.9 %)."""
+published RST-0.9 runs retrained on another EPYC: results/published/README.md, r2s-reference/runs.csv)."""
 from __future__ import annotations
 
 import json
