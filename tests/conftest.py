@@ -1,6 +1,10 @@
 """Shared fixtures: tiny specs and models that train in seconds on the CPU."""
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Dict, Iterator, Tuple
 
 import pytest
@@ -98,3 +102,15 @@ def tiny_model() -> torch.nn.Module:
     torch.manual_seed(0)
     cfg = ModelConfig(1, 4, 8, (0.5,), (0.25,), width=0.2, bn_affine=False)
     return build_model("mlp", cfg)
+
+
+def load_script(monkeypatch: pytest.MonkeyPatch, name: str) -> ModuleType:
+    """``scripts/<name>.py`` as a module, registered under its name for the test (dataclasses look it up while
+    being built)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module

@@ -1,14 +1,13 @@
 """scripts/grid_findings.py's R2S section: R2S set against RST-0.9 of the same seed, attack by attack."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Dict, List
 
 import pandas as pd
 import pytest
+from conftest import load_script
 
 from bench.core.results import read_rows
 
@@ -18,12 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture()
 def findings(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """The findings script as a module."""
-    spec = importlib.util.spec_from_file_location("grid_findings", ROOT / "scripts" / "grid_findings.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(monkeypatch, "grid_findings")
 
 
 def row(method: str, seed: int, attack: str, acc: float, **extra: object) -> Dict[str, object]:

@@ -2,14 +2,13 @@
 table, and every row traced to a committed sweep file."""
 from __future__ import annotations
 
-import importlib.util
 import shlex
-import sys
 from pathlib import Path
 from typing import List
 
 import pandas as pd
 import pytest
+from conftest import load_script
 
 from bench.cli import main
 from bench.sweep.grid import load_sweep
@@ -42,13 +41,7 @@ def test_each_table_is_rebuilt_byte_for_byte(args: List[str], tmp_path: Path, mo
 
 
 def test_the_paper_vs_here_table_is_up_to_date(monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = importlib.util.spec_from_file_location("paper_vs_here", ROOT / "scripts" / "paper_vs_here.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # Its dataclasses look their module up by name while being built.
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    assert module.main(["--check"]) == 0
+    assert load_script(monkeypatch, "paper_vs_here").main(["--check"]) == 0
 
 
 def test_every_published_row_comes_from_a_committed_sweep() -> None:
@@ -70,11 +63,6 @@ def test_results_readme_lists_every_command_of_the_script() -> None:
 
 def test_the_grid_findings_are_up_to_date(monkeypatch: pytest.MonkeyPatch) -> None:
     """results/published/findings.md is exactly what scripts/grid_findings.py makes of the committed rows."""
-    spec = importlib.util.spec_from_file_location("grid_findings", ROOT / "scripts" / "grid_findings.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    assert module.main(["--check"]) == 0
+    assert load_script(monkeypatch, "grid_findings").main(["--check"]) == 0
     text = (ROOT / OUT / "findings.md").read_text(encoding="utf-8")
     assert "## Peak sparsity per family" in text and "## Paper vs here" in text
