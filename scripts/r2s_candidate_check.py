@@ -11,20 +11,14 @@ one line per run. Exit 1 when a pair differs or is missing.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-
-def read_json(path: Path) -> Dict[str, Any]:
-    """A JSON file's object; a missing or unreadable file is a ValueError naming it."""
-    try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read ({exc})") from None
+from bench.core import paths
+from bench.methods.ticket import read_meta, read_spec
 
 
 def candidate_file(out: Path, meta: Dict[str, Any], sparsity: float) -> Path:
@@ -32,17 +26,20 @@ def candidate_file(out: Path, meta: Dict[str, Any], sparsity: float) -> Path:
     candidates: List[float] = meta["candidates"]
     index = next(i for i, s in enumerate(candidates) if abs(s - sparsity) < 1e-9)
     kind, name = str(meta["candidate_sources"][index]).split(":", 1)
-    return out / "stages" / name / "model.pt" if kind == "stage" else out / "runs" / name / "ticket.pt"
+    if kind == "stage":
+        return paths.stage_model(paths.stages_root(out) / name)
+    return paths.ticket(paths.run_dir(out, name))
 
 
 def rst_tickets(out: Path) -> Dict[Tuple[int, float], Path]:
-    """The finished rst tickets of ``out/runs`` by (seed, sparsity)."""
+    """The finished rst tickets of ``out``'s runs by (seed, sparsity)."""
     found = {}
-    for spec_file in sorted(out.glob("runs/*/spec.json")):
-        spec = read_json(spec_file)
-        ticket = spec_file.parent / "ticket.pt"
-        if spec.get("method") == "rst" and ticket.exists():
-            found[(int(spec["seed"]), float(spec["sparsity"]))] = ticket
+    for run in sorted(paths.runs_root(out).glob("*/")):
+        if not paths.ticket_finished(run):
+            continue
+        spec = read_spec(run)
+        if spec.method == "rst" and paths.ticket(run).exists():
+            found[(spec.seed, spec.sparsity)] = paths.ticket(run)
     return found
 
 
@@ -62,21 +59,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     references = rst_tickets(args.rst_out)
     failed = checked = 0
     # One line per finished R2S run.
-    for meta_file in sorted(args.r2s_out.glob("runs/*/meta.json")):
-        spec = read_json(meta_file.parent / "spec.json")
-        if spec.get("method") != "r2s":
+    for run in sorted(paths.runs_root(args.r2s_out).glob("*/")):
+        if not paths.ticket_finished(run):
             continue
-        seed, sparsity = int(spec["seed"]), float(spec["sparsity"])
-        mine = candidate_file(args.r2s_out, read_json(meta_file), sparsity)
+        spec = read_spec(run)
+        if spec.method != "r2s":
+            continue
+        seed, sparsity = spec.seed, spec.sparsity
+        mine = candidate_file(args.r2s_out, read_meta(run), sparsity)
         theirs = references.get((seed, sparsity))
         checked += 1
         if theirs is None or not mine.exists():
             failed += 1
-            print(f"{meta_file.parent.name} seed {seed}: missing ({mine if not mine.exists() else 'no rst run'})")
+            print(f"{run.name} seed {seed}: missing ({mine if not mine.exists() else 'no rst run'})")
             continue
         equal = same_tensors(mine, theirs)
         failed += not equal
-        print(f"{meta_file.parent.name} seed {seed}: candidate {sparsity:g} {mine.parent.name} "
+        print(f"{run.name} seed {seed}: candidate {sparsity:g} {mine.parent.name} "
               f"{'equals' if equal else 'DIFFERS from'} rst {theirs.parent.name}")
     if not checked:
         raise ValueError(f"{args.r2s_out}/runs: no finished R2S run")
