@@ -75,11 +75,15 @@ def cells(df: pd.DataFrame, attack: str) -> pd.DataFrame:
     return out
 
 
+def seeds_note(count: int, of: int = 3) -> str:
+    """' (n seeds)' when fewer than ``of``."""
+    return "" if count >= of else f" ({count} seed{'s' if count != 1 else ''})"
+
+
 def fmt(cell: pd.Series) -> str:
     """'m ± s [lo, hi]' with the seed count when under 3."""
     std = "" if pd.isna(cell["std"]) else f" ± {cell['std']:.1f}"
-    seeds = "" if cell["seeds"] >= 3 else f" ({int(cell['seeds'])} seed{'s' if cell['seeds'] > 1 else ''})"
-    return f"{cell['mean']:.1f}{std} [{cell['lo']:.1f}, {cell['hi']:.1f}]{seeds}"
+    return f"{cell['mean']:.1f}{std} [{cell['lo']:.1f}, {cell['hi']:.1f}]{seeds_note(int(cell['seeds']))}"
 
 
 def same(a: pd.Series, b: pd.Series) -> Tuple[bool, float]:
@@ -144,8 +148,8 @@ def gap_section(table: Dict[str, pd.DataFrame]) -> List[str]:
     flagged = merged[merged["gap"] > GAP]
     lines = [f"## Where the worst case falls far below PGD-20 (more than {GAP:g} points)", "",
              "PGD-20 on the first 1 000 test images, the worst case (PGD-20, CW-20, PGD-50, AutoAttack standard, "
-             "per example; R2S: its attacks of the section below) on the first 200 or 500; a gap beyond the sampling noise means PGD-20 overstates "
-             "robustness (gradient masking or a weak attack).", "",
+             "per example; R2S: its attacks of the section below) on the first 200 or 500; a gap beyond the sampling "
+             "noise means PGD-20 overstates robustness (gradient masking or a weak attack).", "",
              "| method | sparsity | width | PGD-20 | worst case | gap (points) | flagged |", "|---|---|---|---|---|---|---|"]
     for _, r in merged.iterrows():
         lines.append(f"| {r['method']} | {r['target_sparsity']:g} | {r['width']:g} | {r['mean_pgd']:.1f} | "
@@ -201,7 +205,7 @@ def seed_pct(df: pd.DataFrame, method: str, attack: str) -> pd.DataFrame:
     cell = cell[(cell["dataset"] == DATASET) & (cell["method"] == method)
                 & (cell["target_sparsity"] == WIDTH_SPARSITY) & (cell["width"] == AXIS_WIDTH)
                 & (row_norms(cell) == "Linf") & ((cell["eps"] - EPS).abs() < 1e-9)]
-    columns = ["seed", "pct", "n_eval", "adaptive", "draws", "run_id"]
+    columns = ["seed", "pct", "n_eval", "adaptive", "draws"]
     if attack not in set(cell["attack"].astype(str)):
         return pd.DataFrame(columns=columns)
     # One row per run (the most examples), then one run per seed.
@@ -214,19 +218,13 @@ def seed_pct(df: pd.DataFrame, method: str, attack: str) -> pd.DataFrame:
     adaptive = rows["adaptive"] if "adaptive" in rows else pd.Series("", index=rows.index)
     draws = pd.to_numeric(rows["draws"], errors="coerce") if "draws" in rows else pd.Series(float("nan"), rows.index)
     return pd.DataFrame({"seed": rows["seed"].astype(int), "pct": rows["robust_acc"] * 100,
-                         "n_eval": pd.to_numeric(rows["n_eval"]).astype(int), "adaptive": adaptive, "draws": draws,
-                         "run_id": rows["run_id"]})
+                         "n_eval": pd.to_numeric(rows["n_eval"]).astype(int), "adaptive": adaptive, "draws": draws})
 
 
 def mean_std(values: pd.Series) -> str:
     """'m ± s' over seeds ('m' alone for one seed); never '-0.0'."""
     mean = round(float(values.mean()), 1) + 0.0
     return f"{mean:.1f}" + ("" if len(values) < 2 else f" ± {values.std():.1f}")
-
-
-def seeds_note(count: int, of: int = 3) -> str:
-    """' (n seeds)' when fewer than ``of``."""
-    return "" if count >= of else f" ({count} seed{'s' if count != 1 else ''})"
 
 
 def r2s_section(df: pd.DataFrame, reference: Optional[pd.DataFrame] = None) -> List[str]:
